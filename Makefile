@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make demo` and `make test` (see README).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_PARAMS ?= params.demo.yaml
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONUNBUFFERED := 1
+
+.PHONY: venv test demo mock dashboard bench clean-demo
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+mock: $(STAMP)
+	$(PY) -m scripts.mock --params $(DEMO_PARAMS) --size demo
+
+# Builds the mock universe, then runs every stage, in order, on the demo params.
+demo: mock
+	$(PY) -m scripts.demo --params $(DEMO_PARAMS)
+
+dashboard: $(STAMP)
+	$(VENV)/bin/mlflow ui --backend-store-uri "file://$(CURDIR)/mlruns" --host 127.0.0.1 --port 5000
+
+bench: $(STAMP)
+	for b in bench/bench_*.py; do $(PY) -m bench.$$(basename $$b .py) || exit 1; done
+
+clean-demo:
+	rm -rf dataset_raw/MOCK_* dataset_raw/TNG dataset/MOCK_* dataset/*.parquet dataset/*.json models/demo plots reports

@@ -1,0 +1,831 @@
+"""Parse and validate ``params.yaml``: the only place the file is read.
+
+Every stage calls :func:`load_params` once and receives typed, frozen objects
+(:class:`Params` with one section object per stage); stages never read the YAML
+themselves. Each rule fails with a :class:`ParamsError` whose message names the key path
+(``extract.FRACTION[2]``), the value found and what was expected; unknown keys are
+rejected with a "did you mean" suggestion, so a typo never silently becomes a default.
+
+The schema is declared once, as dataclass fields carrying a :class:`Key` in their
+metadata; the same declaration drives parsing, defaults and the README table
+(``python -m scripts.params --doc``).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+REQUIRED = object()
+SPLITS = ("train", "validation", "test")
+EXTRACTORS = ("tng_stellar", "survey", "tng_xray")
+CROPPERS = ("petrosian", "r200c", "fraction", "none")
+
+#: Default file-name patterns per extractor kind. Named groups give the identity of
+#: every image; ``snapshot`` and ``projection`` are optional (0 when absent).
+DEFAULT_FILE_PATTERNS = {
+    # real SKIRT/HSC archive and the original pipeline's convention
+    "tng_stellar": (
+        r"^(?:shalo_(?P<snapshot>\d+)-(?P<object_id>\d+)_v(?P<projection>\d+)_.*"
+        r"|snap_(?P<snapshot2>\d+)-(?P<object_id2>\d+)_(?P<projection2>\d+))\.fits$"
+    ),
+    "survey": r"^(?P<object_id>\d+)_.*\.fits$",
+    "tng_xray": r"^xray_(?P<snapshot>\d+)-(?P<object_id>\d+)_v(?P<projection>\d+)_.*\.fits$",
+}
+#: Default EXTNAME template per extractor kind (``{filter}`` is replaced by the band).
+DEFAULT_BAND_EXTNAMES = {
+    "tng_stellar": "SUBARU_HSC.{filter}",
+    "survey": "SUBARU_HSC.{filter}",
+    "tng_xray": "XRAY_{filter}",
+}
+
+
+class ParamsError(ValueError):
+    """A params file that does not follow the schema; the message names the key."""
+
+
+# --------------------------------------------------------------------------- converters
+# A converter takes (value, path) and returns the typed value or raises ParamsError.
+
+def _fail(path: str, value: Any, expected: str) -> ParamsError:
+    return ParamsError(f"{path} = {value!r}: expected {expected}")
+
+
+def _is_none(value: Any) -> bool:
+    # the original params files wrote None as a string
+    return value is None or (isinstance(value, str) and value.strip() in ("None", "null", "~"))
+
+
+def boolean(value, path):
+    if isinstance(value, bool):
+        return value
+    raise _fail(path, value, "true or false")
+
+
+boolean.describe = "true/false"
+
+
+def integer(lo: float = -math.inf, hi: float = math.inf):
+    def conv(value, path):
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                raise _fail(path, value, f"an integer in [{lo}, {hi}]")
+        if not lo <= value <= hi:
+            raise _fail(path, value, f"an integer in [{lo}, {hi}]")
+        return value
+    conv.describe = "integer" + (f" ≥ {lo}" if lo > -math.inf and hi == math.inf else "")
+    return conv
+
+
+def number(lo: float = -math.inf, hi: float = math.inf, lo_open=False, hi_open=False):
+    left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+    expected = f"a number in {left}{lo}, {hi}{right}"
+
+    def conv(value, path):
+        if isinstance(value, bool):
+            raise _fail(path, value, expected)
+        if isinstance(value, str):  # PyYAML reads 1e9 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise _fail(path, value, expected) from None
+        if not isinstance(value, (int, float)) or math.isnan(value):
+            raise _fail(path, value, expected)
+        value = float(value)
+        if value < lo or value > hi or (lo_open and value == lo) or (hi_open and value == hi):
+            raise _fail(path, value, expected)
+        return value
+    conv.describe = "number"
+    return conv
+
+
+def string(choices: tuple[str, ...] | None = None, pattern: str | None = None):
+    def conv(value, path):
+        if not isinstance(value, str) or not value:
+            raise _fail(path, value, "a non-empty string" + (f" among {list(choices)}" if choices else ""))
+        if choices is not None and value not in choices:
+            hint = difflib.get_close_matches(value, choices, n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise _fail(path, value, f"one of {list(choices)}{extra}")
+        if pattern is not None and not re.fullmatch(pattern, value):
+            raise _fail(path, value, f"a string matching {pattern}")
+        return value
+    conv.describe = "one of " + "/".join(choices) if choices else "string"
+    return conv
+
+
+def optional(inner):
+    def conv(value, path):
+        return None if _is_none(value) else inner(value, path)
+    conv.describe = f"{getattr(inner, 'describe', 'value')}, or null"
+    return conv
+
+
+def list_of(inner, length: int | None = None, min_length: int = 0, unique: bool = False):
+    def conv(value, path):
+        if not isinstance(value, (list, tuple)):
+            raise _fail(path, value, "a list" + (f" of {length} entries" if length else ""))
+        if length is not None and len(value) != length:
+            raise _fail(path, value, f"a list of exactly {length} entries, got {len(value)}")
+        if len(value) < min_length:
+            raise _fail(path, value, f"a list of at least {min_length} entries")
+        out = tuple(inner(v, f"{path}[{i}]") for i, v in enumerate(value))
+        if unique and len(set(out)) != len(out):
+            dup = sorted({v for v in out if out.count(v) > 1})
+            raise _fail(path, value, f"unique entries (repeated: {dup})")
+        return out
+    inner_doc = getattr(inner, "describe", "values")
+    conv.describe = f"list of ({inner_doc})" if " or " in inner_doc else f"list of {inner_doc}"
+    return conv
+
+
+def mapping(key_conv, value_conv):
+    def conv(value, path):
+        if not isinstance(value, dict):
+            raise _fail(path, value, "a mapping")
+        return {key_conv(k, f"{path}.{k}"): value_conv(v, f"{path}.{k}") for k, v in value.items()}
+    conv.describe = "mapping"
+    return conv
+
+
+def pair(inner, ordered: bool = True):
+    """A [low, high] range."""
+    base = list_of(inner, length=2)
+
+    def conv(value, path):
+        lo, hi = base(value, path)
+        if ordered and lo > hi:
+            raise _fail(path, value, "[low, high] with low ≤ high")
+        return (lo, hi)
+    conv.describe = "[low, high]"
+    return conv
+
+
+def regex(value, path):
+    value = string()(value, path)
+    try:
+        compiled = re.compile(value)
+    except re.error as err:
+        raise _fail(path, value, f"a valid regular expression ({err})") from None
+    names = set(compiled.groupindex)
+    if not any(n.rstrip("0123456789") == "object_id" for n in names):
+        raise _fail(path, value, "a regular expression with a named group (?P<object_id>…)")
+    return value
+
+
+def extnames(value, path):  # noqa: D401
+    """An EXTNAME template with ``{filter}`` or a mapping filter → EXTNAME."""
+    if isinstance(value, str):
+        if "{filter}" not in value:
+            raise _fail(path, value, "a template containing {filter} or a mapping band → EXTNAME")
+        return value
+    return mapping(string(), string())(value, path)
+
+
+extnames.describe = "template or mapping"
+regex.describe = "regex"
+
+
+def bands(value, path):
+    """FILTERS: one list of band names for every dataset, or one list per dataset."""
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (list, tuple)) for v in value):
+        return list_of(list_of(string(), min_length=1), min_length=1)(value, path)
+    return list_of(string(), min_length=1, unique=True)(value, path)
+
+
+bands.describe = "list of band names, or one such list per dataset"
+
+
+def section(cls):
+    def conv(value, path):
+        return _parse_section(cls, {} if value is None else value, path)
+    conv.describe = "mapping, see below"
+    return conv
+
+
+# --------------------------------------------------------------------------- schema helper
+
+@dataclass(frozen=True)
+class Key:
+    """Schema of one params key: converter, default, documentation."""
+
+    conv: Callable
+    doc: str
+    default: Any = REQUIRED
+    example: str = ""
+    per_dataset: bool = False  # one entry per extract.DATASETS
+    per_set: bool = False  # one entry per prepare.SETS
+
+
+def key(conv, doc, default=REQUIRED, example="", per_dataset=False, per_set=False):
+    meta = {"key": Key(conv, doc, default, example, per_dataset, per_set)}
+    if default is REQUIRED:
+        return field(metadata=meta)
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _yaml_name(f: dataclasses.Field) -> str:
+    return f.name.upper()
+
+
+def _parse_section(cls, raw: Any, path: str):
+    if not isinstance(raw, dict):
+        raise _fail(path, raw, "a mapping of keys")
+    known = {_yaml_name(f): f for f in dataclasses.fields(cls)}
+    for name in raw:
+        if name not in known:
+            hint = difflib.get_close_matches(str(name).upper(), known, n=1, cutoff=0.6)
+            extra = f"; did you mean {hint[0]!r}?" if hint else f"; known keys: {sorted(known)}"
+            raise ParamsError(f"{path}.{name}: unknown key{extra}")
+    values = {}
+    for name, f in known.items():
+        spec: Key = f.metadata["key"]
+        if name in raw:
+            values[f.name] = spec.conv(raw[name], f"{path}.{name}")
+        elif spec.default is REQUIRED:
+            raise ParamsError(f"{path}.{name}: missing required key ({spec.doc})")
+        else:
+            values[f.name] = spec.default() if isinstance(spec.default, type) else spec.default
+    return cls(**values)
+
+
+def _check_lengths(obj, n: int, attr: str, what: str, path: str) -> None:
+    for f in dataclasses.fields(obj):
+        spec: Key = f.metadata["key"]
+        if getattr(spec, attr):
+            value = getattr(obj, f.name)
+            if value is not None and len(value) != n:
+                what_one = "dataset" if attr == "per_dataset" else "SETS entry"
+                raise ParamsError(
+                    f"{path}.{_yaml_name(f)}: has {len(value)} entries but {what} has {n}; "
+                    f"give one entry per {what_one}, in the same order"
+                )
+
+
+# --------------------------------------------------------------------------- sections
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything extract needs to know about one dataset (one entry of each list)."""
+
+    name: str
+    extractor: str
+    simulation: str | None
+    snapshots: tuple[int, ...] | None
+    fields: tuple[str, ...]
+    load: bool
+    fraction: float
+    num_projections: int
+    filters: tuple[str, ...]
+    band_extnames: dict[str, str]
+    file_pattern: str
+    catalogue: str | None
+    cropper: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExtractParams:
+    datasets: tuple = key(list_of(string(pattern=r"[A-Za-z0-9_.\-]+"), min_length=1, unique=True),
+                          "Dataset names; images are read from dataset_raw/<DATASET>/images/.",
+                          example="[MOCK_FIDUCIAL, MOCK_HSC]")
+    extractors: tuple = key(list_of(string(EXTRACTORS)),
+                            "Extractor kind per dataset: tng_stellar (TNG stellar-light mocks), "
+                            "survey (observed cut-outs + catalogue), tng_xray (TNG group X-ray maps).",
+                            example="[tng_stellar, survey]", per_dataset=True)
+    simulations: tuple | None = key(optional(list_of(optional(string()))),
+                                    "TNG simulation folder under config.illustris_path per dataset "
+                                    "(e.g. TNG50-1); null for survey datasets.", None,
+                                    "[TNG50-1, null]", per_dataset=True)
+    snapshots: tuple | None = key(optional(list_of(optional(list_of(integer(0))))),
+                                  "Snapshots to use per dataset; null = every snapshot found.", None,
+                                  "[[84, 91], null]", per_dataset=True)
+    fields: tuple = key(list_of(list_of(string())),
+                        "FIELDS (physical quantities) attached to every image, per dataset. "
+                        "See 'FIELDS' in the README for the names and units.",
+                        example="[[stellar_mass, sfr], [photoz, i_mag]]", per_dataset=True)
+    load: tuple = key(list_of(boolean), "Extract this dataset in this run (false: keep what exists).",
+                      example="[true, true]", per_dataset=True)
+    fraction: tuple = key(list_of(number(0, 1, lo_open=True)),
+                          "Fraction of objects to keep per dataset (seeded; all projections of "
+                          "a chosen object are kept).", example="[1.0, 0.5]", per_dataset=True)
+    num_projections: tuple = key(list_of(integer(1)),
+                                 "Expected projections (viewing angles) per object per dataset; "
+                                 "objects with fewer are reported.", example="[3, 1]", per_dataset=True)
+    filters: tuple = key(bands,
+                         "Bands to read, in channel order: one list for all datasets, or one "
+                         "list per dataset (all datasets trained together need the same count).",
+                         example="[G, R, I]")
+    band_extnames: tuple | None = key(optional(list_of(optional(extnames))),
+                                      "EXTNAME of each band per dataset: a template with {filter} "
+                                      "or a mapping band → EXTNAME; null = default of the "
+                                      "extractor (SUBARU_HSC.{filter}, XRAY_{filter}).", None,
+                                      "[SUBARU_HSC.{filter}, {G: HSC-G}]", per_dataset=True)
+    file_patterns: tuple | None = key(optional(list_of(optional(regex))),
+                                      "Regex per dataset mapping a file name to its identity with "
+                                      "named groups object_id, snapshot, projection; null = the "
+                                      "extractor default (real archive names).", None,
+                                      r"['^shalo_(?P<snapshot>\d+)-(?P<object_id>\d+)_v(?P<projection>\d+)_.*\.fits$']",
+                                      per_dataset=True)
+    catalogues: tuple | None = key(optional(list_of(optional(string()))),
+                                   "Per dataset: survey catalogue (csv/parquet, keyed by object_id) "
+                                   "or, for tng_xray, the cool-core catalogue; relative paths are "
+                                   "taken from dataset_raw/<DATASET>/ (survey) or "
+                                   "<illustris_path>/<SIM>/postprocessing/ (tng_xray).", None,
+                                   "[null, catalogue.csv]", per_dataset=True)
+    croppers: tuple | None = key(optional(list_of(string(CROPPERS))),
+                                 "Cropper per dataset: petrosian (PETRO_RADIUS_FACTOR × R90), r200c "
+                                 "(R200C_FACTOR × R200c), fraction (central CROP_FRACTION), none; "
+                                 "null = petrosian for galaxies, r200c for X-ray.", None,
+                                 "[petrosian, petrosian]", per_dataset=True)
+    image_size: int = key(integer(8, 4096), "Edge of the stored square images in pixels "
+                          "(area-averaged resize after cropping).", example="64")
+    petro_radius_factor: float = key(number(0, lo_open=True),
+                                     "Crop half-size in units of the Petrosian R90.", 2.0, "2")
+    petro_reference_band: str | None = key(optional(string()),
+                                           "Band used for the Petrosian fit; null = middle band.",
+                                           None, "I")
+    r200c_factor: float = key(number(0, lo_open=True), "Crop half-size in units of R200c (X-ray).",
+                              1.0, "1.0")
+    crop_fraction: float = key(number(0, 1, lo_open=True),
+                               "Central fraction of the frame kept by the fraction cropper.", 1.0, "0.8")
+    min_stellar_mass: float = key(number(0), "Lower stellar-mass limit [M☉] for TNG galaxies.",
+                                  1e9, "3e9")
+    max_stellar_mass: float = key(number(0), "Upper stellar-mass limit [M☉].", 1e14, "1e13")
+    min_halo_mass: float = key(number(0), "Lower M200c limit [M☉] for TNG groups/clusters.",
+                               1e13, "1e14")
+    max_halo_mass: float = key(number(0), "Upper M200c limit [M☉].", 1e16, "1e16")
+    split_seed: int = key(integer(0), "Seed of the FRACTION selection.", 42, "42")
+    use_cache: bool = key(boolean, "Reuse finished chunks of an earlier (interrupted) run.", True, "true")
+    num_workers: int = key(integer(1), "Parallel worker processes (joblib).", 1, "8")
+    joblib_backend: str = key(string(), "joblib backend: loky (local), or dask/ray on a cluster "
+                              "(after registering it, see README).", "loky", "loky")
+    size_chunks: int = key(integer(1), "Images per committed chunk: the resume unit and the "
+                           "memory bound.", 2000, "2000")
+
+    def dataset_specs(self) -> tuple[DatasetSpec, ...]:
+        """One :class:`DatasetSpec` per dataset, defaults resolved."""
+        specs = []
+        n = len(self.datasets)
+        for i, name in enumerate(self.datasets):
+            kind = self.extractors[i]
+            filters = self.filters[i] if isinstance(self.filters[0], tuple) else self.filters
+            ext = (self.band_extnames or [None] * n)[i] or DEFAULT_BAND_EXTNAMES[kind]
+            if isinstance(ext, str):
+                band_map = {f: ext.format(filter=f) for f in filters}
+            else:
+                band_map = dict(ext)
+            cropper = (self.croppers or [None] * n)[i] or ("r200c" if kind == "tng_xray" else "petrosian")
+            specs.append(DatasetSpec(
+                name=name, extractor=kind,
+                simulation=(self.simulations or [None] * n)[i],
+                snapshots=(self.snapshots or [None] * n)[i],
+                fields=self.fields[i], load=self.load[i], fraction=self.fraction[i],
+                num_projections=self.num_projections[i], filters=tuple(filters),
+                band_extnames=band_map,
+                file_pattern=(self.file_patterns or [None] * n)[i] or DEFAULT_FILE_PATTERNS[kind],
+                catalogue=(self.catalogues or [None] * n)[i], cropper=cropper,
+            ))
+        return tuple(specs)
+
+    def dataset(self, name: str) -> DatasetSpec:
+        for spec in self.dataset_specs():
+            if spec.name == name:
+                return spec
+        raise KeyError(f"dataset {name!r} is not in extract.DATASETS {list(self.datasets)}")
+
+
+def _sets(value, path):
+    """SETS entries: [NAME, [train, validation, test]]."""
+    entries = list_of(list_of(lambda v, p: v, length=2), min_length=1)(value, path)
+    out = []
+    for i, (name, fractions) in enumerate(entries):
+        name = string()(name, f"{path}[{i}][0]")
+        fr = list_of(number(0, 1), length=3)(fractions, f"{path}[{i}][1]")
+        if sum(fr) > 1 + 1e-9:
+            raise _fail(f"{path}[{i}][1]", list(fractions),
+                        "train, validation, test fractions summing to at most 1 "
+                        f"(they sum to {sum(fr):g})")
+        out.append((name, fr))
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        raise _fail(path, names, "each dataset at most once")
+    return tuple(out)
+
+
+_sets.describe = "list of [DATASET, [train, validation, test]]"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrepareParams:
+    split_seed: int = key(integer(0), "Seed of the object-wise split draw.", example="42")
+    sets: tuple = key(_sets, "Datasets to prepare with train/validation/test fractions (sum ≤ 1, the "
+                      "rest unused). The first set's training split defines the scaling.",
+                      example="[[MOCK_HSC, [0.8, 0.1, 0.1]]]")
+    root_descendant_split: bool = key(boolean, "Keep all snapshots sharing a SubLink root "
+                                      "descendant in one split (when the field exists).", True, "true")
+    matching_source_sets: tuple = key(list_of(string()), "Sets that objects are drawn from when "
+                                      "matching.", (), "[MOCK_HSC]")
+    matching_target_sets: tuple = key(list_of(string()), "Sets that get one matched source object "
+                                      "per object.", (), "[MOCK_FIDUCIAL]")
+    matching_fields: tuple | None = key(optional(list_of(optional(list_of(string())))),
+                                        "Per SETS entry: the matching columns in that dataset "
+                                        "(names may differ, order must agree); null for sets "
+                                        "not matched.", None, "[[photoz, i_mag], [z, i_mag]]",
+                                        per_set=True)
+    matching_uncertainties: tuple = key(list_of(number(0, lo_open=True)),
+                                        "Half-width of the matching box per matching field.", (),
+                                        "[0.01, 0.2]")
+    observables: tuple | None = key(optional(list_of(optional(list_of(string())))),
+                                    "Per SETS entry: observable fields to standardise.", None,
+                                    "[[i_mag], [i_mag]]", per_set=True)
+    unobservables: tuple | None = key(optional(list_of(optional(list_of(string())))),
+                                      "Per SETS entry: unobservable (simulation-only) fields to "
+                                      "standardise.", None, "[null, [stellar_mass]]", per_set=True)
+
+    @property
+    def set_names(self) -> tuple[str, ...]:
+        return tuple(n for n, _ in self.sets)
+
+    def fractions(self, name: str) -> tuple[float, float, float]:
+        return dict(self.sets)[name]
+
+    def per_set(self, attr: str, name: str):
+        """Entry of a per-SETS list for dataset ``name`` (None where absent)."""
+        value = getattr(self, attr)
+        return None if value is None else value[self.set_names.index(name)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AugmentationParams:
+    rotation: bool = key(boolean, "Rotate by a uniform angle in [0, 360°).", True, "true")
+    flip: bool = key(boolean, "Random horizontal and vertical flips.", True, "true")
+    zoom: tuple = key(pair(number(0, lo_open=True)), "Zoom factor range (>1 zooms in).",
+                      (1.0, 1.3), "[1.0, 1.3]")
+    translate: float = key(number(0, 0.5), "Maximum shift as a fraction of the image size.",
+                           0.05, "0.05")
+    blur_sigma: tuple = key(pair(number(0)), "PSF-like Gaussian blur σ range [px].",
+                            (0.0, 1.0), "[0.0, 1.5]")
+    noise_std: tuple = key(pair(number(0)), "Gaussian noise σ range (normalised units).",
+                           (0.0, 0.05), "[0.0, 0.05]")
+    flux_scale: tuple = key(pair(number(0, lo_open=True)), "Per-band flux scale range "
+                            "(log-uniform).", (0.9, 1.1), "[0.8, 1.25]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NormalisationParams:
+    stretch: str = key(string(("arcsinh", "log", "linear")), "Per-band stretch applied before "
+                       "the network (stored with the model).", "arcsinh", "arcsinh")
+    scale: Any = key(lambda v, p: list_of(number(0, lo_open=True))(v, p) if isinstance(v, (list, tuple))
+                     else number(0, lo_open=True)(v, p),
+                     "Stretch scale: one number, or one per band.", 1.0, "0.05")
+    clip: tuple | None = key(optional(pair(number())), "Clip range after the stretch; null: none.",
+                             None, "[-1, 10]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainParams:
+    run_name: str = key(string(pattern=r"[A-Za-z0-9_.\-]+"), "Run folder under models/.", "simclr", "simclr")
+    train_sets: tuple | None = key(optional(list_of(string(), min_length=1)),
+                                   "Datasets to train on; null = all prepare.SETS.", None, "[MOCK_FIDUCIAL]")
+    train_splits: tuple = key(list_of(string(SPLITS), min_length=1), "Splits used for training.",
+                              ("train",), "[train]")
+    validation_split: str = key(string(SPLITS), "Split used for validation loss/accuracy.",
+                                "validation", "validation")
+    architecture: str = key(string(("resnet18", "resnet34", "resnet50")), "Encoder.", "resnet18", "resnet18")
+    width_multiplier: float = key(number(0, lo_open=True), "Channel width multiplier.", 1.0, "1.0")
+    stem: str = key(string(("standard", "small")), "standard: 7×7/2 conv + max-pool; small: 3×3/1, "
+                    "no pool (≤ 64 px).", "standard", "standard")
+    head_layers: int = key(integer(1), "Dense layers of the projection head.", 2, "2")
+    head_hidden_dim: int = key(integer(1), "Hidden width of the projection head.", 512, "512")
+    output_dim: int = key(integer(1), "Projection (loss) dimension.", 128, "128")
+    temperature: float = key(number(0, lo_open=True), "NT-Xent temperature.", 0.1, "0.1")
+    positives: str = key(string(("augmentations", "projections")),
+                         "Positive pairs: two augmentations of one image, or also another "
+                         "projection of the same object.", "augmentations", "projections")
+    batch_size: int = key(integer(2), "Global batch size (all replicas).", 256, "256")
+    epochs: int = key(integer(1), "Maximum epochs.", 100, "100")
+    steps_per_epoch: int | None = key(optional(integer(1)), "Steps per epoch; null = one pass.",
+                                      None, "200")
+    optimizer: str = key(string(("lars", "adam", "sgd")), "Optimiser.", "lars", "lars")
+    learning_rate: float = key(number(0, lo_open=True), "Base learning rate (before batch scaling).",
+                               0.3, "0.3")
+    lr_scaling: str = key(string(("linear", "sqrt", "none")), "Batch scaling: linear lr·B/256, "
+                          "sqrt lr·√B, none.", "linear", "linear")
+    warmup_epochs: float = key(number(0), "Linear warm-up epochs before cosine decay.", 10.0, "10")
+    weight_decay: float = key(number(0), "Weight decay (not on batch-norm and bias).", 1e-6, "1e-6")
+    momentum: float = key(number(0, 1, hi_open=True), "Momentum (LARS, SGD).", 0.9, "0.9")
+    augmentation: AugmentationParams = key(section(AugmentationParams), "Augmentations (below).",
+                                           AugmentationParams)
+    normalisation: NormalisationParams = key(section(NormalisationParams),
+                                             "Per-band normalisation (below).", NormalisationParams)
+    mixed_precision: str = key(string(("off", "mixed_float16", "mixed_bfloat16")),
+                               "Keras mixed-precision policy.", "off", "mixed_bfloat16")
+    seed: int = key(integer(0), "Seed for weights, shuffling and augmentations.", 0, "0")
+    shuffle_buffer: int = key(integer(1), "tf.data shuffle buffer (images).", 10000, "10000")
+    checkpoint_every: int = key(integer(1), "Checkpoint interval in steps.", 500, "500")
+    patience: int = key(integer(1), "Early stopping: epochs without validation improvement.", 20, "20")
+    max_runtime_seconds: float | None = key(optional(number(0, lo_open=True)),
+                                            "Stop (after a checkpoint) past this wall time.", None, "43200")
+    distribution: str = key(string(("auto", "default", "mirrored", "multi_worker")),
+                            "tf.distribute strategy: auto = mirrored when several GPUs are "
+                            "visible, multi_worker reads TF_CONFIG.", "auto", "mirrored")
+    sync_batch_norm: bool = key(boolean, "Synchronised batch norm across replicas.", False, "true")
+
+
+@dataclass(frozen=True, kw_only=True)
+class UmapParams:
+    n_neighbors: int = key(integer(2), "UMAP neighbours.", 15, "15")
+    min_dist: float = key(number(0), "UMAP min_dist.", 0.1, "0.1")
+    fit_subsample: int = key(integer(10), "Objects UMAP is fitted on; the rest is transformed.",
+                             50000, "50000")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RealismParams:
+    k: int = key(integer(1), "k of the k-th-neighbour distance ratio (Eisert et al. 2024).", 8, "8")
+    percentile: float = key(number(0, 100, lo_open=True), "Calibration percentile.", 95.0, "95")
+    subsample: int | None = key(optional(integer(10)), "Cap on objects per set; null: equal to the "
+                                "smaller set.", None, "20000")
+    cv_folds: int = key(integer(2), "Folds of the classifier two-sample test.", 5, "5")
+    n_permutations: int = key(integer(10), "Permutations of the MMD test.", 200, "200")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnalyseParams:
+    run_name: str | None = key(optional(string()), "Trained run to analyse; null = train.RUN_NAME.",
+                               None, "simclr")
+    observed_sets: tuple = key(list_of(string()), "Observed datasets.", (), "[MOCK_HSC]")
+    simulated_sets: tuple = key(list_of(string()), "Simulated datasets compared with them.", (),
+                                "[MOCK_FIDUCIAL, MOCK_COMPACT]")
+    splits: tuple = key(list_of(string(SPLITS), min_length=1), "Splits to embed and analyse.",
+                        SPLITS, "[test]")
+    batch_size: int = key(integer(1), "Embedding batch size.", 256, "256")
+    pca_components: int = key(integer(2), "PCA components for the PCA map.", 2, "2")
+    umap: UmapParams = key(section(UmapParams), "UMAP settings (below).", UmapParams)
+    n_analogues: int = key(integer(1), "Simulated analogues per observed object.", 5, "5")
+    analogue_objects: tuple | None = key(optional(list_of(integer(0))), "Observed object ids "
+                                         "shown as image panels; null: a seeded random few.", None,
+                                         "[1001, 1002]")
+    realism: RealismParams = key(section(RealismParams), "Realism settings (below).", RealismParams)
+    driver_fields: tuple | None = key(optional(list_of(string())), "FIELDS whose R² from the "
+                                      "representation is measured; null: all numeric fields.",
+                                      None, "[stellar_mass, ssfr]")
+    knn_k: int = key(integer(1), "k of the kNN regression for physical drivers.", 10, "10")
+    cv_folds: int = key(integer(2), "Folds of the driver regression.", 5, "5")
+    thumbnail_grid: int = key(integer(2), "Cells per side of the thumbnail map.", 12, "12")
+    rgb_bands: tuple | None = key(optional(list_of(string(), length=3)), "Bands shown as R, G, B "
+                                  "in thumbnails; null: first band in grey.", None, "[I, R, G]")
+    seed: int = key(integer(0), "Seed for subsamples.", 0, "0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackingParams:
+    backends: tuple = key(list_of(string(("mlflow", "tensorboard", "none")), min_length=1),
+                          "Tracking backends, several allowed.", ("mlflow", "tensorboard"),
+                          "[mlflow, tensorboard]")
+    experiment: str = key(string(), "MLflow experiment name.", "galaxy-clr", "galaxy-clr")
+    tags: dict = key(mapping(string(), lambda v, p: str(v)), "Tags added to every run.", {},
+                     "{survey: HSC}")
+    mlflow_dir: str = key(string(), "Local MLflow store (relative to the project); "
+                          "MLFLOW_TRACKING_URI in the environment wins.", "mlruns", "mlruns")
+    tensorboard_dir: str = key(string(), "TensorBoard log folder.", "tb_logs", "tb_logs")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Params:
+    """The whole validated params file."""
+
+    extract: ExtractParams
+    prepare: PrepareParams
+    train: TrainParams
+    analyse: AnalyseParams
+    tracking: TrackingParams
+    source: Path | None = None
+
+    def to_dict(self) -> dict:
+        """Plain nested dict (YAML names) for logging the resolved parameters."""
+        def plain(obj):
+            if dataclasses.is_dataclass(obj):
+                return {_yaml_name(f): plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                        if "key" in f.metadata}
+            if isinstance(obj, (tuple, list)):
+                return [plain(v) for v in obj]
+            if isinstance(obj, dict):
+                return {k: plain(v) for k, v in obj.items()}
+            return obj
+        return {name: plain(getattr(self, name)) for name in SECTIONS}
+
+
+SECTIONS = {
+    "extract": ExtractParams,
+    "prepare": PrepareParams,
+    "train": TrainParams,
+    "analyse": AnalyseParams,
+    "tracking": TrackingParams,
+}
+#: sections that may be left out entirely (defaults apply)
+OPTIONAL_SECTIONS = ("train", "analyse", "tracking")
+
+NEPTUNE_MESSAGE = (
+    "params: the 'neptune:' section is no longer supported. Neptune's hosted service shut "
+    "down on 2026-03-05 and deleted all data; runs are now tracked locally with MLflow "
+    "(`make dashboard` opens `mlflow ui`) and TensorBoard. Replace the section by\n"
+    "  tracking:\n    BACKENDS: [mlflow, tensorboard]\n    EXPERIMENT: <name>\n"
+    "and remove any API token from the file (credentials belong in the environment, e.g. "
+    "MLFLOW_TRACKING_URI). Old Neptune runs can be moved to MLflow with Neptune's own exporter."
+)
+
+
+# --------------------------------------------------------------------------- cross checks
+
+def _validate(p: Params) -> None:
+    ex, pr = p.extract, p.prepare
+    n = len(ex.datasets)
+    _check_lengths(ex, n, "per_dataset", "extract.DATASETS", "extract")
+    if isinstance(ex.filters[0], tuple) and len(ex.filters) != n:
+        raise ParamsError(f"extract.FILTERS: has {len(ex.filters)} band lists but extract.DATASETS "
+                          f"has {n}; give one list for all datasets or one per dataset")
+    if ex.min_stellar_mass >= ex.max_stellar_mass:
+        raise ParamsError(f"extract.MIN_STELLAR_MASS = {ex.min_stellar_mass:g}: expected less than "
+                          f"MAX_STELLAR_MASS = {ex.max_stellar_mass:g}")
+    if ex.min_halo_mass >= ex.max_halo_mass:
+        raise ParamsError(f"extract.MIN_HALO_MASS = {ex.min_halo_mass:g}: expected less than "
+                          f"MAX_HALO_MASS = {ex.max_halo_mass:g}")
+    for spec in ex.dataset_specs():
+        i = ex.datasets.index(spec.name)
+        missing = [f for f in spec.filters if f not in spec.band_extnames]
+        if missing:
+            raise ParamsError(f"extract.BAND_EXTNAMES[{i}]: no EXTNAME for band(s) {missing} of "
+                              f"dataset {spec.name}")
+        if spec.extractor in ("tng_stellar", "tng_xray") and not spec.simulation:
+            raise ParamsError(f"extract.SIMULATIONS[{i}]: dataset {spec.name} uses extractor "
+                              f"{spec.extractor} and needs a TNG simulation folder name")
+        if ex.petro_reference_band is not None and spec.cropper == "petrosian" \
+                and ex.petro_reference_band not in spec.filters:
+            raise ParamsError(f"extract.PETRO_REFERENCE_BAND = {ex.petro_reference_band!r}: "
+                              f"expected one of dataset {spec.name}'s FILTERS {list(spec.filters)}")
+
+    names = pr.set_names
+    for i, name in enumerate(names):
+        if name not in ex.datasets:
+            raise ParamsError(f"prepare.SETS[{i}][0] = {name!r}: expected a dataset of "
+                              f"extract.DATASETS {list(ex.datasets)}")
+    _check_lengths(pr, len(names), "per_set", "prepare.SETS", "prepare")
+    for key_name in ("matching_source_sets", "matching_target_sets"):
+        for i, name in enumerate(getattr(pr, key_name)):
+            if name not in names:
+                raise ParamsError(f"prepare.{key_name.upper()}[{i}] = {name!r}: expected a dataset "
+                                  f"listed in prepare.SETS {list(names)}")
+    if pr.matching_target_sets:
+        if not pr.matching_source_sets:
+            raise ParamsError("prepare.MATCHING_SOURCE_SETS: empty, but MATCHING_TARGET_SETS is "
+                              "set; name the sets to draw matches from")
+        if pr.matching_fields is None:
+            raise ParamsError("prepare.MATCHING_FIELDS: missing; matching needs one list of "
+                              "fields per SETS entry")
+        for name in pr.matching_source_sets + pr.matching_target_sets:
+            i = names.index(name)
+            fields_ = pr.matching_fields[i]
+            if not fields_:
+                raise ParamsError(f"prepare.MATCHING_FIELDS[{i}]: dataset {name} takes part in "
+                                  "matching and needs its list of matching fields")
+            if len(fields_) != len(pr.matching_uncertainties):
+                raise ParamsError(
+                    f"prepare.MATCHING_UNCERTAINTIES: has {len(pr.matching_uncertainties)} "
+                    f"entries but MATCHING_FIELDS[{i}] ({name}) has {len(fields_)}; give one "
+                    "uncertainty per matching field")
+
+    tr = p.train
+    for i, name in enumerate(tr.train_sets or ()):
+        if name not in names:
+            raise ParamsError(f"train.TRAIN_SETS[{i}] = {name!r}: expected a dataset listed in "
+                              f"prepare.SETS {list(names)}")
+    trained = tr.train_sets or names
+    bands = {len(ex.dataset(n).filters) for n in trained}
+    if len(bands) > 1:
+        raise ParamsError(f"train.TRAIN_SETS: datasets {list(trained)} have different band "
+                          f"counts {sorted(bands)}; datasets trained together need the same FILTERS")
+    if isinstance(tr.normalisation.scale, tuple) and len(tr.normalisation.scale) not in bands:
+        raise ParamsError(f"train.NORMALISATION.SCALE: {len(tr.normalisation.scale)} scales for "
+                          f"{sorted(bands)} band(s); give one number or one per band")
+    an = p.analyse
+    for key_name in ("observed_sets", "simulated_sets"):
+        for i, name in enumerate(getattr(an, key_name)):
+            if name not in names:
+                raise ParamsError(f"analyse.{key_name.upper()}[{i}] = {name!r}: expected a "
+                                  f"dataset listed in prepare.SETS {list(names)}")
+
+
+def parse_params(raw: Any, source: Path | None = None) -> Params:
+    """Validate an already-loaded YAML mapping; see :func:`load_params`."""
+    where = str(source) if source else "params"
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{where}: expected a mapping with sections {list(SECTIONS)}")
+    if "neptune" in raw:
+        raise ParamsError(NEPTUNE_MESSAGE)
+    for name in raw:
+        if name not in SECTIONS:
+            hint = difflib.get_close_matches(str(name), SECTIONS, n=1, cutoff=0.5)
+            extra = f"; did you mean {hint[0]!r}?" if hint else f"; known sections: {list(SECTIONS)}"
+            raise ParamsError(f"{name}: unknown section{extra}")
+    sections = {}
+    for name, cls in SECTIONS.items():
+        if name not in raw and name not in OPTIONAL_SECTIONS:
+            raise ParamsError(f"{name}: missing section (expected a mapping of {name} keys)")
+        sections[name] = _parse_section(cls, raw.get(name) or {}, name)
+    params = Params(**sections, source=source)
+    _validate(params)
+    if params.analyse.run_name is None:
+        params = dataclasses.replace(
+            params, analyse=dataclasses.replace(params.analyse, run_name=params.train.run_name))
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file; raises :class:`ParamsError` naming the bad key."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ParamsError(f"{path}: cannot read the params file ({err.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML ({err})") from None
+    return parse_params(raw, source=path)
+
+
+def add_params_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--params PATH`` option every stage takes."""
+    parser.add_argument("--params", default="params.yaml", type=Path,
+                        help="params file (default: params.yaml)")
+
+
+# --------------------------------------------------------------------------- documentation
+
+def markdown_reference() -> str:
+    """The README's params reference, generated from the schema."""
+    lines = []
+
+    def table(cls, prefix):
+        nested = []
+        lines.append("| key | meaning | type | default | example |")
+        lines.append("|---|---|---|---|---|")
+        for f in dataclasses.fields(cls):
+            spec: Key = f.metadata["key"]
+            kind = getattr(spec.conv, "describe", "")
+            if spec.per_dataset:
+                kind = f"{kind}, one per dataset"
+            if spec.per_set:
+                kind = f"{kind}, one per SETS entry"
+            if spec.default is REQUIRED:
+                default = "**required**"
+            elif isinstance(spec.default, type):
+                default = "see below"
+                nested.append((spec.default, f"{prefix}.{_yaml_name(f)}"))
+            else:
+                shown = f"{spec.default:g}" if isinstance(spec.default, float) else repr(spec.default)
+                default = f"`{shown}`".replace("|", "\\|")
+            example = f"`{spec.example}`" if spec.example else ""
+            lines.append(f"| `{_yaml_name(f)}` | {spec.doc} | {kind} | {default} | "
+                         f"{example.replace('|', chr(92) + '|')} |")
+        for sub, name in nested:
+            lines.append("")
+            lines.append(f"`{name}`:")
+            lines.append("")
+            table(sub, name)
+
+    for name, cls in SECTIONS.items():
+        lines.append(f"#### `{name}:`")
+        lines.append("")
+        table(cls, name)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Validate a params file or print its reference.")
+    add_params_argument(parser)
+    parser.add_argument("--doc", action="store_true", help="print the Markdown key reference")
+    args = parser.parse_args(argv)
+    if args.doc:
+        print(markdown_reference())
+        return 0
+    load_params(args.params)
+    print(f"{args.params}: valid")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,190 @@
+"""One test per params rule: every error names the key path and what was expected."""
+import copy
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scripts.params import ParamsError, load_params, markdown_reference, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo_raw():
+    return yaml.safe_load((ROOT / "params.demo.yaml").read_text())
+
+
+def bad(raw, mutate, *fragments):
+    raw = copy.deepcopy(raw)
+    mutate(raw)
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw)
+    message = str(err.value)
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+@pytest.mark.parametrize("name", ["params.yaml", "params.demo.yaml"])
+def test_shipped_params_are_valid(name):
+    params = load_params(ROOT / name)
+    assert params.extract.datasets
+    specs = params.extract.dataset_specs()
+    assert [s.name for s in specs] == list(params.extract.datasets)
+    assert all(set(s.band_extnames) == set(s.filters) for s in specs)
+
+
+def test_frozen_and_typed():
+    params = load_params(ROOT / "params.demo.yaml")
+    with pytest.raises(AttributeError):
+        params.extract.image_size = 3  # frozen
+    assert isinstance(params.extract.fraction, tuple)
+    assert params.extract.min_stellar_mass == pytest.approx(3e9)  # "3.0e9" from YAML
+    spec = params.extract.dataset("MOCK_FIDUCIAL")
+    assert spec.band_extnames == {"G": "SUBARU_HSC.G", "R": "SUBARU_HSC.R", "I": "SUBARU_HSC.I"}
+    assert re.match(spec.file_pattern, "shalo_084-97_v3_HSC_GRIZY.fits")
+    assert params.extract.dataset("MOCK_XRAY").band_extnames == {"0.5-5.0keV": "XRAY_0.5-5.0keV"}
+    assert params.analyse.run_name == params.train.run_name  # null resolved once, in the loader
+    assert params.to_dict()["extract"]["IMAGE_SIZE"] == params.extract.image_size
+
+
+def test_bad_list_length(demo_raw):
+    bad(demo_raw, lambda r: r["extract"]["FRACTION"].pop(), "extract.FRACTION", "3 entries",
+        "extract.DATASETS has 4")
+
+
+def test_bad_list_length_per_set(demo_raw):
+    bad(demo_raw, lambda r: r["prepare"]["OBSERVABLES"].pop(), "prepare.OBSERVABLES", "prepare.SETS")
+
+
+def test_unknown_key_suggests(demo_raw):
+    bad(demo_raw, lambda r: r["extract"].update(FRACTON=[1, 1, 1, 1]), "extract.FRACTON",
+        "did you mean 'FRACTION'")
+
+
+def test_unknown_nested_key(demo_raw):
+    bad(demo_raw, lambda r: r["train"]["AUGMENTATION"].update(ROTATON=True),
+        "train.AUGMENTATION.ROTATON", "did you mean 'ROTATION'")
+
+
+def test_unknown_section_suggests(demo_raw):
+    bad(demo_raw, lambda r: r.update(analyze={}), "analyze", "did you mean 'analyse'")
+
+
+def test_wrong_type(demo_raw):
+    bad(demo_raw, lambda r: r["extract"].update(IMAGE_SIZE="big"), "extract.IMAGE_SIZE", "'big'",
+        "integer")
+    bad(demo_raw, lambda r: r["extract"]["LOAD"].__setitem__(1, "yes"), "extract.LOAD[1]",
+        "true or false")
+
+
+def test_fraction_out_of_range(demo_raw):
+    bad(demo_raw, lambda r: r["extract"]["FRACTION"].__setitem__(2, 1.5), "extract.FRACTION[2]",
+        "1.5", "(0, 1]")
+    bad(demo_raw, lambda r: r["extract"]["FRACTION"].__setitem__(0, 0), "extract.FRACTION[0]")
+
+
+def test_split_fractions_sum(demo_raw):
+    bad(demo_raw, lambda r: r["prepare"]["SETS"][1].__setitem__(1, [0.8, 0.2, 0.1]),
+        "prepare.SETS[1][1]", "at most 1")
+    bad(demo_raw, lambda r: r["prepare"]["SETS"][1].__setitem__(1, [0.8, -0.1, 0.1]),
+        "prepare.SETS[1][1][1]")
+
+
+def test_missing_section(demo_raw):
+    bad(demo_raw, lambda r: r.pop("prepare"), "prepare: missing section")
+
+
+def test_optional_sections_default(demo_raw):
+    raw = copy.deepcopy(demo_raw)
+    for name in ("analyse", "tracking"):
+        raw.pop(name)
+    raw["train"] = {"TRAIN_SETS": ["MOCK_HSC"]}  # the X-ray set has one band, the others three
+    raw["analyse"] = None
+    params = parse_params(raw)
+    assert params.train.optimizer == "lars" and params.tracking.backends == ("mlflow", "tensorboard")
+
+
+def test_missing_required_key(demo_raw):
+    bad(demo_raw, lambda r: r["extract"].pop("IMAGE_SIZE"), "extract.IMAGE_SIZE: missing required key")
+
+
+def test_dataset_not_in_extract(demo_raw):
+    bad(demo_raw, lambda r: r["prepare"]["SETS"][0].__setitem__(0, "NOPE"), "prepare.SETS[0][0]",
+        "'NOPE'", "extract.DATASETS")
+
+
+def test_matching_set_not_in_sets(demo_raw):
+    bad(demo_raw, lambda r: r["prepare"].update(MATCHING_TARGET_SETS=["MOCK_HSC", "OTHER"]),
+        "prepare.MATCHING_TARGET_SETS[1]", "'OTHER'")
+
+
+def test_matching_lengths(demo_raw):
+    bad(demo_raw, lambda r: r["prepare"].update(MATCHING_UNCERTAINTIES=[0.1]),
+        "prepare.MATCHING_UNCERTAINTIES", "1 entries", "MATCHING_FIELDS")
+
+
+def test_matching_fields_missing_for_matched_set(demo_raw):
+    bad(demo_raw, lambda r: r["prepare"]["MATCHING_FIELDS"].__setitem__(1, None),
+        "prepare.MATCHING_FIELDS[1]", "MOCK_FIDUCIAL")
+
+
+def test_choice_suggests(demo_raw):
+    bad(demo_raw, lambda r: r["train"].update(OPTIMIZER="lasr"), "train.OPTIMIZER",
+        "did you mean 'lars'")
+
+
+def test_bad_regex(demo_raw):
+    bad(demo_raw, lambda r: r["extract"].update(FILE_PATTERNS=[r"(\d+", None, None, None]),
+        "extract.FILE_PATTERNS[0]", "regular expression")
+    bad(demo_raw, lambda r: r["extract"].update(FILE_PATTERNS=[r"(?P<id>\d+)", None, None, None]),
+        "extract.FILE_PATTERNS[0]", "object_id")
+
+
+def test_band_count_of_trained_sets(demo_raw):
+    bad(demo_raw, lambda r: r["train"].update(TRAIN_SETS=["MOCK_HSC", "MOCK_XRAY"]),
+        "train.TRAIN_SETS", "band counts")
+
+
+def test_filters_per_dataset_length(demo_raw):
+    bad(demo_raw, lambda r: r["extract"]["FILTERS"].pop(), "extract.FILTERS", "3 band lists")
+
+
+def test_reference_band_must_exist(demo_raw):
+    bad(demo_raw, lambda r: r["extract"].update(PETRO_REFERENCE_BAND="Z"),
+        "extract.PETRO_REFERENCE_BAND", "'Z'")
+
+
+def test_mass_range_order(demo_raw):
+    bad(demo_raw, lambda r: r["extract"].update(MIN_STELLAR_MASS=1e12, MAX_STELLAR_MASS=1e10),
+        "extract.MIN_STELLAR_MASS")
+
+
+def test_neptune_section_explains_shutdown(demo_raw):
+    message = bad(demo_raw, lambda r: r.update(neptune={"project_name": "x", "api": "y"}),
+                  "neptune", "2026-03-05", "MLflow", "tracking:")
+    assert "BACKENDS" in message
+
+
+def test_none_string_accepted_like_original(demo_raw):
+    raw = copy.deepcopy(demo_raw)
+    raw["extract"]["SNAPSHOTS"][2] = "None"
+    assert parse_params(raw).extract.snapshots[2] is None
+
+
+def test_unreadable_and_invalid_yaml(tmp_path):
+    with pytest.raises(ParamsError, match="cannot read"):
+        load_params(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("extract: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(broken)
+
+
+def test_readme_documents_every_key():
+    """The README's params reference is the one generated from the schema."""
+    readme = (ROOT / "README.md").read_text()
+    reference = markdown_reference()
+    assert reference in readme, "README params reference is stale: run `python -m scripts.params --doc`"
