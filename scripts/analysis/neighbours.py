@@ -1,0 +1,169 @@
+"""Nearest-neighbour search in representation space (faiss-cpu).
+
+`NeighbourIndex` picks the search structure from the size of the indexed set: an exact
+flat index up to ``exact_threshold`` vectors, an inverted-file index (IVF, approximate)
+beyond it, where a flat search over ~1e6 x 1e6 pairs would take hours on a few cores.
+`knn_l1_distance` is the always-exact L1 search used by the realism score.
+
+Distances are returned in the units of the input vectors: true (not squared) Euclidean
+distance for ``metric="l2"``, the sum of absolute differences for ``metric="l1"``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import faiss
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+_METRICS = {"l2": faiss.METRIC_L2, "l1": faiss.METRIC_L1}
+
+
+def as_float32(X, name: str = "X") -> np.ndarray:
+    """Return ``X`` as a C-contiguous float32 2-D array (what faiss requires)."""
+    X = np.ascontiguousarray(np.asarray(X), dtype=np.float32)
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (n_objects, n_dims), got shape {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise ValueError(f"{name} contains NaN or infinite values; drop or impute those rows first")
+    return X
+
+
+class NeighbourIndex:
+    """k-nearest-neighbour search, exact for small sets and IVF-approximate for large ones.
+
+    Parameters
+    ----------
+    metric : "l2" or "l1"
+        Euclidean or Manhattan distance.
+    exact_threshold : int
+        Sets with at most this many vectors get an exact ``IndexFlat``; larger ones an
+        ``IndexIVFFlat`` (approximate: a query only visits ``nprobe`` of ``nlist`` cells).
+    nlist : int or None
+        Number of IVF cells; default ``4 * sqrt(N)`` (faiss' usual rule of thumb).
+    nprobe : int
+        Cells visited per query (IVF only): recall rises and speed falls with it.
+    train_size : int or None
+        Vectors (random, seeded) used to train the IVF coarse quantiser; default
+        ``min(N, 64 * nlist)`` (at least 39 per centroid, as faiss asks).
+    seed : int
+        Seed of the training subsample and of the k-means.
+
+    Attributes after `fit`: ``index_`` (the faiss index), ``exact_`` (bool), ``n_``, ``d_``.
+    """
+
+    def __init__(self, metric: str = "l2", exact_threshold: int = 1_000_000,
+                 nlist: int | None = None, nprobe: int = 32,
+                 train_size: int | None = None, seed: int = 0):
+        if metric not in _METRICS:
+            raise ValueError(f"metric must be one of {sorted(_METRICS)}, got {metric!r}")
+        if nprobe < 1:
+            raise ValueError(f"nprobe must be >= 1, got {nprobe}")
+        self.metric = metric
+        self.exact_threshold = int(exact_threshold)
+        self.nlist = nlist
+        self.nprobe = int(nprobe)
+        self.train_size = train_size
+        self.seed = int(seed)
+
+    def fit(self, X) -> "NeighbourIndex":
+        """Index the rows of ``X`` (N x d)."""
+        X = as_float32(X)
+        n, d = X.shape
+        if n == 0:
+            raise ValueError("cannot build a neighbour index on an empty set")
+        faiss_metric = _METRICS[self.metric]
+        self.n_, self.d_ = n, d
+        self.exact_ = n <= self.exact_threshold
+        if self.exact_:
+            index = faiss.IndexFlat(d, faiss_metric)
+        else:
+            nlist = int(self.nlist or max(1, round(4 * math.sqrt(n))))
+            nlist = min(nlist, n)
+            quantizer = faiss.IndexFlat(d, faiss_metric)
+            index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss_metric)
+            index.cp.seed = self.seed
+            n_train = min(n, int(self.train_size or 64 * nlist))
+            rng = np.random.default_rng(self.seed)
+            train = X[np.sort(rng.choice(n, size=n_train, replace=False))] if n_train < n else X
+            logger.info("training IVF index: %d cells on %d of %d vectors (d=%d)",
+                        nlist, n_train, n, d)
+            index.train(train)
+            index.nprobe = min(self.nprobe, nlist)
+            self.nlist_ = nlist
+        index.add(X)
+        self.index_ = index
+        return self
+
+    def kneighbors(self, Q, k: int, batch_size: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest indexed rows of each query row, nearest first.
+
+        Returns ``(distances, indices)``, both (n_queries, k); distances float32 in input
+        units (true L2, not squared), indices int64 into the fitted ``X``. Where fewer than
+        ``k`` rows are reachable (tiny sets, IVF with small ``nprobe``) indices are -1 and
+        distances +inf.
+        """
+        if not hasattr(self, "index_"):
+            raise RuntimeError("NeighbourIndex.kneighbors called before fit(X)")
+        Q = as_float32(Q, "Q")
+        if Q.shape[1] != self.d_:
+            raise ValueError(f"queries have {Q.shape[1]} dims, index was fitted on {self.d_}")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        D = np.empty((Q.shape[0], k), dtype=np.float32)
+        I = np.empty((Q.shape[0], k), dtype=np.int64)
+        for start in range(0, Q.shape[0], batch_size):
+            stop = start + batch_size
+            D[start:stop], I[start:stop] = self.index_.search(Q[start:stop], k)
+        missing = I < 0
+        if self.metric == "l2":
+            np.sqrt(np.maximum(D, 0.0, out=D), out=D)
+        D[missing] = np.inf
+        return D, I
+
+
+def knn_self_excluded(index: NeighbourIndex, X, k: int,
+                      rows=None) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest neighbours of fitted rows among the *other* fitted rows.
+
+    ``X`` must be the array ``index`` was fitted on; ``rows`` (default: all) selects the
+    rows to query, and the outputs are aligned with it. Searches ``k + 1`` and removes
+    the row itself by index (not by position, so exact duplicates are handled: a
+    duplicate at distance 0 is a genuine neighbour); if the row itself is not among the
+    ``k + 1`` returned (possible only with ties or IVF), the farthest is dropped instead.
+    """
+    X = as_float32(X)
+    rows = np.arange(X.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
+    D, I = index.kneighbors(X[rows], k + 1)
+    own = I == rows[:, None]
+    drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
+    keep = np.ones_like(own)
+    keep[np.arange(I.shape[0]), drop] = False
+    return D[keep].reshape(-1, k), I[keep].reshape(-1, k)
+
+
+def knn_l1_distance(X, Y=None, k: int = 8, exclude_self: bool = False) -> np.ndarray:
+    """Exact L1 (Manhattan) distances from each row of ``X`` to its ``k`` nearest rows of ``Y``.
+
+    Uses faiss ``IndexFlat`` with ``METRIC_L1`` (brute force, exact). With ``Y=None`` the
+    search is within ``X``; ``exclude_self=True`` (only with ``Y=None``) then leaves out each
+    row itself, i.e. gives ``d_j(x, X \\ {x})``. Returns an (n_X, k) float32 array sorted
+    ascending, so ``[:, -1]`` is the k-th neighbour distance.
+    """
+    X = as_float32(X)
+    if exclude_self and Y is not None:
+        raise ValueError("exclude_self=True means a search of X within itself: pass Y=None")
+    target = X if Y is None else as_float32(Y, "Y")
+    if target.shape[1] != X.shape[1]:
+        raise ValueError(f"X has {X.shape[1]} dims but Y has {target.shape[1]}")
+    need = k + 1 if exclude_self else k
+    if target.shape[0] < need:
+        raise ValueError(f"need at least {need} reference rows for k={k}, got {target.shape[0]}")
+    index = NeighbourIndex(metric="l1", exact_threshold=np.iinfo(np.int64).max).fit(target)
+    if exclude_self:
+        D, _ = knn_self_excluded(index, X, k)
+    else:
+        D, _ = index.kneighbors(X, k)
+    return D
