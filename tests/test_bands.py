@@ -1,0 +1,341 @@
+"""Band reader: real TNG/HSC mock, synthetic multi-HDU files, and the bad-input battery."""
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from scripts.preprocessing import bands
+from scripts.preprocessing.bands import BadImageError
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real_hsc_mock" / \
+    "shalo_084-97_v3_HSC_GRIZY.fits"
+HSC = [f"SUBARU_HSC.{b}" for b in "GRIZY"]
+
+pytestmark = pytest.mark.filterwarnings("ignore::astropy.utils.exceptions.AstropyUserWarning")
+
+
+def _astropy_by_extname(path: Path) -> dict[str, np.ndarray]:
+    """Independent read: every HDU's data keyed by its EXTNAME, straight from astropy."""
+    with fits.open(path) as hdul:
+        return {h.header.get("EXTNAME", ""): None if h.data is None else np.array(h.data)
+                for h in hdul}
+
+
+def _write(path: Path, hdus: list) -> Path:
+    fits.HDUList(hdus).writeto(path, overwrite=True)
+    return path
+
+
+def _synthetic(tmp_path: Path, name: str = "synth.fits", **bands_data) -> Path:
+    """A primary HDU without data, then one ImageHDU per keyword (EXTNAME = key)."""
+    hdus = [fits.PrimaryHDU()]
+    for extname, data in bands_data.items():
+        hdus.append(fits.ImageHDU(data=data, name=extname))
+    return _write(tmp_path / name, hdus)
+
+
+# --------------------------------------------------------------------------- real file
+
+
+def test_real_mock_bands_equal_astropy_and_g_is_primary():
+    reference = _astropy_by_extname(REAL)
+    with fits.open(REAL) as hdul:
+        assert hdul[0].header["EXTNAME"] == "SUBARU_HSC.G"  # the case that needs the primary HDU
+    cube = bands.read_bands(REAL, HSC)
+    assert cube.shape == (88, 88, 5) and cube.dtype == np.float32
+    for c, name in enumerate(HSC):
+        np.testing.assert_array_equal(cube[..., c], reference[name].astype(np.float32))
+    # order follows the request, matching ignores case and blanks
+    swapped = bands.read_bands(REAL, [" subaru_hsc.y", "Subaru_HSC.G "])
+    np.testing.assert_array_equal(swapped, cube[..., [4, 0]])
+    loaded = bands.load_bands(REAL, HSC)
+    assert loaded.n_repaired == (0,) * 5 and not loaded.repaired
+
+
+def test_real_mock_planes_and_extnames():
+    reference = _astropy_by_extname(REAL)
+    planes = bands.read_band_planes(REAL, "SUBARU_HSC.I")
+    np.testing.assert_array_equal(planes["image"], reference["SUBARU_HSC.I"].astype(np.float32))
+    np.testing.assert_array_equal(planes["mask"], reference["SUBARU_HSC.I MASK"])
+    assert planes["mask"].dtype.kind == "i"
+    np.testing.assert_array_equal(planes["variance"], reference["SUBARU_HSC.I VARIANCE"])
+    only_mask = bands.read_band_planes(REAL, "SUBARU_HSC.G", planes=["mask"])
+    assert list(only_mask) == ["mask"]
+    assert bands.list_extnames(REAL) == [k.upper() for k in reference]
+    with pytest.raises(ValueError, match="unknown planes"):
+        bands.read_band_planes(REAL, "SUBARU_HSC.G", planes=["psf"])
+
+
+def test_real_mock_header_values_and_pixel_scale():
+    header = fits.getheader(REAL, 0)
+    meta = bands.read_image_meta(REAL)
+    assert meta.extname == "SUBARU_HSC.G" and meta.shape == (88, 88)
+    assert meta.redshift == header["REDSHIFT"]
+    # two independent header routes to the pixel scale agree: FOVKPC/NAXIS1 and CDELT1 [pc]
+    assert header["CTYPE1"].strip() == "pc"
+    assert meta.kpc_per_pixel == pytest.approx(header["CDELT1"] / 1e3, rel=1e-9)
+    # angular and physical scales are tied by KPCARC
+    assert meta.arcsec_per_pixel * meta.kpc_per_arcsec == pytest.approx(meta.kpc_per_pixel,
+                                                                          rel=1e-6)
+    snap, sub, proj = re.match(r"shalo_(\d+)-(\d+)_v(\d+)_", REAL.name).groups()
+    values = bands.read_header_values(REAL, ["SNAPNUM", "SUBHALO", "CAMERA", "NOT_A_KEY"],
+                                      extname="SUBARU_HSC.R")
+    assert values == {"SNAPNUM": int(snap), "SUBHALO": int(sub), "CAMERA": f"v{proj}",
+                      "NOT_A_KEY": None}
+    # without FOVKPC the scale falls back to CDELT1 with its unit
+    stripped = header.copy()
+    del stripped["FOVKPC"], stripped["FOVSIZE"]
+    assert bands.meta_from_header(stripped).kpc_per_pixel == pytest.approx(meta.kpc_per_pixel)
+
+
+# --------------------------------------------------------------------------- synthetic
+
+
+def test_synthetic_multi_hdu_reads_only_requested_image_hdus(tmp_path):
+    rng = np.random.default_rng(1)
+    alpha = rng.normal(size=(16, 12))
+    beta = rng.integers(-500, 500, size=(16, 12)).astype(np.int16)
+    hdus = [fits.PrimaryHDU(),
+            fits.ImageHDU(alpha, name="ALPHA"),
+            fits.ImageHDU(rng.integers(0, 9, size=(3, 16, 12)).astype(np.int32),
+                          name="ALPHA MASK"),  # 3-D, never requested: must be ignored
+            fits.ImageHDU(beta, name="BETA"),
+            fits.BinTableHDU.from_columns([fits.Column("x", "E", array=np.arange(3.0))],
+                                          name="CAT")]
+    path = _write(tmp_path / "multi.fits", hdus)
+    cube = bands.read_bands(path, ["beta", "ALPHA"])
+    assert cube.shape == (16, 12, 2) and cube.dtype == np.float32
+    np.testing.assert_array_equal(cube[..., 0], beta.astype(np.float32))
+    np.testing.assert_array_equal(cube[..., 1], alpha.astype(np.float32))
+    assert bands.list_extnames(path) == ["", "ALPHA", "ALPHA MASK", "BETA", "CAT"]
+    with pytest.raises(BadImageError) as err:
+        bands.read_bands(path, ["CAT"])
+    assert err.value.reason == "wrong_shape" and "BinTableHDU" in err.value.detail
+    with pytest.raises(BadImageError) as err:
+        bands.read_bands(path, ["ALPHA", "ALPHA MASK"])
+    assert err.value.reason == "wrong_shape" and "(3, 16, 12)" in err.value.detail
+    with pytest.raises(ValueError, match="non-empty"):
+        bands.read_bands(path, "ALPHA")
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _cut(tmp_path, nbytes):
+    data = REAL.read_bytes()[:nbytes]
+    path = tmp_path / "cut.fits"
+    path.write_bytes(data)
+    return path
+
+
+def _patched(tmp_path, find: bytes, new: bytes):
+    raw = bytearray(REAL.read_bytes())
+    at = raw.index(find)
+    raw[at:at + len(new)] = new
+    path = tmp_path / "patched.fits"
+    path.write_bytes(bytes(raw))
+    assert path.stat().st_size == REAL.stat().st_size
+    return path
+
+
+def _case_truncated_in_data(tmp_path):
+    return _cut(tmp_path, 80 * 2880), HSC            # whole blocks, mid-way through HDU 4
+
+
+def _case_truncated_odd(tmp_path):
+    return _cut(tmp_path, 100_003), HSC[:1]         # G itself is complete, file is not
+
+
+def _case_truncated_header(tmp_path):
+    return _cut(tmp_path, 1000), HSC[:1]
+
+
+def _case_truncated_magic(tmp_path):
+    return _cut(tmp_path, 4), HSC[:1]
+
+
+def _case_not_fits(tmp_path):
+    path = tmp_path / "readme.fits"
+    path.write_text("this is a text file that someone named .fits\n" * 80)
+    return path, HSC[:1]
+
+
+def _case_not_fits_binary(tmp_path):
+    path = tmp_path / "image.fits"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 20)
+    return path, HSC[:1]
+
+
+def _case_empty(tmp_path):
+    path = tmp_path / "empty.fits"
+    path.touch()
+    return path, HSC[:1]
+
+
+def _case_not_found(tmp_path):
+    return tmp_path / "does_not_exist.fits", HSC[:1]
+
+
+def _case_missing_band(tmp_path):
+    return REAL, ["SUBARU_HSC.G", "SUBARU_HSC.U"]
+
+
+def _case_duplicate_band(tmp_path):
+    a = np.arange(16.0).reshape(4, 4)
+    return _synthetic(tmp_path, A=a, B=a + 1, **{"a ": a + 2}), ["A"]
+
+
+def _case_all_nan(tmp_path):
+    return _synthetic(tmp_path, A=np.arange(64.0).reshape(8, 8),
+                      B=np.full((8, 8), np.nan)), ["A", "B"]
+
+
+def _case_too_many_nan(tmp_path):
+    b = np.arange(64.0).reshape(8, 8)
+    b[:6] = np.nan
+    return _synthetic(tmp_path, B=b), ["B"]
+
+
+def _case_constant(tmp_path):
+    return _synthetic(tmp_path, A=np.arange(64.0).reshape(8, 8), B=np.zeros((8, 8))), ["A", "B"]
+
+
+def _case_wrong_shape_3d(tmp_path):
+    return _synthetic(tmp_path, A=np.random.default_rng(0).normal(size=(2, 8, 8))), ["A"]
+
+
+def _case_wrong_shape_mismatch(tmp_path):
+    rng = np.random.default_rng(0)
+    return _synthetic(tmp_path, A=rng.normal(size=(8, 8)), B=rng.normal(size=(8, 9))), ["A", "B"]
+
+
+def _case_no_data(tmp_path):
+    return _write(tmp_path / "nodata.fits", [fits.PrimaryHDU(), fits.ImageHDU(name="A")]), ["A"]
+
+
+def _case_corrupt_header_value(tmp_path):
+    return _patched(tmp_path, b"NAXIS1  =", b"NAXIS1  = 'eighty-eight'".ljust(80)), HSC[:1]
+
+
+def _case_corrupt_header_bytes(tmp_path):
+    return _patched(tmp_path, b"BITPIX  =", bytes(range(128, 208)) * 3), HSC[:1]
+
+
+def _case_header_without_end(tmp_path):
+    # With END blanked astropy reads the next header's cards into the primary header and
+    # the G data from the wrong offset: garbage far beyond any float32 value.
+    return _patched(tmp_path, b"END" + b" " * 77, b" " * 80), HSC[:1]
+
+
+BAD_CASES = {
+    "truncated_in_data": ("truncated", _case_truncated_in_data),
+    "truncated_odd_size": ("truncated", _case_truncated_odd),
+    "truncated_header": ("truncated", _case_truncated_header),
+    "truncated_magic": ("truncated", _case_truncated_magic),
+    "not_fits_text": ("not_fits", _case_not_fits),
+    "not_fits_binary": ("not_fits", _case_not_fits_binary),
+    "zero_bytes": ("empty_file", _case_empty),
+    "not_found": ("not_found", _case_not_found),
+    "missing_band": ("missing_band", _case_missing_band),
+    "duplicate_band": ("duplicate_band", _case_duplicate_band),
+    "all_nan": ("all_nan", _case_all_nan),
+    "too_many_nan": ("too_many_nan", _case_too_many_nan),
+    "constant": ("constant", _case_constant),
+    "wrong_shape_3d": ("wrong_shape", _case_wrong_shape_3d),
+    "wrong_shape_mismatch": ("wrong_shape", _case_wrong_shape_mismatch),
+    "no_data": ("wrong_shape", _case_no_data),
+    "corrupt_header_value": ("unreadable_header", _case_corrupt_header_value),
+    "corrupt_header_bytes": ("unreadable_header", _case_corrupt_header_bytes),
+    "header_without_end": ("unreadable_data", _case_header_without_end),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_input_raises_with_reason_and_file(tmp_path, case):
+    reason, make = BAD_CASES[case]
+    path, extnames = make(tmp_path)
+    with pytest.raises(BadImageError) as err:
+        bands.read_bands(path, extnames)
+    assert err.value.reason == reason, err.value
+    assert err.value.path == str(path)
+    assert str(path) in str(err.value) and reason in str(err.value)
+    assert err.value.reason in BadImageError.REASONS
+
+
+def test_missing_band_names_the_band_and_what_is_present():
+    with pytest.raises(BadImageError) as err:
+        bands.read_bands(REAL, ["SUBARU_HSC.G", "SUBARU_HSC.U"])
+    detail = err.value.detail
+    assert "SUBARU_HSC.U" in detail
+    for present in HSC + ["SUBARU_HSC.G MASK"]:
+        assert present in detail
+
+
+def test_expected_shape_is_enforced(tmp_path):
+    path = _synthetic(tmp_path, A=np.arange(64.0).reshape(8, 8))
+    assert bands.read_bands(path, ["A"], shape=(8, 8)).shape == (8, 8, 1)
+    with pytest.raises(BadImageError) as err:
+        bands.read_bands(path, ["A"], shape=(16, 16))
+    assert err.value.reason == "wrong_shape" and "(16, 16)" in err.value.detail
+
+
+def test_bad_image_error_survives_pickling():
+    err = BadImageError("/data/x.fits", "missing_band", "no HDU with EXTNAME 'Q'")
+    back = pickle.loads(pickle.dumps(err))
+    assert (back.path, back.reason, back.detail, str(back)) == (err.path, err.reason,
+                                                                err.detail, str(err))
+    with pytest.raises(ValueError, match="unknown BadImageError reason"):
+        BadImageError("/data/x.fits", "cosmic_rays")
+
+
+# --------------------------------------------------------------------------- NaN repair
+
+
+def test_isolated_nonfinite_pixels_take_the_local_median(tmp_path):
+    rng = np.random.default_rng(3)
+    good = rng.normal(size=(12, 12))
+    band = good.copy()
+    holes = [(0, 0), (5, 7), (11, 4)]
+    band[holes[0]] = np.nan
+    band[holes[1]] = np.inf
+    band[holes[2]] = -np.inf
+    path = _synthetic(tmp_path, A=good, B=band)
+    loaded = bands.load_bands(path, ["A", "B"])
+    assert loaded.n_repaired == (0, 3) and loaded.repaired
+    out = loaded.data[..., 1]
+    padded = np.pad(np.where(np.isfinite(band), band, np.nan), 1, constant_values=np.nan)
+    for (y, x) in holes:
+        expected = np.nanmedian(padded[y:y + 3, x:x + 3])  # 3×3 window around (y, x)
+        assert out[y, x] == pytest.approx(expected, rel=1e-6)
+    untouched = np.ones(band.shape, bool)
+    for hole in holes:
+        untouched[hole] = False
+    np.testing.assert_array_equal(out[untouched], band[untouched].astype(np.float32))
+
+
+def test_nan_block_is_filled_from_its_border_and_other_policies(tmp_path):
+    yy, xx = np.mgrid[:20, :20]
+    band = (yy + 2.0 * xx).astype(np.float64)
+    band[6:11, 8:13] = np.nan  # 5×5 hole: inner pixels have no finite neighbour at first
+    path = _synthetic(tmp_path, B=band)
+    filled = bands.load_bands(path, ["B"])
+    assert filled.n_repaired == (25,)
+    hole = filled.data[6:11, 8:13, 0]
+    assert np.isfinite(hole).all()
+    border = np.concatenate([band[5, 7:14], band[11, 7:14], band[6:11, 7], band[6:11, 13]])
+    assert border.min() <= hole.min() and hole.max() <= border.max()
+    zero = bands.read_bands(path, ["B"], nan_fill="zero")
+    assert (zero[6:11, 8:13] == 0).all()
+    with pytest.raises(BadImageError) as err:
+        bands.read_bands(path, ["B"], nan_fill="raise")
+    assert err.value.reason == "has_nan" and "25" in err.value.detail
+    with pytest.raises(BadImageError) as err:
+        bands.read_bands(path, ["B"], max_nan_fraction=0.05)  # 25/400 = 6.25 % > 5 %
+    assert err.value.reason == "too_many_nan"
+    with pytest.raises(ValueError, match="nan_fill"):
+        bands.read_bands(path, ["B"], nan_fill="mean")
