@@ -67,6 +67,24 @@ def test_tree_equals_bruteforce_and_is_deterministic(method):
     assert len(np.unique(used)) == len(used)
 
 
+@pytest.mark.parametrize("method", ["uniform", "nearest"])
+def test_chunked_and_depleted_paths_equal_bruteforce(method, monkeypatch):
+    """Many small chunks (adaptive chunk size / growing k) still give the same matches."""
+    import functools
+
+    from scripts.preprocessing import matching
+
+    monkeypatch.setattr(matching, "_uniform", functools.partial(matching._uniform, max_pairs=3000))
+    monkeypatch.setattr(matching, "_CHUNK", 100)
+    rng = np.random.default_rng(8)
+    # crowded boxes, as many targets as sources: sources get used up around the targets
+    source_xy = rng.normal(0, 1, (2000, 2)) / 0.3
+    target_xy = rng.normal(0, 0.5, (2000, 2)) / 0.3
+    tree = match_positions(source_xy, target_xy, seed=2, method=method)
+    np.testing.assert_array_equal(tree, match_positions_bruteforce(source_xy, target_xy, 2, method))
+    assert 0.3 < (tree >= 0).mean() < 1.0
+
+
 def test_nearest_picks_the_closest_free_source():
     source_xy = np.array([[0.9, 0.0], [0.1, 0.1], [0.5, -0.5], [3.0, 3.0]])
     target_xy = np.array([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
