@@ -1,10 +1,15 @@
 """ResNet encoders, SimCLR projection head and model: shapes, naming for LARS, (de)serialisation."""
 
+import inspect
+import re
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from scripts.model import distribute
+from scripts.model.lars import LARS
 from scripts.model.resnet import build_resnet, representation_dim
 from scripts.model.simclr import SimCLRModel, build_projection_head, build_simclr_model
 
@@ -12,8 +17,10 @@ WIDTH = 0.125
 
 
 def lars_excluded(path: str) -> bool:
-    """The rule LARS applies to ``variable.path``: no decay/adaptation for BN and biases."""
-    return "batch_normalization" in path or "bn" in path or "bias" in path
+    """LARS's default rule on ``variable.path`` (no decay/adaptation for BN and biases):
+    the encoder must work with the optimizer as it is configured by default."""
+    patterns = inspect.signature(LARS.__init__).parameters["exclude_from_weight_decay"].default
+    return any(re.search(p, path) for p in patterns)
 
 
 @pytest.mark.parametrize("depth,expected", [(18, 512), (34, 512), (50, 2048)])
@@ -46,7 +53,7 @@ def test_stems_spatial_size_before_stage_two():
     assert tuple(small.get_layer("stage4_out").output.shape[1:3]) == (4, 4)
 
 
-def test_lars_exclusion_finds_exactly_bn_and_bias_variables():
+def test_lars_default_exclusion_finds_exactly_the_batch_norm_variables():
     model = build_simclr_model(18, (32, 32, 3), WIDTH, stem="small", head_layers=3, head_output_dim=16)
     excluded = [v for v in model.trainable_variables if lars_excluded(v.path)]
     kept = [v for v in model.trainable_variables if not lars_excluded(v.path)]
@@ -62,17 +69,21 @@ def test_lars_exclusion_finds_exactly_bn_and_bias_variables():
 
 
 def test_batch_norm_factory_is_used_for_every_batch_norm():
+    """Synchronised BN from scripts.model.distribute is injected into encoder and head."""
     created = []
 
     def factory(**kwargs):
-        layer = keras.layers.BatchNormalization(synchronized=True, **kwargs)
+        layer = distribute.batch_norm(True, **kwargs)
         created.append(layer)
         return layer
 
-    model = build_resnet(18, (32, 32, 3), WIDTH, stem="small", batch_norm_factory=factory)
-    bn_layers = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    model = build_simclr_model(18, (32, 32, 3), WIDTH, stem="small", head_output_dim=8,
+                               batch_norm_factory=factory)
+    bn_layers = [l for m in (model.encoder, model.head) for l in m.layers
+                 if isinstance(l, keras.layers.BatchNormalization)]
     assert len(bn_layers) == len(created) > 0
     assert all(l.synchronized for l in bn_layers)
+    assert model(np.zeros((2, 32, 32, 3), "float32"), training=True)[1].shape == (2, 8)
 
 
 def test_projection_head_structure():

@@ -13,7 +13,8 @@ Two stems:
 
 Naming, relied on by LARS (which skips weight decay and trust-ratio adaptation for
 batch-norm and bias variables by matching ``variable.path``): every batch-norm layer's
-name ends in ``_bn`` (paths ``…_bn/gamma``, ``…_bn/beta``, …), convolutions carry no bias
+name contains ``batch_normalization`` (paths like ``stage1_block1_batch_normalization1/gamma``,
+matching LARS's default exclusion patterns and Keras's default BN names), convolutions carry no bias
 (the following batch norm has its own shift), and the only bias-like variables are the
 batch-norm betas. All convolutions use He-normal initialisation.
 
@@ -66,7 +67,7 @@ def _conv(filters: int, kernel_size: int, strides: int, name: str) -> layers.Con
 
 
 def _bn(factory: BatchNormFactory, name: str, zero_init: bool = False) -> keras.layers.Layer:
-    """Batch norm named ``<name>`` (which ends in ``_bn``); gamma = 0 when ``zero_init``."""
+    """Batch norm named ``<name>`` (contains ``batch_normalization``); gamma = 0 when ``zero_init``."""
     kwargs = dict(name=name, momentum=BN_MOMENTUM, epsilon=BN_EPSILON)
     if zero_init:
         kwargs["gamma_initializer"] = "zeros"
@@ -79,12 +80,12 @@ def _basic_block(x, filters: int, strides: int, prefix: str, factory: BatchNormF
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
         shortcut = _conv(filters, 1, strides, f"{prefix}_proj_conv")(x)
-        shortcut = _bn(factory, f"{prefix}_proj_bn")(shortcut)
+        shortcut = _bn(factory, f"{prefix}_proj_batch_normalization")(shortcut)
     y = _conv(filters, 3, strides, f"{prefix}_conv1")(x)
-    y = _bn(factory, f"{prefix}_bn1")(y)
+    y = _bn(factory, f"{prefix}_batch_normalization1")(y)
     y = layers.ReLU(name=f"{prefix}_relu1")(y)
     y = _conv(filters, 3, 1, f"{prefix}_conv2")(y)
-    y = _bn(factory, f"{prefix}_bn2", zero_init=zero_init_residual)(y)
+    y = _bn(factory, f"{prefix}_batch_normalization2", zero_init=zero_init_residual)(y)
     y = layers.Add(name=f"{prefix}_add")([y, shortcut])
     return layers.ReLU(name=f"{prefix}_out")(y)
 
@@ -96,15 +97,15 @@ def _bottleneck_block(x, filters: int, strides: int, prefix: str, factory: Batch
     shortcut = x
     if strides != 1 or x.shape[-1] != out_filters:
         shortcut = _conv(out_filters, 1, strides, f"{prefix}_proj_conv")(x)
-        shortcut = _bn(factory, f"{prefix}_proj_bn")(shortcut)
+        shortcut = _bn(factory, f"{prefix}_proj_batch_normalization")(shortcut)
     y = _conv(filters, 1, 1, f"{prefix}_conv1")(x)
-    y = _bn(factory, f"{prefix}_bn1")(y)
+    y = _bn(factory, f"{prefix}_batch_normalization1")(y)
     y = layers.ReLU(name=f"{prefix}_relu1")(y)
     y = _conv(filters, 3, strides, f"{prefix}_conv2")(y)
-    y = _bn(factory, f"{prefix}_bn2")(y)
+    y = _bn(factory, f"{prefix}_batch_normalization2")(y)
     y = layers.ReLU(name=f"{prefix}_relu2")(y)
     y = _conv(out_filters, 1, 1, f"{prefix}_conv3")(y)
-    y = _bn(factory, f"{prefix}_bn3", zero_init=zero_init_residual)(y)
+    y = _bn(factory, f"{prefix}_batch_normalization3", zero_init=zero_init_residual)(y)
     y = layers.Add(name=f"{prefix}_add")([y, shortcut])
     return layers.ReLU(name=f"{prefix}_out")(y)
 
@@ -166,12 +167,12 @@ def build_resnet(
     stem_width = scaled_width(BASE_WIDTHS[0], width_multiplier)
     if stem == "standard":
         x = _conv(stem_width, 7, 2, "stem_conv")(inputs)
-        x = _bn(batch_norm_factory, "stem_bn")(x)
+        x = _bn(batch_norm_factory, "stem_batch_normalization")(x)
         x = layers.ReLU(name="stem_relu")(x)
         x = layers.MaxPooling2D(pool_size=3, strides=2, padding="same", name="stem_pool")(x)
     else:
         x = _conv(stem_width, 3, 1, "stem_conv")(inputs)
-        x = _bn(batch_norm_factory, "stem_bn")(x)
+        x = _bn(batch_norm_factory, "stem_batch_normalization")(x)
         x = layers.ReLU(name="stem_relu")(x)
 
     for stage, (base, n_blocks) in enumerate(zip(BASE_WIDTHS, blocks), start=1):

@@ -3,8 +3,8 @@
 - :func:`build_projection_head`: the SimCLR MLP head (Chen et al. 2020, google-research/simclr
   ``tf2/model.py``): ``num_layers`` dense layers, the hidden ones Dense → BN → ReLU, the last
   Dense → BN with no centre (``center=False``) and no ReLU. Dense layers carry no bias (the
-  batch norm that follows shifts instead). Batch-norm layers are named ``…_bn`` so LARS finds
-  them by ``variable.path``.
+  batch norm that follows shifts instead). Batch-norm layer names contain
+  ``batch_normalization`` so LARS finds them by ``variable.path``.
 - :class:`SimCLRModel`: encoder + head; ``model(images)`` returns ``(representation,
   projection)``; :meth:`SimCLRModel.embed` returns the representation (what analyse uses).
   The contrastive train step lives in the train stage, not here.
@@ -60,12 +60,13 @@ def build_projection_head(
     for i in range(1, num_layers):
         x = layers.Dense(hidden_dim, use_bias=False, kernel_initializer="he_normal",
                          name=f"head_dense{i}")(x)
-        x = batch_norm_factory(name=f"head_bn{i}", momentum=BN_MOMENTUM, epsilon=BN_EPSILON)(x)
+        x = batch_norm_factory(name=f"head_batch_normalization{i}", momentum=BN_MOMENTUM,
+                               epsilon=BN_EPSILON)(x)
         x = layers.ReLU(name=f"head_relu{i}")(x)
     x = layers.Dense(int(output_dim), use_bias=False, kernel_initializer="he_normal",
                      name=f"head_dense{num_layers}")(x)
-    x = batch_norm_factory(name=f"head_bn{num_layers}", momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-                           center=False)(x)
+    x = batch_norm_factory(name=f"head_batch_normalization{num_layers}", momentum=BN_MOMENTUM,
+                           epsilon=BN_EPSILON, center=False)(x)
     return keras.Model(inputs, x, name=name)
 
 
