@@ -123,6 +123,20 @@ def test_synthetic_multi_hdu_reads_only_requested_image_hdus(tmp_path):
         bands.read_bands(path, "ALPHA")
 
 
+def test_tile_compressed_hdu(tmp_path):
+    image = np.random.default_rng(4).normal(size=(64, 48)).astype(np.float32)
+    path = _write(tmp_path / "rice.fits", [fits.PrimaryHDU(), fits.CompImageHDU(image, name="A")])
+    with fits.open(path) as hdul:
+        expected = np.array(hdul["A"].data)  # lossy (quantised) on write: compare to astropy
+    np.testing.assert_array_equal(bands.read_bands(path, ["A"])[..., 0], expected)
+    np.testing.assert_allclose(expected, image, atol=0.05)
+    cut = tmp_path / "rice_cut.fits"
+    cut.write_bytes(path.read_bytes()[:-2880])
+    with pytest.raises(BadImageError) as err:
+        bands.read_bands(cut, ["A"])
+    assert err.value.reason == "truncated"
+
+
 # --------------------------------------------------------------------------- bad input
 
 

@@ -79,7 +79,8 @@ class BadImageError(Exception):
 
     def __init__(self, path: str | os.PathLike, reason: str, detail: str = ""):
         if reason not in self.REASONS:
-            raise ValueError(f"unknown BadImageError reason {reason!r}; expected one of {self.REASONS}")
+            raise ValueError(f"unknown BadImageError reason {reason!r}; "
+                             f"expected one of {self.REASONS}")
         self.path = str(path)
         self.reason = reason
         self.detail = detail
@@ -161,8 +162,15 @@ def _header_failure(path: Path, size: int, exc: Exception) -> BadImageError:
 
 
 def _data_end(hdu) -> int:
-    """Byte offset where an HDU's data ends (without the final block padding)."""
+    """Byte offset where an HDU's data ends on disk.
+
+    Plain HDUs: without the final block padding (tolerates writers that omit it).
+    Tile-compressed images: ``size`` is the uncompressed size, so the on-disk span of the
+    underlying table (padding included) is used.
+    """
     info = hdu.fileinfo()
+    if isinstance(hdu, fits.CompImageHDU):
+        return int(info["datLoc"]) + int(info["datSpan"])
     return int(info["datLoc"]) + int(hdu.size)
 
 
@@ -186,7 +194,6 @@ class _Fits:
         self.size = _check_file(self.path)
         self.hdul = None
         self.names: list[str] = []
-        self.caught: list[warnings.WarningMessage] = []
 
     def __enter__(self) -> "_Fits":
         with warnings.catch_warnings(record=True) as caught:
@@ -203,7 +210,6 @@ class _Fits:
             except _ASTROPY_READ_ERRORS as exc:
                 self.hdul.close()
                 raise _header_failure(self.path, self.size, exc) from None
-        self.caught = caught
         for w in caught:
             logger.debug("%s: astropy warning: %s", self.path, w.message)
         if last_end > self.size:
@@ -373,7 +379,8 @@ def load_bands(path: str | os.PathLike, extnames: Sequence[str], *, nan_fill: st
                                     f"{extnames[0]!r} has {bands[0].shape}")
             if shape is not None and band.shape != tuple(shape):
                 raise BadImageError(path, "wrong_shape",
-                                    f"band {name!r} has shape {band.shape}; expected {tuple(shape)}")
+                                    f"band {name!r} has shape {band.shape}; "
+                                    f"expected {tuple(shape)}")
             band, n_bad = _check_band(path, name, band, nan_fill, max_nan_fraction)
             bands.append(band)
             counts.append(n_bad)
@@ -387,7 +394,8 @@ def read_bands(path: str | os.PathLike, extnames: Sequence[str], **kwargs) -> np
 
 
 def read_band_planes(path: str | os.PathLike, extname: str,
-                     planes: Iterable[str] = ("image", "mask", "variance")) -> dict[str, np.ndarray]:
+                     planes: Iterable[str] = ("image", "mask", "variance"),
+                     ) -> dict[str, np.ndarray]:
     """Image, mask and/or variance planes of one band, as stored (no repair).
 
     The planes live in HDUs ``EXTNAME``, ``EXTNAME + ' MASK'`` and
