@@ -22,9 +22,9 @@ ball of the Chebyshev (p = inf) norm. A ``scipy.spatial.cKDTree`` on the sources
 for a chunk of targets at once, every (target, source) pair inside the box
 (``sparse_distance_matrix`` against a tree of the chunk, p = inf, r = 1: uniform) or
 the k nearest sources inside the box with k growing where needed (nearest); used
-sources are removed by a boolean mask. :func:`match_positions_bruteforce` is the straightforward O(N_source × N_target)
-scan with identical semantics and random-number consumption: it is the reference for
-tests and the benchmark baseline.
+sources are removed by a boolean mask. :func:`match_positions_bruteforce` is the
+straightforward O(N_source × N_target) scan with identical semantics and random-number
+consumption: it is the reference for tests and the benchmark baseline.
 
 Matching is done per object: with ``group`` the rows (e.g. projections) are collapsed to
 one row per object first, taking the FIRST row's field values (projections of one
@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("uniform", "nearest")
 _INDEX_KEY = "index"  # key column name when objects are the table's rows (group=None)
-_CHUNK = 4096  # targets per batched tree query
+_CHUNK = 4096  # targets per batched k-nearest query (method "nearest")
 _BOUND = np.nextafter(1.0, 2.0)  # cKDTree.query's upper bound is strict; the box is closed
 
 
@@ -235,7 +235,8 @@ class MatchResult:
 
     @property
     def matched_fraction(self) -> float:
-        """Matched target objects / all target objects (0.0 when there are none)."""
+        """Matched target objects / all target objects, those with a missing matching
+        field included (0.0 when there are none)."""
         return float(self.pairs["matched"].mean()) if len(self.pairs) else 0.0
 
     def target_rows(self, target: pd.DataFrame) -> pd.DataFrame:
