@@ -220,6 +220,7 @@ def test_fallback_keeps_full_frame(name, image, reason):
 def test_noise_only_frames_are_not_galaxies():
     results = [PetrosianCropper().fit(_noise(seed)) for seed in range(40)]
     assert all(c.failed for c in results), [c.snr for c in results if not c.failed]
+    assert all(math.isnan(c.r_petrosian) and math.isnan(c.r90) for c in results)
     # … while the same noise plus a modest galaxy is measured
     galaxy = galsim.Exponential(half_light_radius=4.0, flux=600.0).drawImage(
         nx=88, ny=88, scale=1.0).array

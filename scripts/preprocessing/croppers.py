@@ -377,9 +377,10 @@ class PetrosianCropper(_SquareCropper):
         fraction inside the frame.
     min_size, pad_mode : smallest crop edge (pixels) and :func:`numpy.pad` mode.
 
-    Attributes after ``fit`` (pixels; NaN when failed): ``r_petrosian``, ``r50``, ``r90``,
-    ``flux_petrosian`` (image units), ``snr``, ``center``, ``crop_size``, ``failed``,
-    ``failure_reason``, ``profile_`` (:class:`RadialProfile`, None if not reached).
+    Attributes after ``fit`` (pixels; NaN when failed): ``r_petrosian``, ``r50``, ``r90``;
+    also ``flux_petrosian`` (image units) and ``snr`` (kept for diagnosis when the S/N
+    test fails), ``center``, ``crop_size``, ``failed``, ``failure_reason``, ``profile_``
+    (:class:`RadialProfile`, None if not reached).
     """
 
     def __init__(self, factor: float = 2.0, eta: float = 0.2, reference_band: int = 0, *,
@@ -439,13 +440,14 @@ class PetrosianCropper(_SquareCropper):
         n_pix = min(math.pi * (self.petrosian_aperture * r_p) ** 2, float(valid.sum()))
         noise = sigma * math.sqrt(n_pix)
         self.snr = flux / noise if noise > 0 else (math.inf if flux > 0 else math.nan)
-        self.r_petrosian, self.flux_petrosian = r_p, flux
+        self.flux_petrosian = flux
         if not flux > 0:
             self._fail("negative_flux")
             return self
         if not self.snr >= self.min_snr:
             self._fail("low_snr")
             return self
+        self.r_petrosian = r_p
         self.r50 = profile.radius_enclosing(0.5 * flux)
         self.r90 = profile.radius_enclosing(0.9 * flux)
         if not (self.r90 > 0):
