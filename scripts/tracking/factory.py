@@ -1,0 +1,114 @@
+"""Build the tracker a run uses from the ``tracking:`` params: one composite over backends.
+
+A backend that cannot start (unwritable folder, unreachable server, missing package)
+logs one warning and is left out; the run goes on with the others (or with nothing).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from scripts.tracking.base import CompositeTracker, GuardedBackend, short_error
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("mlflow", "tensorboard", "none")
+
+
+def default_run_name() -> str:
+    """``run-YYYYmmdd-HHMMSS`` (local time), shared by all backends of one run."""
+    return time.strftime("run-%Y%m%d-%H%M%S")
+
+
+def _check_backends(backends: Sequence[str] | str) -> list[str]:
+    names = [backends] if isinstance(backends, str) else list(backends)
+    names = [str(n).strip().lower() for n in names]
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown:
+        raise ValueError(
+            f"tracking.BACKENDS: unknown backend(s) {unknown}; expected a list of {list(BACKENDS)}"
+        )
+    if "none" in names and len(set(names)) > 1:
+        raise ValueError(
+            f"tracking.BACKENDS: 'none' cannot be combined with other backends, got {names}"
+        )
+    seen: list[str] = []
+    for n in names:
+        if n != "none" and n not in seen:
+            seen.append(n)
+    return seen
+
+
+def _start(name: str, experiment: str, run_name: str, tags: Mapping[str, str],
+           mlflow_dir: Path, tensorboard_dir: Path, environ: Mapping[str, str] | None) -> Any:
+    if name == "mlflow":
+        from scripts.tracking.mlflow_backend import (
+            ARTIFACTS_DIR,
+            MlflowTracker,
+            local_tracking_uri,
+            resolve_tracking_uri,
+        )
+
+        uri = resolve_tracking_uri(mlflow_dir, environ)
+        artifact_root = None
+        if uri == local_tracking_uri(mlflow_dir):
+            mlflow_dir.mkdir(parents=True, exist_ok=True)
+            artifact_root = mlflow_dir / ARTIFACTS_DIR
+        return MlflowTracker(uri, experiment, run_name, tags, artifact_root=artifact_root)
+    if name == "tensorboard":
+        from scripts.tracking.tensorboard_backend import TensorBoardTracker
+
+        return TensorBoardTracker(tensorboard_dir, experiment, run_name, tags)
+    raise ValueError(f"unknown tracking backend {name!r}")  # _check_backends prevents this
+
+
+def make_tracker(backends: Sequence[str] | str, experiment: str, run_name: str | None = None,
+                 tags: Mapping[str, Any] | None = None, mlflow_dir: str | Path = "mlruns",
+                 tensorboard_dir: str | Path = "tb_logs",
+                 environ: Mapping[str, str] | None = None) -> CompositeTracker:
+    """A tracker logging to every backend in ``backends`` (``mlflow``, ``tensorboard``; or ``none``).
+
+    ``run_name`` defaults to :func:`default_run_name`; ``tags`` are strings attached to the
+    run. ``mlflow_dir`` is the local MLflow store (ignored when ``MLFLOW_TRACKING_URI`` is
+    set in ``environ``, default ``os.environ``); ``tensorboard_dir`` the TensorBoard log
+    root. Relative paths are taken from the current folder. A backend failing to start
+    logs one warning and is skipped. After start the run is cross-referenced: tags
+    ``tracking.<backend>`` give each backend's location.
+    """
+    names = _check_backends(backends)
+    run = run_name or default_run_name()
+    str_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+    guarded: list[GuardedBackend] = []
+    for name in names:
+        try:
+            backend = _start(name, str(experiment), run, str_tags,
+                             Path(mlflow_dir).expanduser().resolve(),
+                             Path(tensorboard_dir).expanduser().resolve(), environ)
+        except Exception as exc:  # a tracking backend must never stop the run
+            logger.warning(
+                "Tracking backend %r could not start (%s: %s); this run goes on without it.",
+                name, type(exc).__name__, short_error(exc),
+            )
+            continue
+        guarded.append(GuardedBackend(name, backend))
+    tracker = CompositeTracker(guarded)
+    if tracker.locations:
+        tracker.set_tags({f"tracking.{k}": v for k, v in tracker.locations.items()})
+    return tracker
+
+
+def make_tracker_from_params(section: Any, environ: Mapping[str, str] | None = None) -> CompositeTracker:
+    """:func:`make_tracker` from the parsed ``tracking:`` section (attributes BACKENDS,
+    EXPERIMENT, RUN_NAME, TAGS, MLFLOW_DIR, TENSORBOARD_DIR)."""
+    return make_tracker(
+        backends=section.BACKENDS,
+        experiment=section.EXPERIMENT,
+        run_name=section.RUN_NAME,
+        tags=dict(section.TAGS or {}),
+        mlflow_dir=section.MLFLOW_DIR,
+        tensorboard_dir=section.TENSORBOARD_DIR,
+        environ=environ,
+    )
