@@ -34,6 +34,9 @@ centre ``((W-1)/2, (H-1)/2)``, and a positive angle turns the image counter-cloc
 displayed with row 0 at the top — ``rotate(x, π/2)`` equals ``np.rot90(x, 1, axes=(1, 2))``
 exactly for square images. No hue/saturation jitter: those assume RGB.
 
+XLA: ``ImageProjectiveTransformV3`` has no XLA kernel, so run these ops in tf.data or in a
+``tf.function`` without ``jit_compile=True`` (the compiled train step can follow it).
+
 Seeds for tf.data: give each batch its own seed, e.g.::
 
     ds = ds.batch(B).enumerate().map(
