@@ -110,8 +110,8 @@ def test_object_level_matching_with_projections():
     n_src, n_tgt, n_proj = 500, 120, 3
     src_obj = pd.DataFrame({"object_id": np.arange(n_src), "snapshot": 84,
                             "mass": rng.normal(10, 0.5, n_src)})
-    tgt_obj = pd.DataFrame({"object_id": np.arange(n_tgt) * 7, "snapshot": 91,
-                            "logm": rng.normal(10, 0.3, n_tgt)})
+    # the observed set has no snapshot: its objects are keyed by object_id alone
+    tgt_obj = pd.DataFrame({"object_id": np.arange(n_tgt) * 7, "logm": rng.normal(10, 0.3, n_tgt)})
     source = src_obj.loc[src_obj.index.repeat(n_proj)].assign(projection=np.tile(range(n_proj), n_src))
     target = tgt_obj.loc[tgt_obj.index.repeat(n_proj)].assign(projection=np.tile(range(n_proj), n_tgt))
     # later projections carry a far-off value: only the FIRST row of an object counts
@@ -119,8 +119,11 @@ def test_object_level_matching_with_projections():
     source, target = source.reset_index(drop=True), target.reset_index(drop=True)
 
     result = match(source, target, ["mass"], ["logm"], {"logm": 0.05}, seed=1,
-                   group=["snapshot", "object_id"], source_name="TNG", target_name="HSC")
+                   source_group=["snapshot", "object_id"], target_group="object_id",
+                   source_name="TNG", target_name="HSC")
     assert len(result.pairs) == n_tgt
+    assert list(result.pairs.columns) == [
+        "target_object_id", "matched", "source_snapshot", "source_object_id"]
     assert result.pairs["source_object_id"].dtype == "Int64"
     by_object = match(src_obj, tgt_obj, ["mass"], ["logm"], [0.05], seed=1)
     # same draws as matching the one-row-per-object tables directly
@@ -142,6 +145,9 @@ def test_object_level_matching_with_projections():
     s = rows_s[rows_s["matched"]].drop_duplicates("target_object_id")
     partner_of = dict(zip(s["target_object_id"], source.loc[s.index, "object_id"]))
     assert all(partner_of[target.loc[i, "object_id"]] == t.loc[i, "source_object_id"] for i in t.index)
+    with pytest.raises(KeyError, match="snapshot.*HSC"):
+        match(source, target, ["mass"], ["logm"], [0.05], seed=1,
+              group=["snapshot", "object_id"], source_name="TNG", target_name="HSC")
 
 
 def test_missing_values_zero_matches_and_errors(caplog):

@@ -26,7 +26,9 @@ sources are removed by a boolean mask. :func:`match_positions_bruteforce` is the
 straightforward O(N_source × N_target) scan with identical semantics and random-number
 consumption: it is the reference for tests and the benchmark baseline.
 
-Matching is done per object: with ``group`` the rows (e.g. projections) are collapsed to
+Matching is done per object: with ``group`` (or ``source_group``/``target_group`` where
+the two tables identify objects differently, e.g. ``("snapshot", "object_id")`` in a
+simulation and ``"object_id"`` in a survey) the rows (e.g. projections) are collapsed to
 one row per object first, taking the FIRST row's field values (projections of one
 object share their intrinsic properties), and all rows of a matched object follow it.
 """
@@ -213,21 +215,23 @@ def match_positions_bruteforce(
 class MatchResult:
     """Outcome of :func:`match`, one row per target object.
 
-    ``pairs`` columns: the target object key (``target_<col>`` for each group column, or
-    ``target_index`` when rows are the objects), ``matched`` (bool) and the matched
-    source object's key ``source_<col>`` (missing where unmatched; integer keys use the
-    nullable ``Int64`` dtype). Objects follow the target table's order of first
+    ``pairs`` columns: the target object key (``target_<col>`` for each target group
+    column, or ``target_index`` when rows are the objects), ``matched`` (bool) and the
+    matched source object's key ``source_<col>`` (missing where unmatched; integer keys
+    use the nullable ``Int64`` dtype). Objects follow the target table's order of first
     appearance.
     """
 
     pairs: pd.DataFrame
-    group: tuple[str, ...] | None
+    source_group: tuple[str, ...] | None
+    target_group: tuple[str, ...] | None
     source_name: str = "source"
     target_name: str = "target"
 
-    @property
-    def key_columns(self) -> tuple[str, ...]:
-        return self.group if self.group is not None else (_INDEX_KEY,)
+    def key_columns(self, side: str) -> list[str]:
+        """``pairs`` columns holding the object key of ``side`` ("source" or "target")."""
+        group = self.source_group if side == "source" else self.target_group
+        return [f"{side}_{c}" for c in (group if group is not None else (_INDEX_KEY,))]
 
     @property
     def n_matched(self) -> int:
@@ -250,9 +254,8 @@ class MatchResult:
 
     def _broadcast(self, df, own, other, pairs=None) -> pd.DataFrame:
         pairs = self.pairs if pairs is None else pairs
-        own_cols = [f"{own}_{c}" for c in self.key_columns]
-        other_cols = [f"{other}_{c}" for c in self.key_columns]
-        keys = _object_keys(df, self.group, own)
+        own_cols, other_cols = self.key_columns(own), self.key_columns(other)
+        keys = _object_keys(df, self.source_group if own == "source" else self.target_group, own)
         lookup = pd.MultiIndex.from_frame(pairs[own_cols])
         position = lookup.get_indexer(pd.MultiIndex.from_frame(keys))
         out = pairs[other_cols].reset_index(drop=True).reindex(position)
@@ -314,6 +317,10 @@ def _uncertainty_vector(
     return sigma
 
 
+def _as_columns(group: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    return None if group is None else ((group,) if isinstance(group, str) else tuple(group))
+
+
 def _collapse(df: pd.DataFrame, group: tuple[str, ...] | None) -> pd.DataFrame:
     """One row per object: the first row of each group, in order of first appearance."""
     if group is None:
@@ -340,6 +347,8 @@ def match(
     seed: int,
     *,
     group: str | Sequence[str] | None = None,
+    source_group: str | Sequence[str] | None = None,
+    target_group: str | Sequence[str] | None = None,
     method: str = "uniform",
     source_name: str = "source",
     target_name: str = "target",
@@ -358,6 +367,7 @@ def match(
     group : column(s) identifying an object in both tables (e.g. ``("snapshot",
         "object_id")``); rows are collapsed to the first row of each object. ``None``:
         every row is an object, keyed by the table index.
+    source_group, target_group : per-table object keys, overriding ``group``.
     method : ``"uniform"`` or ``"nearest"`` (see the module docstring).
     source_name, target_name : dataset names for log messages.
     workers : cores for the k-nearest queries of ``method="nearest"`` (-1: all).
@@ -371,12 +381,14 @@ def match(
             f"source_fields {list(source_fields)} and target_fields {list(target_fields)} "
             "must be non-empty and aligned pairwise"
         )
-    group_cols = None if group is None else ((group,) if isinstance(group, str) else tuple(group))
+    src_group = _as_columns(group if source_group is None else source_group)
+    tgt_group = _as_columns(group if target_group is None else target_group)
     sigma = _uncertainty_vector(uncertainties, source_fields, target_fields)
-    for df, side, name in ((source, "source", source_name), (target, "target", target_name)):
-        if group_cols is not None:
-            _object_keys(df, group_cols, f"{side} dataset {name!r}")
-    src_obj, tgt_obj = _collapse(source, group_cols), _collapse(target, group_cols)
+    for df, cols, side, name in ((source, src_group, "source", source_name),
+                                 (target, tgt_group, "target", target_name)):
+        if cols is not None:
+            _object_keys(df, cols, f"{side} dataset {name!r}")
+    src_obj, tgt_obj = _collapse(source, src_group), _collapse(target, tgt_group)
     src_xy = _fields(src_obj, source_fields, "source", source_name) / sigma
     tgt_xy = _fields(tgt_obj, target_fields, "target", target_name) / sigma
     src_ok, tgt_ok = np.isfinite(src_xy).all(axis=1), np.isfinite(tgt_xy).all(axis=1)
@@ -390,11 +402,11 @@ def match(
     hit = picked >= 0
     source_of_target[tgt_positions[hit]] = src_positions[picked[hit]]
 
-    tgt_keys = _object_keys(tgt_obj, group_cols, "target").add_prefix("target_")
-    src_keys = _object_keys(src_obj, group_cols, "source").add_prefix("source_")
+    tgt_keys = _object_keys(tgt_obj, tgt_group, "target").add_prefix("target_")
+    src_keys = _object_keys(src_obj, src_group, "source").add_prefix("source_")
     partner = _nullable_like(src_keys.reindex(source_of_target), src_keys).reset_index(drop=True)
     pairs = pd.concat([tgt_keys, pd.DataFrame({"matched": source_of_target >= 0}), partner], axis=1)
-    result = MatchResult(pairs, group_cols, source_name, target_name)
+    result = MatchResult(pairs, src_group, tgt_group, source_name, target_name)
     if len(tgt_obj) and result.n_matched == 0:
         logger.warning(
             "no object of %s matched any object of %s within the uncertainties %s of %s; "
