@@ -29,7 +29,7 @@ demo: mock
 	$(PY) -m scripts.demo --params $(DEMO_PARAMS)
 
 dashboard: $(STAMP)
-	$(VENV)/bin/mlflow ui --backend-store-uri "file://$(CURDIR)/mlruns" --host 127.0.0.1 --port 5000
+	$(PY) -m scripts.tracking dashboard
 
 bench: $(STAMP)
 	for b in bench/bench_*.py; do $(PY) -m bench.$$(basename $$b .py) || exit 1; done

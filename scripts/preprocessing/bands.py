@@ -194,6 +194,7 @@ class _Fits:
         self.size = _check_file(self.path)
         self.hdul = None
         self.names: list[str] = []
+        self.last_end = 0
 
     def __enter__(self) -> "_Fits":
         with warnings.catch_warnings(record=True) as caught:
@@ -212,6 +213,7 @@ class _Fits:
                 raise _header_failure(self.path, self.size, exc) from None
         for w in caught:
             logger.debug("%s: astropy warning: %s", self.path, w.message)
+        self.last_end = last_end
         if last_end > self.size:
             self.hdul.close()
             raise BadImageError(self.path, "truncated",
@@ -228,6 +230,13 @@ class _Fits:
         key = extname.strip().upper()
         hits = [i for i, name in enumerate(self.names) if name == key]
         if not hits:
+            padded_end = -(-self.last_end // FITS_BLOCK) * FITS_BLOCK
+            if self.size % FITS_BLOCK or self.size > padded_end:
+                # astropy stops silently at a header cut short: the band may have been there
+                raise BadImageError(self.path, "truncated",
+                                    f"no HDU with EXTNAME {extname!r} among the complete HDUs; "
+                                    f"the file ({self.size} bytes) ends inside an HDU after "
+                                    f"byte {self.last_end}")
             present = [n for n in self.names if n] or ["<none>"]
             raise BadImageError(self.path, "missing_band",
                                 f"no HDU with EXTNAME {extname!r}; EXTNAMEs present: "

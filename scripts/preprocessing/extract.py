@@ -1,0 +1,442 @@
+"""Extract stage: FITS images + catalogues → ``dataset/<DATASET>/{objects.parquet, images.h5}``.
+
+``python -m scripts.preprocessing.extract [--params P]``
+
+For every dataset with ``LOAD: true``:
+
+1. the extractor lists the image files and parses their identity from the file name;
+   names that do not match are reported, never guessed;
+2. the catalogue selects objects (mass range, ``SubhaloFlag``) and provides the FIELDS;
+   images without a catalogue row and catalogue objects without an image are reported;
+3. ``FRACTION`` keeps a seeded, identity-based subset of objects (all projections of a
+   chosen object stay together);
+4. each image is read by EXTNAME, cropped (Petrosian / R200c / fraction), area-resized to
+   ``IMAGE_SIZE`` and measured (Petrosian radii and magnitudes) in ``NUM_WORKERS``
+   processes (joblib). A broken file is skipped with its reason, never stopping the run;
+5. results are committed in chunks of ``SIZE_CHUNKS`` images to ``.cache/`` (atomic
+   writes), so a run killed at any point resumes from the finished chunks
+   (``USE_CACHE``); new files are processed alone, and a change of FIELDS only re-joins
+   the labels. The final table and store are written in the identity order, so a resumed
+   run and an uninterrupted one give identical outputs;
+6. ``extract_report.json`` lists every skipped object with its reason.
+
+The process exits non-zero only when a loaded dataset ends with no usable object.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import joblib
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+import config
+from scripts.params import DatasetSpec, ExtractParams, ParamsError, add_params_argument, load_params
+from scripts.preprocessing.bands import BadImageError, load_bands, read_image_meta
+from scripts.preprocessing.croppers import FractionCropper, PetrosianCropper, R200cCropper
+from scripts.preprocessing.extractors import IDENTITY, Extractor, image_field_names, make_extractor
+from scripts.preprocessing.resize import resize_area
+
+log = logging.getLogger("extract")
+
+#: Bump when the per-image processing changes, so old caches are not reused.
+PROCESSING_VERSION = 1
+#: AB zero point of images in nanomaggies.
+NANOMAGGY_ZEROPOINT = 22.5
+IMAGES_KEY = "images"
+#: Per-row provenance of the finished store (file size/mtime, measurements): the cache
+#: that lets a later run reuse finished images.
+PROVENANCE = ".provenance.parquet"
+
+
+# --------------------------------------------------------------------------- per image
+
+@dataclass
+class ImageResult:
+    """What processing one file gives: the image or the reason it was skipped."""
+
+    file: str
+    image: np.ndarray | None
+    record: dict
+    reason: str = ""
+    detail: str = ""
+
+
+def _aperture_fluxes(image: np.ndarray, center, radius: float) -> np.ndarray:
+    """Sum of every band within a circular aperture (pixel centres inside)."""
+    h, w = image.shape[:2]
+    y, x = np.mgrid[0:h, 0:w]
+    inside = (x - center[0]) ** 2 + (y - center[1]) ** 2 <= radius ** 2
+    return image[inside].sum(axis=0)
+
+
+def process_image(path: str, extnames: tuple[str, ...], filters: tuple[str, ...], crop: dict,
+                  image_size: int, crop_inputs: dict) -> ImageResult:
+    """Read, crop, resize and measure one file. Never raises for a bad file."""
+    name = os.path.basename(path)
+    try:
+        bands = load_bands(path, extnames)
+        meta = read_image_meta(path, extnames[0])
+    except BadImageError as err:
+        return ImageResult(name, None, {}, err.reason, err.detail)
+    image = bands.data
+    kind = crop["name"]
+    if kind == "petrosian":
+        cropper = PetrosianCropper(crop["petro_radius_factor"], reference_band=crop["reference_band"])
+        cropper.fit(image)
+    elif kind == "r200c":
+        cropper = R200cCropper(crop["r200c_factor"])
+        cropper.fit(image, r200c_kpc=crop_inputs.get("r200c_kpc", math.nan),
+                    kpc_per_pixel=meta.kpc_per_pixel)
+    elif kind == "fraction":
+        cropper = FractionCropper(crop["crop_fraction"]).fit(image)
+    else:
+        cropper = FractionCropper(1.0).fit(image)
+    record = cropper.record()
+    record["nan_repaired"] = int(sum(bands.n_repaired))
+    # image-derived FIELDS: Petrosian radii in arcsec/kpc and magnitudes within 2 r_P
+    r_p = getattr(cropper, "r_petrosian", math.nan)
+    record.setdefault("r_petrosian", r_p)
+    record.setdefault("r50", math.nan)
+    record.setdefault("r90", math.nan)
+    if math.isfinite(r_p) and not cropper.failed:
+        fluxes = _aperture_fluxes(image, cropper.center, 2.0 * r_p)
+    else:
+        fluxes = image.reshape(-1, image.shape[-1]).sum(axis=0)
+    for band, flux in zip(filters, fluxes):
+        record[f"flux_{band}"] = float(flux)
+        record[f"mag_{band}"] = (NANOMAGGY_ZEROPOINT - 2.5 * math.log10(flux)) if flux > 0 else math.nan
+    for r in ("50", "90"):
+        radius = record[f"r{r}"]
+        record[f"petro_r{r}_arcsec"] = radius * meta.arcsec_per_pixel
+        record[f"petro_r{r}_kpc"] = radius * meta.kpc_per_pixel
+    record["redshift_header"] = meta.redshift
+    try:
+        out = resize_area(cropper.transform(image), image_size)
+    except ValueError as err:
+        return ImageResult(name, None, {}, "wrong_shape", str(err))
+    if not np.isfinite(out).all():
+        return ImageResult(name, None, {}, "has_nan", "non-finite pixels after cropping")
+    return ImageResult(name, out.astype(np.float32), record)
+
+
+# --------------------------------------------------------------------------- cache
+
+class ChunkCache:
+    """Finished chunks of one dataset under ``dataset/<DATASET>/.cache/``.
+
+    A chunk is a pair ``chunk_<hash>.h5`` (images) + ``chunk_<hash>.parquet`` (one record
+    per file, with the image's index in the .h5 or a skip reason), written to temporary
+    names and renamed, so a kill leaves either a whole chunk or none. The cache is valid
+    for one processing fingerprint (bands, cropper, IMAGE_SIZE, code version).
+    """
+
+    def __init__(self, root: Path, fingerprint: str):
+        self.root = root
+        self.fingerprint = fingerprint
+        self.marker = root / "fingerprint.txt"
+
+    def open(self, use_cache: bool) -> None:
+        if self.root.exists() and (not use_cache or not self.marker.exists()
+                                   or self.marker.read_text() != self.fingerprint):
+            if use_cache:
+                log.info("%s: cache made with other settings; starting afresh", self.root)
+            shutil.rmtree(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.marker.write_text(self.fingerprint)
+
+    def records(self) -> pd.DataFrame:
+        frames = []
+        for path in sorted(self.root.glob("chunk_*.parquet")):
+            frame = pd.read_parquet(path)
+            frame["chunk"] = path.stem
+            frames.append(frame)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def write(self, results: list[ImageResult], stats: dict[str, tuple[int, int]],
+              image_shape: tuple[int, ...]) -> None:
+        key = hashlib.sha1("\n".join(r.file for r in results).encode()).hexdigest()[:16]
+        images = [r.image for r in results if r.image is not None]
+        rows, index = [], 0
+        for r in results:
+            size, mtime = stats[r.file]
+            row = {"file": r.file, "size": size, "mtime_ns": mtime, "reason": r.reason,
+                   "detail": r.detail, "index": index if r.image is not None else -1,
+                   "record": json.dumps(r.record)}
+            index += r.image is not None
+            rows.append(row)
+        h5_tmp = self.root / f".chunk_{key}.h5.tmp"
+        with h5py.File(h5_tmp, "w") as f:
+            data = np.stack(images) if images else np.zeros((0,) + image_shape, np.float32)
+            f.create_dataset(IMAGES_KEY, data=data)
+        os.replace(h5_tmp, self.root / f"chunk_{key}.h5")
+        pq_tmp = self.root / f".chunk_{key}.parquet.tmp"
+        pd.DataFrame(rows).to_parquet(pq_tmp, index=False)
+        os.replace(pq_tmp, self.root / f"chunk_{key}.parquet")  # the commit point
+
+    def clear(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- one dataset
+
+def _stable_unit(seed: int, *parts) -> float:
+    digest = hashlib.blake2b(repr((seed,) + parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2 ** 64
+
+
+def select_fraction(objects: pd.DataFrame, fraction: float, seed: int, dataset: str) -> pd.Series:
+    """Seeded, identity-based selection of objects (stable when the set grows)."""
+    if fraction >= 1:
+        return pd.Series(True, index=objects.index)
+    u = [_stable_unit(seed, dataset, int(s), int(o))
+         for s, o in zip(objects["snapshot"], objects["object_id"])]
+    return pd.Series(np.asarray(u) < fraction, index=objects.index)
+
+
+def _fingerprint(spec: DatasetSpec, crop: dict, image_size: int) -> str:
+    return json.dumps({"version": PROCESSING_VERSION, "extnames": [spec.band_extnames[f] for f in spec.filters],
+                       "crop": crop, "image_size": image_size}, sort_keys=True)
+
+
+def _previous_output(out_dir: Path, fingerprint: str) -> pd.DataFrame:
+    """Records of the last finished run, reusable as cache when made with the same settings."""
+    table, store, marker = out_dir / PROVENANCE, out_dir / "images.h5", out_dir / "fingerprint.txt"
+    if not (table.exists() and store.exists() and marker.exists()) or marker.read_text() != fingerprint:
+        return pd.DataFrame()
+    prev = pd.read_parquet(table)
+    return prev.assign(reason="", detail="", chunk="__previous__")
+
+
+def extract_dataset(extractor: Extractor, params: ExtractParams, out_root: Path) -> dict:
+    """Run extract for one dataset; returns the report (also written to disk)."""
+    spec = extractor.spec
+    start = time.perf_counter()
+    out_dir = out_root / spec.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files, unmatched = extractor.list_images()
+    log.info("%s: %d image files (%d names not matching the pattern)", spec.name, len(files), len(unmatched))
+
+    match = extractor.catalogue(files)
+    keys = pd.MultiIndex.from_frame(files[["snapshot", "object_id"]])
+    has_fields = keys.isin(match.fields.index)
+    objects = files.loc[has_fields, ["snapshot", "object_id"]].drop_duplicates()
+    chosen = objects[select_fraction(objects, spec.fraction, params.split_seed, spec.name)]
+    chosen_keys = pd.MultiIndex.from_frame(chosen)
+    work = files[keys.isin(chosen_keys)].reset_index(drop=True)
+
+    crop = extractor.crop_spec()
+    fingerprint = _fingerprint(spec, crop, params.image_size)
+    cache = ChunkCache(out_dir / ".cache", fingerprint)
+    cache.open(params.use_cache)
+    images_dir = extractor.images_dir
+    stats = {}
+    for name in work["file"]:
+        st = (images_dir / name).stat()
+        stats[name] = (st.st_size, st.st_mtime_ns)
+
+    cached = pd.concat([_previous_output(out_dir, fingerprint) if params.use_cache else pd.DataFrame(),
+                        cache.records()], ignore_index=True)
+    if len(cached):
+        current = cached["file"].map(lambda f: stats.get(f, (None, None)))
+        fresh = [(s, m) == tuple(c) for s, m, c in zip(cached["size"], cached["mtime_ns"], current)]
+        cached = cached[fresh].drop_duplicates("file", keep="last")
+    done = set(cached["file"]) if len(cached) else set()
+    todo = [f for f in work["file"] if f not in done]
+    log.info("%s: %d images to process, %d reused from cache", spec.name, len(todo), len(work) - len(todo))
+
+    inputs = extractor.crop_inputs(match.fields)
+    ident = work.set_index("file")[["snapshot", "object_id"]]
+    extnames = tuple(spec.band_extnames[f] for f in spec.filters)
+    image_shape = (params.image_size, params.image_size, len(spec.filters))
+
+    def task(name):
+        key = tuple(ident.loc[name])
+        crop_in = inputs.loc[key].to_dict() if len(inputs.columns) else {}
+        return joblib.delayed(process_image)(str(images_dir / name), extnames, spec.filters, crop,
+                                             params.image_size, crop_in)
+
+    with tqdm(total=len(todo), desc=spec.name, unit="img", disable=None) as bar, \
+            joblib.parallel_config(backend=params.joblib_backend, n_jobs=params.num_workers):
+        parallel = joblib.Parallel(return_as="list")
+        for begin in range(0, len(todo), params.size_chunks):
+            chunk = todo[begin:begin + params.size_chunks]
+            if params.num_workers == 1:
+                results = [fn(*a, **k) for fn, a, k in (task(n) for n in chunk)]
+            else:
+                results = parallel(task(n) for n in chunk)
+            cache.write(results, stats, image_shape)
+            bar.update(len(chunk))
+
+    report = _assemble(extractor, params, out_dir, work, files, unmatched, match, cache, fingerprint)
+    report["seconds"] = round(time.perf_counter() - start, 2)
+    report["reused_from_cache"] = len(work) - len(todo)
+    report["processed"] = len(todo)
+    (out_dir / "extract_report.json").write_text(json.dumps(report, indent=1))
+    cache.clear()
+    _log_summary(report)
+    return report
+
+
+def _assemble(extractor, params, out_dir, work, files, unmatched, match, cache, fingerprint) -> dict:
+    """Write objects.parquet and images.h5 in identity order from cache + previous run."""
+    spec = extractor.spec
+    records = pd.concat([_previous_output(out_dir, fingerprint) if params.use_cache else pd.DataFrame(),
+                         cache.records()], ignore_index=True)
+    records = records.drop_duplicates("file", keep="last").set_index("file")
+    rec = records.loc[work["file"]]
+    ok = (rec["reason"] == "").to_numpy()
+    skipped = [{"file": f, "reason": r, "detail": d}
+               for f, r, d in zip(rec.index[~ok], rec["reason"][~ok], rec["detail"][~ok])]
+    kept = work[ok].reset_index(drop=True)
+    sources = rec[ok]
+
+    measured = pd.DataFrame([json.loads(r) for r in sources["record"]]) if len(kept) else pd.DataFrame()
+    table = kept.copy()
+    table.insert(0, "dataset", spec.name)
+    table.insert(1, "row", np.arange(len(kept), dtype=np.int64))
+    fields = match.fields.reindex(pd.MultiIndex.from_frame(kept[["snapshot", "object_id"]])).reset_index(drop=True)
+    image_fields = set(image_field_names(spec.filters))
+    for name in spec.fields:
+        if name in IDENTITY:
+            continue
+        if name in image_fields:
+            table[name] = measured[name].to_numpy() if name in measured else np.nan
+        else:
+            table[name] = fields[name].to_numpy()
+    for column in measured.columns:  # cropper radii and flags
+        if column not in table.columns:
+            table[column] = measured[column].to_numpy()
+    provenance = pd.DataFrame({"file": kept["file"], "size": sources["size"].to_numpy(np.int64),
+                               "mtime_ns": sources["mtime_ns"].to_numpy(np.int64),
+                               "index": table["row"], "record": sources["record"].to_numpy()})
+
+    store_tmp = out_dir / ".images.h5.tmp"
+    shape = (params.image_size, params.image_size, len(spec.filters))
+    handles: dict[str, h5py.File] = {}
+
+    def source_file(chunk):
+        if chunk not in handles:
+            path = out_dir / "images.h5" if chunk == "__previous__" else cache.root / f"{chunk}.h5"
+            handles[chunk] = h5py.File(path, "r")
+        return handles[chunk][IMAGES_KEY]
+
+    try:
+        with h5py.File(store_tmp, "w") as out:
+            dset = out.create_dataset(IMAGES_KEY, shape=(len(kept),) + shape, dtype=np.float32,
+                                      chunks=(1,) + shape if len(kept) else None)
+            dset.attrs["filters"] = list(spec.filters)
+            chunks, index = sources["chunk"].to_numpy(), sources["index"].to_numpy(np.int64)
+            for begin in range(0, len(kept), params.size_chunks):
+                end = min(begin + params.size_chunks, len(kept))
+                block = np.empty((end - begin,) + shape, np.float32)
+                for c in np.unique(chunks[begin:end]):
+                    where = np.flatnonzero(chunks[begin:end] == c)
+                    rows = index[begin:end][where]
+                    order = np.argsort(rows)
+                    block[where[order]] = source_file(c)[rows[order]]
+                dset[begin:end] = block
+    finally:
+        for handle in handles.values():
+            handle.close()
+    table_tmp, provenance_tmp = out_dir / ".objects.parquet.tmp", out_dir / ".provenance.tmp"
+    table.to_parquet(table_tmp, index=False)
+    provenance.to_parquet(provenance_tmp, index=False)
+    # the marker goes first and comes back last: a kill in between leaves no reusable
+    # "previous output", only the chunk cache, which is still complete
+    (out_dir / "fingerprint.txt").unlink(missing_ok=True)
+    os.replace(store_tmp, out_dir / "images.h5")
+    os.replace(table_tmp, out_dir / "objects.parquet")
+    os.replace(provenance_tmp, out_dir / PROVENANCE)
+    (out_dir / "fingerprint.txt").write_text(fingerprint)
+
+    per_object = kept.groupby(["snapshot", "object_id"]).size()
+    incomplete = per_object[per_object < spec.num_projections]
+    return {
+        "dataset": spec.name,
+        "extractor": spec.extractor,
+        "images_found": int(len(files) + len(unmatched)),
+        "objects_with_catalogue_row": int(len(match.fields)),
+        "images_selected": int(len(work)),
+        "kept_images": int(len(kept)),
+        "kept_objects": int(len(per_object)),
+        "skipped_counts": dict(Counter(s["reason"] for s in skipped)),
+        "skipped_files": skipped,
+        "unmatched_names": unmatched,
+        "images_without_catalogue_row": [list(k) for k in match.no_row],
+        "images_outside_selection": [list(k) for k in match.not_selected],
+        "catalogue_objects_without_image": [list(k) for k in match.without_image],
+        "incomplete_projections": [{"snapshot": int(s), "object_id": int(o), "found": int(n),
+                                    "expected": spec.num_projections}
+                                   for (s, o), n in incomplete.items()],
+        "crop_failed": int(table["crop_failed"].sum()) if "crop_failed" in table else 0,
+        "nan_repaired_images": int((table["nan_repaired"] > 0).sum()) if "nan_repaired" in table else 0,
+    }
+
+
+def _log_summary(report: dict) -> None:
+    skipped = report["skipped_counts"]
+    log.info("%s: found %d files, kept %d images of %d objects in %.1f s; skipped %d %s; "
+             "%d names not matching, %d images without catalogue row, %d outside the selection, "
+             "%d catalogue objects without image, %d objects with missing projections, "
+             "%d crops fell back to the full frame",
+             report["dataset"], report["images_found"], report["kept_images"], report["kept_objects"],
+             report["seconds"], sum(skipped.values()), skipped or "", len(report["unmatched_names"]),
+             len(report["images_without_catalogue_row"]), len(report["images_outside_selection"]),
+             len(report["catalogue_objects_without_image"]), len(report["incomplete_projections"]),
+             report["crop_failed"])
+
+
+# --------------------------------------------------------------------------- entry
+
+def run(params: ExtractParams, raw_root: Path, illustris_root: Path, out_root: Path,
+        snapshot_redshifts_path: Path) -> dict[str, dict]:
+    reports = {}
+    for spec in params.dataset_specs():
+        if not spec.load:
+            log.info("%s: LOAD is false; keeping what exists", spec.name)
+            continue
+        extractor = make_extractor(spec, params, raw_root, illustris_root, snapshot_redshifts_path)
+        reports[spec.name] = extract_dataset(extractor, params, out_root)
+    return reports
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    parser = argparse.ArgumentParser(description="Extract stage: FITS + catalogues → image stores.")
+    add_params_argument(parser)
+    args = parser.parse_args(argv)
+    try:
+        params = load_params(args.params)
+    except ParamsError as err:
+        log.error("%s", err)
+        return 2
+    try:
+        reports = run(params.extract, config.dataset_raw_path, config.illustris_path,
+                      config.dataset_path, config.snapshot_redshifts_path)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        log.error("%s", err)
+        return 2
+    empty = [name for name, r in reports.items() if r["kept_images"] == 0]
+    if empty:
+        log.error("no usable object in dataset(s) %s: see dataset/<DATASET>/extract_report.json "
+                  "for every skipped file and its reason", empty)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

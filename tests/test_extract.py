@@ -1,0 +1,259 @@
+"""Extract stage on the small mock universe: identities, labels, bad input, resume, workers."""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.io import fits
+
+import config
+from scripts.params import parse_params
+from scripts.preprocessing import extract
+from scripts.preprocessing.extractors import make_extractor
+from tests.conftest import ROOT, stage_env, write_params
+
+STELLAR = "MOCK_FIDUCIAL"
+
+
+def only(raw: dict, names: list[str], **extract_overrides) -> dict:
+    """Params restricted to some datasets (LOAD false for the others)."""
+    raw["extract"]["LOAD"] = [n in names for n in raw["extract"]["DATASETS"]]
+    raw["extract"].update(extract_overrides)
+    return raw
+
+
+def run_extract(raw_params, universe, out_root):
+    params = parse_params(raw_params)
+    raw_root, illustris = universe
+    return extract.run(params.extract, raw_root, illustris, out_root, config.snapshot_redshifts_path)
+
+
+def read_outputs(out_root: Path, name: str):
+    table = pd.read_parquet(out_root / name / "objects.parquet")
+    with h5py.File(out_root / name / "images.h5") as f:
+        images = f["images"][:]
+    return table, images
+
+
+@pytest.fixture(scope="module")
+def extracted(small_universe, tmp_path_factory):
+    from tests.conftest import demo_raw_params
+    raw = demo_raw_params()
+    raw["extract"].update(IMAGE_SIZE=32, NUM_WORKERS=1, SIZE_CHUNKS=16)
+    out = tmp_path_factory.mktemp("dataset")
+    reports = run_extract(raw, small_universe, out)
+    return out, reports
+
+
+def test_identity_from_both_naming_conventions(small_params, small_universe):
+    params = parse_params(small_params)
+    ex = make_extractor(params.extract.dataset(STELLAR), params.extract, *small_universe,
+                        config.snapshot_redshifts_path)
+    assert ex.parse_name("shalo_084-97_v3_HSC_GRIZY.fits") == {"object_id": 97, "snapshot": 84, "projection": 3}
+    assert ex.parse_name("snap_084-97_3.fits") == {"object_id": 97, "snapshot": 84, "projection": 3}
+    assert ex.parse_name("random_image.fits") is None
+    survey = make_extractor(params.extract.dataset("MOCK_HSC"), params.extract, *small_universe,
+                            config.snapshot_redshifts_path)
+    assert survey.parse_name("123456_HSC_GRIZY.fits") == {"object_id": 123456, "snapshot": -1, "projection": 0}
+
+
+def test_every_dataset_extracted_with_report(extracted):
+    out, reports = extracted
+    for name, report in reports.items():
+        table, images = read_outputs(out, name)
+        assert len(table) == len(images) == report["kept_images"] > 0
+        assert (table["row"].to_numpy() == np.arange(len(table))).all()
+        assert np.isfinite(images).all() and images.dtype == np.float32
+        assert images.shape[1:3] == (32, 32)
+        on_disk = json.loads((out / name / "extract_report.json").read_text())
+        assert on_disk["kept_images"] == report["kept_images"]
+    assert read_outputs(out, "MOCK_XRAY")[1].shape[-1] == 1
+    assert read_outputs(out, STELLAR)[1].shape[-1] == 3
+
+
+def test_fields_equal_ground_truth(extracted, small_universe):
+    out, _ = extracted
+    raw_root, _ = small_universe
+    table, _ = read_outputs(out, STELLAR)
+    truth = pd.read_parquet(raw_root / STELLAR / "truth.parquet")
+    merged = table.merge(truth, on="file", suffixes=("", "_truth"))
+    assert len(merged) == len(table)
+    for field in ("stellar_mass", "half_mass_radius_kpc"):
+        np.testing.assert_allclose(merged[field], merged[f"{field}_truth"], rtol=1e-4, atol=1e-4)
+    # projections of one object carry identical intrinsic labels
+    per_object = table.groupby(["snapshot", "object_id"])["stellar_mass"].nunique()
+    assert (per_object == 1).all()
+
+
+def test_selection_reported_not_lost(extracted, small_universe):
+    """Catalogue objects below the mass cut have no image; images outside it are reported."""
+    out, reports = extracted
+    report = reports[STELLAR]
+    accounted = (report["kept_images"] + sum(report["skipped_counts"].values()))
+    assert accounted == report["images_selected"]
+    assert report["images_found"] >= report["images_selected"]
+
+
+def _corrupt_copy(universe, tmp_path):
+    raw_root, illustris = universe
+    raw = tmp_path / "raw"
+    shutil.copytree(raw_root / STELLAR, raw / STELLAR)
+    files = sorted((raw / STELLAR / "images").glob("*.fits"))
+    bad = {}
+    # truncated
+    data = files[0].read_bytes()
+    files[0].write_bytes(data[: len(data) // 3 + 1000])  # cut inside an HDU
+    bad[files[0].name] = "truncated"
+    # not FITS at all
+    files[1].write_text("this is not a FITS file\n" * 50)
+    bad[files[1].name] = "not_fits"
+    # zero bytes
+    files[2].write_bytes(b"")
+    bad[files[2].name] = "empty_file"
+    # missing band: keep only G (the primary HDU)
+    with fits.open(files[3]) as hdul:
+        fits.HDUList([hdul[0].copy()]).writeto(files[3], overwrite=True)
+    bad[files[3].name] = "missing_band"
+    # all-NaN and constant bands
+    for i, (value, reason) in enumerate([(np.nan, "all_nan"), (1.0, "constant")], start=4):
+        with fits.open(files[i]) as hdul:
+            for hdu in hdul:
+                if hdu.name.endswith((".G", ".R", ".I")):
+                    hdu.data = np.full_like(hdu.data, value)
+            hdul.writeto(files[i], overwrite=True)
+        bad[files[i].name] = reason
+    # an image with no catalogue row (subhalo id beyond the catalogue)
+    orphan = raw / STELLAR / "images" / "shalo_084-999999_v0_HSC_GRIZY.fits"
+    shutil.copy(files[8], orphan)
+    # a catalogue object whose image disappeared entirely
+    removed = files[-1]
+    removed.unlink()
+    # a name that matches no pattern
+    (raw / STELLAR / "images" / "notes_about_this_dataset.fits").write_text("x")
+    return (raw, illustris), bad, orphan.name, removed.name
+
+
+def test_bad_input_never_stops_the_run(small_params, small_universe, tmp_path):
+    universe, bad, orphan, removed = _corrupt_copy(small_universe, tmp_path)
+    out = tmp_path / "dataset"
+    report = run_extract(only(small_params, [STELLAR]), universe, out)[STELLAR]
+    listed = {s["file"]: s["reason"] for s in report["skipped_files"]}
+    assert listed == bad
+    assert all(s["detail"] for s in report["skipped_files"])
+    assert report["skipped_counts"] == {r: 1 for r in bad.values()}
+    assert [84, 999999] in report["images_without_catalogue_row"]
+    snap, obj = int(removed[6:9]), int(removed.split("-")[1].split("_")[0])
+    # the object lost one projection: reported as incomplete (or, if it had only that one, as without image)
+    assert any(e["object_id"] == obj and e["snapshot"] == snap for e in report["incomplete_projections"]) \
+        or [snap, obj] in report["catalogue_objects_without_image"]
+    assert report["unmatched_names"] == ["notes_about_this_dataset.fits"]
+    table, images = read_outputs(out, STELLAR)
+    assert len(table) == report["kept_images"] == report["images_selected"] - len(bad)
+    assert not set(bad) & set(table["file"])
+
+
+def test_no_usable_object_exits_nonzero(small_params, small_universe, tmp_path):
+    raw_root, illustris = small_universe
+    raw = tmp_path / "raw"
+    shutil.copytree(raw_root / STELLAR, raw / STELLAR)
+    for f in (raw / STELLAR / "images").glob("*.fits"):
+        f.write_bytes(b"")
+    params = write_params(tmp_path / "p.yaml", only(small_params, [STELLAR]))
+    env = stage_env(raw, illustris, tmp_path / "dataset")
+    proc = subprocess.run([sys.executable, "-m", "scripts.preprocessing.extract", "--params", str(params)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "no usable object" in proc.stderr and STELLAR in proc.stderr
+
+
+def test_workers_one_and_two_identical(small_params, small_universe, tmp_path):
+    one = run_extract(only(small_params, [STELLAR], NUM_WORKERS=1), small_universe, tmp_path / "a")
+    two = run_extract(only(small_params, [STELLAR], NUM_WORKERS=2), small_universe, tmp_path / "b")
+    ta, ia = read_outputs(tmp_path / "a", STELLAR)
+    tb, ib = read_outputs(tmp_path / "b", STELLAR)
+    pd.testing.assert_frame_equal(ta, tb)
+    np.testing.assert_array_equal(ia, ib)
+    assert one[STELLAR]["kept_images"] == two[STELLAR]["kept_images"]
+
+
+def test_fraction_keeps_whole_objects(small_params, small_universe, tmp_path):
+    run_extract(only(small_params, [STELLAR], FRACTION=[0.5, 1, 1, 1]), small_universe, tmp_path)
+    table, _ = read_outputs(tmp_path, STELLAR)
+    per_object = table.groupby(["snapshot", "object_id"]).size()
+    assert (per_object == 3).all()
+    raw_root, _ = small_universe
+    total = pd.read_parquet(raw_root / STELLAR / "truth.parquet").groupby(["snapshot", "object_id"]).ngroups
+    assert 0.15 * total < len(per_object) < 0.85 * total
+
+
+def test_fields_change_and_new_files_reuse_cache(small_params, small_universe, tmp_path):
+    raw_root, illustris = small_universe
+    raw = tmp_path / "raw"
+    shutil.copytree(raw_root / STELLAR, raw / STELLAR)
+    held_back = sorted((raw / STELLAR / "images").glob("*.fits"))[5]
+    parked = tmp_path / held_back.name
+    held_back.rename(parked)
+    universe = (raw, illustris)
+    first = run_extract(only(small_params, [STELLAR]), universe, tmp_path / "d")[STELLAR]
+    assert first["processed"] == first["images_selected"]
+    # only FIELDS change: labels are recomputed, no image is read again
+    p2 = only(small_params, [STELLAR])
+    p2["extract"]["FIELDS"][0] = p2["extract"]["FIELDS"][0] + ["mass_in_rad"]
+    second = run_extract(p2, universe, tmp_path / "d")[STELLAR]
+    assert second["processed"] == 0
+    table, _ = read_outputs(tmp_path / "d", STELLAR)
+    assert "mass_in_rad" in table and table["mass_in_rad"].notna().all()
+    # a new file is processed alone
+    parked.rename(held_back)
+    third = run_extract(p2, universe, tmp_path / "d")[STELLAR]
+    assert third["processed"] == 1 and third["kept_images"] == first["kept_images"] + 1
+    # and the result equals a fresh run
+    run_extract(p2, universe, tmp_path / "fresh")
+    t1, i1 = read_outputs(tmp_path / "d", STELLAR)
+    t2, i2 = read_outputs(tmp_path / "fresh", STELLAR)
+    pd.testing.assert_frame_equal(t1, t2)
+    np.testing.assert_array_equal(i1, i2)
+
+
+def test_kill_minus_nine_then_resume_equals_uninterrupted(small_params, small_universe, tmp_path):
+    raw_root, illustris = small_universe
+    raw = only(small_params, [STELLAR], SIZE_CHUNKS=4, NUM_WORKERS=1)
+    params = write_params(tmp_path / "p.yaml", raw)
+    cmd = [sys.executable, "-m", "scripts.preprocessing.extract", "--params", str(params)]
+    killed_root = tmp_path / "killed"
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=stage_env(raw_root, illustris, killed_root),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cache = killed_root / STELLAR / ".cache"
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(cache.glob("chunk_*.parquet")):
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "extract finished before it could be killed; make the chunks smaller"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed_root / STELLAR / "objects.parquet").exists()
+    finished = len(list(cache.glob("chunk_*.parquet")))
+    assert finished >= 1
+    resumed = subprocess.run(cmd, cwd=ROOT, env=stage_env(raw_root, illustris, killed_root),
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    report = json.loads((killed_root / STELLAR / "extract_report.json").read_text())
+    assert report["reused_from_cache"] >= 4 * finished - 4
+    clean = subprocess.run(cmd, cwd=ROOT, env=stage_env(raw_root, illustris, tmp_path / "clean"),
+                           capture_output=True, text=True, timeout=300)
+    assert clean.returncode == 0, clean.stderr
+    t1, i1 = read_outputs(killed_root, STELLAR)
+    t2, i2 = read_outputs(tmp_path / "clean", STELLAR)
+    pd.testing.assert_frame_equal(t1, t2)
+    np.testing.assert_array_equal(i1, i2)
+    assert not t1["file"].duplicated().any()
