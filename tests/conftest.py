@@ -46,3 +46,33 @@ def stage_env(raw_root: Path, illustris_root: Path, dataset_root: Path, **extra)
     env.update(DATASET_RAW_PATH=str(raw_root), ILLUSTRIS_PATH=str(illustris_root),
                DATASET_PATH=str(dataset_root), TF_CPP_MIN_LOG_LEVEL="2", **extra)
     return env
+
+
+@pytest.fixture(scope="session")
+def extracted_small(small_universe, tmp_path_factory):
+    """The small universe through the extract stage: (dataset_root, raw params dict)."""
+    import config
+    from scripts.params import parse_params
+    from scripts.preprocessing import extract
+
+    raw = copy.deepcopy(demo_raw_params())
+    raw["extract"].update(IMAGE_SIZE=32, NUM_WORKERS=1, SIZE_CHUNKS=64)
+    out = tmp_path_factory.mktemp("dataset_small")
+    raw_root, illustris = small_universe
+    extract.run(parse_params(raw).extract, raw_root, illustris, out, config.snapshot_redshifts_path)
+    return out, raw
+
+
+@pytest.fixture(scope="session")
+def prepared_small(extracted_small, tmp_path_factory):
+    """The small universe through extract and prepare: (dataset_root, raw params dict)."""
+    import shutil
+
+    from scripts.params import parse_params
+    from scripts.preprocessing import prepare
+
+    source, raw = extracted_small
+    out = tmp_path_factory.mktemp("prepared_small") / "dataset"
+    shutil.copytree(source, out)
+    prepare.run(parse_params(raw).prepare, out, out.parent / "plots")
+    return out, raw

@@ -258,8 +258,7 @@ class MatchResult:
         keys = _object_keys(df, self.source_group if own == "source" else self.target_group, own)
         lookup = pd.MultiIndex.from_frame(pairs[own_cols])
         position = lookup.get_indexer(pd.MultiIndex.from_frame(keys))
-        out = pairs[other_cols].reset_index(drop=True).reindex(position)
-        out = _nullable_like(out, pairs[other_cols])
+        out = _take_nullable(pairs[other_cols].reset_index(drop=True), position)
         out.index = df.index
         found = position >= 0
         matched = np.zeros(len(df), dtype=bool)
@@ -278,13 +277,15 @@ def _object_keys(df: pd.DataFrame, group: tuple[str, ...] | None, side: str) -> 
     return df[list(group)].reset_index(drop=True)
 
 
-def _nullable_like(frame: pd.DataFrame, like: pd.DataFrame) -> pd.DataFrame:
-    """Give integer key columns the nullable Int64 dtype so missing partners stay integers."""
-    frame = frame.copy()
-    for col in frame.columns:
-        if pd.api.types.is_integer_dtype(like[col].dtype):
-            frame[col] = frame[col].astype("Int64")
-    return frame
+def _take_nullable(frame: pd.DataFrame, positions: np.ndarray) -> pd.DataFrame:
+    """Rows at ``positions`` (-1: missing), integer key columns as nullable Int64.
+
+    Integer columns become Int64 *before* the take, so missing partners never pass
+    through float64 (which would corrupt survey ids above 2**53).
+    """
+    frame = frame.astype({c: "Int64" for c in frame.columns
+                          if pd.api.types.is_integer_dtype(frame[c].dtype)})
+    return frame.reindex(positions)
 
 
 def _uncertainty_vector(
@@ -404,7 +405,7 @@ def match(
 
     tgt_keys = _object_keys(tgt_obj, tgt_group, "target").add_prefix("target_")
     src_keys = _object_keys(src_obj, src_group, "source").add_prefix("source_")
-    partner = _nullable_like(src_keys.reindex(source_of_target), src_keys).reset_index(drop=True)
+    partner = _take_nullable(src_keys, source_of_target).reset_index(drop=True)
     pairs = pd.concat([tgt_keys, pd.DataFrame({"matched": source_of_target >= 0}), partner], axis=1)
     result = MatchResult(pairs, src_group, tgt_group, source_name, target_name)
     if len(tgt_obj) and result.n_matched == 0:
