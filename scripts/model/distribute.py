@@ -63,6 +63,12 @@ def make_strategy(kind: str = "auto", devices=None, communication: str = "auto")
             :func:`configure_logical_cpus`).
         communication: collective implementation for ``"multi_worker"``:
             ``"auto"``, ``"ring"`` (gRPC, works on CPU) or ``"nccl"`` (GPUs).
+
+    Create one multi-device strategy per process and reuse it: two Mirrored
+    strategies over the same devices number their collectives alike and clash
+    ("Collective instance … expected type … but got type …"). Build models and the
+    optimizer (``optimizer.build(model.trainable_variables)``) under
+    ``strategy.scope()`` before the first distributed step.
     """
     if kind not in STRATEGY_KINDS:
         raise ValueError(f"make_strategy: kind must be one of {STRATEGY_KINDS}, got {kind!r}")
