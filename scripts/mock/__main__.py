@@ -1,0 +1,55 @@
+"""Command line: ``python -m scripts.mock [--size small|demo] [--num-projections N] [--seed S]
+[--workers N] [--raw-root DIR] [--illustris-root DIR] [--cc-criteria FILE]``.
+
+Paths default to ``config.dataset_raw_path`` and ``config.illustris_path``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from scripts.mock.sizes import SIZES
+from scripts.mock.universe import build_universe
+
+log = logging.getLogger("scripts.mock")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m scripts.mock", description=__doc__.split("\n")[0])
+    p.add_argument("--size", choices=sorted(SIZES), default="small", help="size preset (default: small)")
+    p.add_argument("--num-projections", type=int, default=3, help="camera views per simulated object")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the whole universe")
+    p.add_argument("--workers", type=int, default=1, help="parallel rendering processes (joblib/loky)")
+    p.add_argument("--raw-root", type=Path, default=None, help="image datasets (default: config.dataset_raw_path)")
+    p.add_argument("--illustris-root", type=Path, default=None,
+                   help="TNG-layout simulations (default: config.illustris_path)")
+    p.add_argument("--cc-criteria", type=Path, default=None,
+                   help="real TNG-Cluster CCcriteria.hdf5 (default: ../shared/data/tng_cluster/)")
+    return p.parse_args(argv)
+
+
+def build_kwargs(ns: argparse.Namespace) -> dict:
+    """Map parsed options (or any namespace with these attributes) to build_universe arguments."""
+    import config
+    return {
+        "raw_root": ns.raw_root if ns.raw_root is not None else config.dataset_raw_path,
+        "illustris_root": ns.illustris_root if ns.illustris_root is not None else config.illustris_path,
+        "size": ns.size,
+        "num_projections": ns.num_projections,
+        "seed": ns.seed,
+        "n_jobs": ns.workers,
+        "cc_criteria_path": getattr(ns, "cc_criteria", None),
+    }
+
+
+def main(argv=None) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    summary = build_universe(**build_kwargs(parse_args(argv)))
+    log.info("mock universe written:\n%s", json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Size presets of the mock universe: how many objects and how many pixels.
+
+``small`` is for tests (a few seconds); ``demo`` gives a few thousand images for the
+end-to-end demo (about 3 minutes on 2 cores with joblib/loky).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class UniverseSize:
+    """Counts and image sizes for one preset.
+
+    n_groups: FoF groups hosting galaxies in each galaxy run (both runs share these initial
+        conditions); n_empty_groups: extra small FoF groups without subhalos (GroupFirstSub = −1);
+    n_hsc_groups: groups drawn for the observed survey; n_hsc: observed galaxies kept;
+    n_clusters: groups in MockTNG-Cluster (≤ 352 rows of the real CCcriteria file);
+    galaxy_npix: (min, max) side of galaxy cut-outs in pixels (the field of view follows
+        the galaxy's size, as in the real TNG mocks, and is clipped to this range);
+    xray_npix: side of the X-ray maps (field of view 2 R200c); num_files: chunk files per
+        group catalogue.
+    """
+
+    name: str
+    n_groups: int
+    n_empty_groups: int
+    n_hsc_groups: int
+    n_hsc: int
+    n_clusters: int
+    galaxy_npix: tuple[int, int]
+    xray_npix: int
+    num_files: int
+
+
+SIZES = {
+    "small": UniverseSize(
+        name="small", n_groups=9, n_empty_groups=3, n_hsc_groups=20, n_hsc=16, n_clusters=8,
+        galaxy_npix=(48, 64), xray_npix=48, num_files=3,
+    ),
+    "demo": UniverseSize(
+        name="demo", n_groups=130, n_empty_groups=40, n_hsc_groups=450, n_hsc=600,
+        n_clusters=200, galaxy_npix=(64, 96), xray_npix=96, num_files=4,
+    ),
+}
+
+
+def get_size(name: str) -> UniverseSize:
+    """Preset by name; raises with the valid names otherwise."""
+    try:
+        return SIZES[name]
+    except KeyError:
+        raise ValueError(f"unknown mock universe size {name!r}; expected one of {sorted(SIZES)}") from None
