@@ -91,7 +91,8 @@ class OODResult:
             "in_domain_fraction": float(self.in_domain_fraction),
             "calibration": float(self.calibration),
             "median_score": float(np.median(self.scores)),
-            "mean_log_score": float(np.mean(np.log(self.scores[np.isfinite(self.scores)]))),
+            "mean_log_score": float(np.mean(np.log(
+                self.scores[np.isfinite(self.scores) & (self.scores > 0)]))),
             "k": int(self.k),
             "percentile": float(self.percentile),
             "n_subsample": int(self.n_subsample),
@@ -365,7 +366,8 @@ def compare_sets(sim, obs, seed: int = 0, k: int = 8, percentile: float = 95.0,
     the same space). Returns a dict of result objects (each has ``.summary()``):
 
     - ``"ood_sim"``: `ood_score` with A = sim, B = obs (which simulated objects have
-      observed counterparts; the figure quoted by Eisert et al. 2024);
+      observed counterparts: the direction of the headline figure of Eisert et al. 2024,
+      the fraction of TNG galaxies that align with HSC ones);
     - ``"ood_obs"``: `ood_score` with A = obs, B = sim (which observed objects the
       simulation reproduces);
     - ``"c2st"``: `classifier_two_sample_test` of sim (label 0) vs obs (label 1);
