@@ -3,8 +3,15 @@
 Simulated runs in the TNG layout (MockTNG-Fiducial, MockTNG-Compact at snapshots 84/91,
 MockTNG-Cluster at 99), HSC-like galaxy images, an observed survey set with its catalogue,
 X-ray cluster maps, and the ground truth behind every image. Entry point:
-:func:`build_universe`.
+:func:`build_universe` (imported lazily, so rendering workers that only need
+:mod:`scripts.mock.jobs` do not pay for pandas, SciPy and astropy.cosmology).
 """
-from scripts.mock.universe import build_universe
 
 __all__ = ["build_universe"]
+
+
+def __getattr__(name):
+    if name == "build_universe":
+        from scripts.mock.universe import build_universe
+        return build_universe
+    raise AttributeError(f"module 'scripts.mock' has no attribute {name!r}")

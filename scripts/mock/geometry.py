@@ -1,8 +1,8 @@
 """Viewing geometry: camera directions and projections of 3-D shapes and offsets.
 
-Cameras are fixed directions in the simulation box, shared by every object, as for the
-SKIRT cameras of the real TNG mocks: up to four cameras sit at the vertices of a regular
-tetrahedron (v0…v3), more on a Fibonacci sphere. A camera looking along unit vector n has
+Cameras are fixed directions in the simulation box shared by every object (like the named
+cameras v0, v1, … of the real SKIRT mocks): up to four sit at the vertices of a regular
+tetrahedron, more on a Fibonacci sphere. A camera looking along unit vector n has
 image axes e1 (x, to the right) and e2 (y, up); angles on the image are measured from +x
 towards +y (GalSim's convention), in degrees.
 """

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from scripts.mock import fits_io, measure, render, xray
 from scripts.mock.fits_io import Card
-from scripts.mock.scene import GalaxyScene
+from scripts.mock.render import GalaxyScene
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ Relations (M★ in M☉, t in Gyr, radii in physical kpc):
   + 0.06 (log M★ − 10.5) ± 0.03; r−i = 0.12 + 0.35 (g−r) ± 0.02.
 * bulge fraction (r-band B/T): 0.08 + 0.5 σ((log M★ − 10.6)/0.3) + 0.2 [quenched]
   + 0.08 N_major ± 0.07, clipped to [0, 0.9]; bulge Sérsic index
-  n_b = 2 + 1.2 (log M★ − 10) + 0.6 [quenched] ± 0.4 in [1, 6] on a 0.1 grid.
+  n_b = 2 + 1.2 (log M★ − 10) + 0.6 [quenched] ± 0.4 in [1, 6] on a 0.1 grid; the
+  single-profile proxy reported as ``sersic_n`` is 1 + (n_b − 1) B/T.
 * mass–size (van der Wel et al. 2014-like, projected half-mass radius R):
   late: log R = 0.80 + 0.22 (log M★ − 10.7), early: log R = 0.60 + 0.75 (log M★ − 10.7),
   mixed by B/T, × (1+z)^−0.75 relative to z = 0.1, scatter 0.16 dex. Disk half-light radius

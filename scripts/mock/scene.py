@@ -8,48 +8,21 @@ recent major merger, either a second nucleus (n = 2, half-light radius 0.6 R √
 0.45 μ/(1+μ) of the light, approaching the centre as the merger ages) or a one-sided tidal
 tail (exponential, q = 0.25 foreshortened by projection, offset 1.2 R, 3–18 % of the light
 fading over 2 Gyr). Both sit along the merger's fixed 3-D direction, so all projections of
-one galaxy agree. The cut-out covers 10 stellar half-mass radii (as the real TNG mocks),
-clipped to the size preset's pixel range.
+one galaxy agree. The cut-out covers 10 stellar half-mass radii, clipped to the size
+preset's pixel range (the real TNG50 example in ../shared/data: 50 kpc on 88 px).
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
 from scripts.mock import geometry
-from scripts.mock.instrument import Conditions, HSCInstrument, Neighbour
+from scripts.mock.instrument import Conditions, HSCInstrument
 from scripts.mock.photometry import component_fluxes, magnitude
 from scripts.mock.physics import COMPANION_PHASE_GYR, RECENT_MERGER_GYR
+from scripts.mock.render import GalaxyScene, SersicComponent
 
 BULGE_Q0 = 0.75
 FOV_HALF_MASS_RADII = 10.0
-
-
-@dataclass(frozen=True)
-class SersicComponent:
-    """A sheared, shifted Sérsic profile; hlr/dx/dy in arcsec, beta in deg, flux per band."""
-
-    n: float
-    hlr: float
-    q: float
-    beta: float
-    dx: float
-    dy: float
-    flux: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class GalaxyScene:
-    """Everything needed to draw one multi-band cut-out deterministically."""
-
-    npix: int
-    pixel_scale: float
-    psf_beta: float
-    subject: tuple[SersicComponent, ...]
-    neighbours: tuple[Neighbour, ...]
-    conditions: Conditions
-    seed: tuple[int, ...]
 
 
 def cutout_npix(half_mass_radius_kpc: float, kpc_per_arcsec: float, pixel_scale: float,

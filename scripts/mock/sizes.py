@@ -16,8 +16,8 @@ class UniverseSize:
         conditions); n_empty_groups: extra small FoF groups without subhalos (GroupFirstSub = −1);
     n_hsc_groups: groups drawn for the observed survey; n_hsc: observed galaxies kept;
     n_clusters: groups in MockTNG-Cluster (≤ 352 rows of the real CCcriteria file);
-    galaxy_npix: (min, max) side of galaxy cut-outs in pixels (the field of view follows
-        the galaxy's size, as in the real TNG mocks, and is clipped to this range);
+    galaxy_npix: (min, max) side of galaxy cut-outs in pixels (the field of view covers 10
+        stellar half-mass radii and is clipped to this range);
     xray_npix: side of the X-ray maps (field of view 2 R200c); num_files: chunk files per
         group catalogue.
     """

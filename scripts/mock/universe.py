@@ -11,7 +11,12 @@ Writes (see /work/shared/DESIGN.md §4 and the data-layout contract):
   cameras each; ``MOCK_HSC/images/{object_id}_HSC_GRIZY.fits`` + ``MOCK_HSC/catalogue.csv``;
   ``MOCK_XRAY/images/xray_099-{haloid}_v{proj}_0.5-5.0keV.fits``.
 * ``<raw_root>/<DATASET>/truth.parquet``: one row per image file (``file`` is the name
-  inside ``images/``) with every intrinsic parameter behind it.
+  inside ``images/``; ``snapshot`` is −1 for the survey set) with every intrinsic parameter
+  behind it. Units: stellar_mass, mass_in_rad, halo_mass, m200c, m500c in log10 M☉; sfr in
+  log10 M☉/yr and ssfr in log10 /yr (the physical values; the catalogue's SubhaloSFR is 0
+  below sSFR 10^−12.5); radii in physical kpc (``*_arcsec`` on the sky); angles in degrees;
+  lookback times in Gyr; central_cooling_time in Gyr, central_entropy in keV cm²,
+  central_density in cm⁻³; cool_core = 1 for a strong cool core (cc_class 0; 1 weak, 2 none).
 
 Random numbers: every stage and every image has its own seed derived from
 (seed, dataset code, snapshot, object id, projection), so a build is reproducible and the
