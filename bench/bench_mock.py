@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,7 +41,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--images", type=int, default=0, help="number of images (0: all of the preset)")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
 
     with tempfile.TemporaryDirectory(prefix="bench_mock_") as tmp:
         raw = Path(tmp) / "raw"
@@ -51,9 +53,10 @@ def main(argv=None) -> dict:
             tasks = tasks[:args.images]
         paths = [t.path for t in tasks]
 
-        t0 = time.perf_counter()
+        load_before = os.getloadavg()[0]
+        t0, c0 = time.perf_counter(), time.process_time()
         run_tasks(tasks, n_jobs=1, desc="1 worker")
-        t_serial = time.perf_counter() - t0
+        t_serial, c_serial = time.perf_counter() - t0, time.process_time() - c0
         reference = _pixels(paths)
 
         t0 = time.perf_counter()
@@ -65,11 +68,14 @@ def main(argv=None) -> dict:
         same = all(np.array_equal(a, b) for a, b in zip(reference, _pixels(paths)))
 
     n = len(tasks)
-    result = {"images": n, "plan_s": t_plan, "serial_s": t_serial, "pool_start_s": t_pool,
-              "parallel_s": t_par, "speedup": t_serial / t_par, "identical_pixels": same}
+    result = {"images": n, "plan_s": t_plan, "serial_s": t_serial, "serial_cpu_s": c_serial,
+              "pool_start_s": t_pool, "parallel_s": t_par, "speedup": t_serial / t_par,
+              "identical_pixels": same, "load_average": load_before, "cpus": os.cpu_count()}
     log.info("mock rendering benchmark (size=%s, %d images: galaxy cut-outs + X-ray maps)", args.size, n)
     log.info("  catalogues + planning:         %7.2f s", t_plan)
-    log.info("  1 worker  (baseline):          %7.2f s  %6.1f images/s", t_serial, n / t_serial)
+    log.info("  machine: %d CPUs, load average %.1f before the baseline", os.cpu_count(), load_before)
+    log.info("  1 worker  (baseline):          %7.2f s  %6.1f images/s  (CPU %.2f s: %.0f %% of one core)",
+             t_serial, n / t_serial, c_serial, 100 * c_serial / t_serial)
     log.info("  %d workers (pool warm):         %7.2f s  %6.1f images/s", args.workers, t_par, n / t_par)
     log.info("  pool start-up + warm-up:       %7.2f s", t_pool)
     log.info("  speed-up %d vs 1 worker:        %7.2f x   identical pixels: %s", args.workers, result["speedup"], same)

@@ -36,7 +36,7 @@ import pandas as pd
 
 from scripts.mock import cc_criteria, geometry, physics, survey, xray
 from scripts.mock.cosmology import SnapshotClock, TNGCosmology, read_snapshot_redshifts
-from scripts.mock.instrument import HSCInstrument
+from scripts.mock.instrument import HSC_BANDS, HSCInstrument
 from scripts.mock.jobs import GalaxyImageTask, XrayImageTask, run_tasks
 from scripts.mock.population import IMAGING_LOG_MSTAR, sample_population
 from scripts.mock.scene import build_scene
@@ -59,7 +59,7 @@ XRAY_DATASET, XRAY_SIM, XRAY_CODE = "MOCK_XRAY", "MockTNG-Cluster", 4
 GALAXY_BOX = 75000.0     # ckpc/h (TNG100)
 CLUSTER_BOX = 680000.0   # ckpc/h (TNG-Cluster parent box)
 Z_FIRST_MERGERS = 2.0
-BANDS = ("G", "R", "I")
+BANDS = tuple(b.name for b in HSC_BANDS)
 
 _TRUTH_GALAXY = [
     "stellar_mass", "mass_in_rad", "halo_mass", "half_mass_radius_kpc", "half_light_radius_kpc",
@@ -70,11 +70,13 @@ _TRUTH_GALAXY = [
 
 
 def default_cc_criteria_path() -> Path:
+    """The real TNG-Cluster CCcriteria.hdf5 shipped beside the project (../shared/data)."""
     import config
     return config.root_path.parent / "shared" / "data" / "tng_cluster" / "CCcriteria.hdf5"
 
 
 def default_snapshot_redshifts_path() -> Path:
+    """The real TNG snapshot → redshift table (config.snapshot_redshifts_path)."""
     import config
     return config.snapshot_redshifts_path
 
