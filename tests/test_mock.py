@@ -304,6 +304,11 @@ def test_intrinsic_relations(universe):
     assert both[both.stellar_mass > 10.6].quenched.mean() > both[both.stellar_mass < 10.2].quenched.mean()
     c = truth(universe, "MOCK_COMPACT").drop_duplicates(["snapshot", "subhalo_id"])
     np.testing.assert_allclose(c.color_gr.to_numpy() - t.color_gr.to_numpy(), -0.15, atol=1e-9)
+    # the survey shares the Fiducial mass–size relation; the Compact run sits 0.4 dex below
+    fit = np.polyfit(t.stellar_mass, np.log10(t.half_light_radius_kpc), 1)
+    resid = lambda d: np.median(np.log10(d.half_light_radius_kpc) - np.polyval(fit, d.stellar_mass))
+    assert abs(resid(hsc)) < 0.12
+    assert resid(c) == pytest.approx(-0.4, abs=0.05)
 
 
 # --- survey and X-ray sets --------------------------------------------------------------
@@ -380,6 +385,10 @@ def test_projection_geometry_known_answers():
     assert geometry.inclination(spin, n) == pytest.approx(60.0)
     cams = geometry.camera_directions(4)
     np.testing.assert_allclose(cams @ cams.T, np.where(np.eye(4) > 0, 1.0, -1.0 / 3.0), atol=1e-12)
+    many = geometry.camera_directions(7)
+    dots = many @ many.T
+    np.testing.assert_allclose(np.diag(dots), 1.0)
+    assert dots[~np.eye(7, dtype=bool)].max() < 0.9
 
 
 def test_measure_recovers_sersic_half_light_radius():
