@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from scripts.mock.jobs import run_tasks
+from joblib import Parallel, delayed
+
+from scripts.mock.jobs import run_task, run_tasks
 from scripts.mock.universe import plan_universe
 
 log = logging.getLogger("bench.bench_mock")
@@ -33,6 +35,13 @@ def _pixels(paths) -> list[np.ndarray]:
         with fits.open(p) as h:
             out.append(h[0].data.copy())
     return out
+
+
+def _timed(task) -> float:
+    """Run one task and return the CPU seconds it used in its process."""
+    c0 = time.process_time()
+    run_task(task)
+    return time.process_time() - c0
 
 
 def main(argv=None) -> dict:
@@ -65,12 +74,17 @@ def main(argv=None) -> dict:
         t0 = time.perf_counter()
         run_tasks(tasks, n_jobs=args.workers, desc=f"{args.workers} workers")
         t_par = time.perf_counter() - t0
+        # CPU actually spent in the workers: parallel efficiency independent of other load
+        t0 = time.perf_counter()
+        cpu_workers = sum(Parallel(n_jobs=args.workers, backend="loky", batch_size=8)(delayed(_timed)(t) for t in tasks))
+        t_par_timed = time.perf_counter() - t0
         same = all(np.array_equal(a, b) for a, b in zip(reference, _pixels(paths)))
 
     n = len(tasks)
     result = {"images": n, "plan_s": t_plan, "serial_s": t_serial, "serial_cpu_s": c_serial,
               "pool_start_s": t_pool, "parallel_s": t_par, "speedup": t_serial / t_par,
-              "identical_pixels": same, "load_average": load_before, "cpus": os.cpu_count()}
+              "identical_pixels": same, "load_average": load_before, "cpus": os.cpu_count(),
+              "worker_cpu_s": cpu_workers, "worker_cpu_share": cpu_workers / (args.workers * t_par_timed)}
     log.info("mock rendering benchmark (size=%s, %d images: galaxy cut-outs + X-ray maps)", args.size, n)
     log.info("  catalogues + planning:         %7.2f s", t_plan)
     log.info("  machine: %d CPUs, load average %.1f before the baseline", os.cpu_count(), load_before)
@@ -78,6 +92,8 @@ def main(argv=None) -> dict:
              t_serial, n / t_serial, c_serial, 100 * c_serial / t_serial)
     log.info("  %d workers (pool warm):         %7.2f s  %6.1f images/s", args.workers, t_par, n / t_par)
     log.info("  pool start-up + warm-up:       %7.2f s", t_pool)
+    log.info("  CPU in the workers (rerun):    %7.2f s  = %.0f %% of %d cores during %.2f s wall; "
+             "serial CPU %.2f s", cpu_workers, 100 * result["worker_cpu_share"], args.workers, t_par_timed, c_serial)
     log.info("  speed-up %d vs 1 worker:        %7.2f x   identical pixels: %s", args.workers, result["speedup"], same)
     return result
 
