@@ -164,6 +164,7 @@ def _hsc_cards(band, sim: dict | None, view: dict, cond, b: int, npix: int, pixe
 
 
 def _galaxy_truth(gal: dict, view: dict) -> dict:
+    """Truth row of one galaxy image: intrinsic properties plus this view's geometry."""
     row = {
         "stellar_mass": gal["log_mstar"],
         "sfr": gal["log_ssfr"] + gal["log_mstar"],
@@ -205,10 +206,9 @@ def _galaxy_dataset(dataset, sim, phys, code, population, clock, cosmo, instrume
                 polar, azim = geometry.camera_angles(cam)
                 meta = {"simtag": sim, "snap": snap, "subhalo": sid, "proj": p, "cam_polar": polar,
                         "cam_azim": azim, "redshift": z}
-                subject = np.sum([c.flux for c in scene.subject], axis=0)
-                mags = 22.5 - 2.5 * np.log10(subject)
                 cards = tuple(_hsc_cards(band, meta, view, cond, b, scene.npix, instrument.pixel_scale,
-                                         float(mags[b]), cosmo) for b, band in enumerate(instrument.bands))
+                                         view[f"{band.name.lower()}_mag"], cosmo)
+                              for b, band in enumerate(instrument.bands))
                 fname = f"shalo_{snap:03d}-{sid}_v{p}_HSC_GRIZY.fits"
                 tasks.append(GalaxyImageTask(str(img_dir / fname), scene, BANDS, cards))
                 truth.append({
@@ -222,6 +222,8 @@ def _galaxy_dataset(dataset, sim, phys, code, population, clock, cosmo, instrume
 
 
 def _survey_dataset(population, clock, cosmo, instrument, size, raw_root, seed):
+    """Observed set: Fiducial physics at survey redshifts, random views; returns (tasks,
+    truth rows, observing conditions per object for the catalogue's photometric errors)."""
     rng = np.random.default_rng([seed, SURVEY_CODE, 0, 3])
     lin = population.lineages
     z_all = survey.sample_redshifts(rng, len(lin))
@@ -254,6 +256,7 @@ def _survey_dataset(population, clock, cosmo, instrument, size, raw_root, seed):
 
 
 def _xray_dataset(clock, cosmo, size, cameras, cc_path, raw_root, illustris_root, seed):
+    """MockTNG-Cluster catalogue, its CCcriteria file from real rows, and X-ray map tasks."""
     cc = cc_criteria.read_cc_criteria(cc_path)
     rows_ok = cc_criteria.usable_rows(cc, CLUSTER_SNAPSHOT)
     if size.n_clusters > len(rows_ok):
