@@ -302,16 +302,13 @@ def test_changed_param_keeps_first_value_and_backend_stays_on(store, tmp_path, c
 
 
 def test_make_tracker_from_params_section(store, tmp_path):
-    @dataclasses.dataclass(frozen=True)
-    class Section:
-        BACKENDS: tuple = ("mlflow", "tensorboard")
-        EXPERIMENT: str = "from-params"
-        RUN_NAME: str | None = None
-        TAGS: dict = dataclasses.field(default_factory=lambda: {"stage": "train"})
-        MLFLOW_DIR: Path = store
-        TENSORBOARD_DIR: Path = tmp_path / "tb"
+    """The tracker is built from the validated ``tracking:`` section of params.yaml."""
+    from scripts.params import TrackingParams
 
-    with make_tracker_from_params(Section()) as t:
+    section = TrackingParams(backends=("mlflow", "tensorboard"), experiment="from-params",
+                             tags={"stage": "train"}, mlflow_dir=str(store),
+                             tensorboard_dir=str(tmp_path / "tb"))
+    with make_tracker_from_params(section) as t:
         tracker = t
     assert tracker.backends == ["mlflow", "tensorboard"]
     run = run_of(client_for(store), tracker)

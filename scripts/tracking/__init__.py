@@ -3,7 +3,7 @@
 Use::
 
     from scripts.tracking import make_tracker_from_params
-    with make_tracker_from_params(params.tracking) as tracker:
+    with make_tracker_from_params(params.tracking, run_name=params.train.run_name) as tracker:
         tracker.log_params(params)                    # whole resolved params, dotted keys
         tracker.log_metrics({"train/loss": 1.2}, step=10)
         model.fit(..., callbacks=[KerasTrackingCallback(tracker)])

@@ -100,15 +100,24 @@ def make_tracker(backends: Sequence[str] | str, experiment: str, run_name: str |
     return tracker
 
 
-def make_tracker_from_params(section: Any, environ: Mapping[str, str] | None = None) -> CompositeTracker:
-    """:func:`make_tracker` from the parsed ``tracking:`` section (attributes BACKENDS,
-    EXPERIMENT, RUN_NAME, TAGS, MLFLOW_DIR, TENSORBOARD_DIR)."""
+def make_tracker_from_params(section: Any, run_name: str | None = None, root: Any = None,
+                             environ: Mapping[str, str] | None = None) -> CompositeTracker:
+    """:func:`make_tracker` from the parsed ``tracking:`` section
+    (``scripts.params.TrackingParams``: backends, experiment, tags, mlflow_dir,
+    tensorboard_dir). Relative folders are taken from ``root`` (default: the project
+    root, ``config.root_path``), so a stage run from elsewhere still logs to the project.
+    """
+    from pathlib import Path
+
+    import config
+
+    base = Path(root) if root is not None else config.root_path
     return make_tracker(
-        backends=section.BACKENDS,
-        experiment=section.EXPERIMENT,
-        run_name=section.RUN_NAME,
-        tags=dict(section.TAGS or {}),
-        mlflow_dir=section.MLFLOW_DIR,
-        tensorboard_dir=section.TENSORBOARD_DIR,
+        backends=section.backends,
+        experiment=section.experiment,
+        run_name=run_name,
+        tags=dict(section.tags or {}),
+        mlflow_dir=str(base / section.mlflow_dir),
+        tensorboard_dir=str(base / section.tensorboard_dir),
         environ=environ,
     )
