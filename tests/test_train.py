@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import h5py
@@ -80,7 +81,7 @@ def write_synthetic(root: Path, n_train: int = 48, n_val: int = 32, n_proj: int 
         (root / name).mkdir(parents=True, exist_ok=True)
         stores[name] = root / name / "images.h5"
         with h5py.File(stores[name], "w") as f:
-            f.create_dataset("images", data=cube, chunks=(16, SIZE, SIZE, 3))
+            f.create_dataset("images", data=cube, chunks=(1, SIZE, SIZE, 3))  # as extract writes
     pd.DataFrame(rows).to_parquet(root / "splits.parquet")
     return stores
 
@@ -219,8 +220,6 @@ def test_early_stopping_patience_and_tracking(synth, tmp_path):
     """Validation losses 3.0, 2.5, 2.6, 2.7 with patience 2: stop after epoch 4 with the best
     at epoch 2; per-step train metrics, per-epoch validation metrics and one grid of
     augmented views reach the tracker; a rerun of the stopped run trains nothing."""
-    import scripts.model.trainer as trainer_mod
-
     params = make_params(epochs=10, steps_per_epoch=2, checkpoint_every=100, patience=2)
     tracker = RecordingTracker()
     trainer = _trainer(params, synth, tmp_path / "es", tracker=tracker)
@@ -430,3 +429,46 @@ def test_device_augmentation_equals_input_pipeline(synth, tmp_path):
     np.testing.assert_array_equal(va.numpy(), da.numpy())
     np.testing.assert_array_equal(vb.numpy(), db.numpy())
     assert not np.array_equal(va.numpy(), vb.numpy())
+
+
+# --------------------------------------------------------------------------- distribution
+
+TWO_REPLICAS = """
+import json, sys
+from pathlib import Path
+from scripts.model.distribute import configure_logical_cpus, make_strategy
+devices = configure_logical_cpus(2)  # before TensorFlow initialises
+import numpy as np
+from tests.test_train import _trainer, make_params
+root = Path(sys.argv[1])
+out = {}
+for name, strategy in [("one", make_strategy("default")),
+                       ("two", make_strategy("mirrored", devices=devices))]:
+    params = make_params(epochs=1, steps_per_epoch=3, batch_size=8, sync_batch_norm=True)
+    trainer = _trainer(params, root, root / name, strategy=strategy)
+    summary = trainer.fit()
+    out[name] = {"replicas": trainer.replicas, "val_loss": summary["final_val_loss"],
+                 "weights": [w.tolist() for w in trainer.model.get_weights()]}
+print(json.dumps(out))
+"""
+
+
+def test_two_replicas_train_like_one_device(tmp_path):
+    """MirroredStrategy over 2 logical CPUs, synchronised BN: the global batch is split,
+    negatives are gathered across replicas and each replica's loss is scaled by
+    local/global batch, so 3 LARS steps give the weights (and validation loss) of one
+    device on the same global batches."""
+    import subprocess
+    import sys
+
+    write_synthetic(tmp_path, n_train=16, n_val=8, seed=2)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", TWO_REPLICAS, str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (out["one"]["replicas"], out["two"]["replicas"]) == (1, 2)
+    assert out["two"]["val_loss"] == pytest.approx(out["one"]["val_loss"], abs=1e-5)
+    for w1, w2 in zip(out["one"]["weights"], out["two"]["weights"]):
+        np.testing.assert_allclose(np.asarray(w2), np.asarray(w1), rtol=0, atol=1e-5)

@@ -33,8 +33,8 @@ import functools
 import json
 import logging
 import math
+import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -197,7 +197,6 @@ def build_model(params, input_shape, sync_batch_norm: bool = False) -> SimCLRMod
 
 def no_decay_variables(variables) -> list:
     """Variables matching :data:`NO_DECAY_PATTERNS` in their path (batch norm, biases)."""
-    import re
     return [v for v in variables if any(re.search(p, v.path) for p in NO_DECAY_PATTERNS)]
 
 
@@ -252,13 +251,6 @@ def _is_chief(strategy) -> bool:
 
 
 # --------------------------------------------------------------------------- trainer
-
-@dataclass
-class EpochResult:
-    epoch: int
-    val_loss: float | None
-    val_accuracy: float | None
-
 
 class Trainer:
     """Contrastive training of one run folder (``models/<run>/``), resumable.
