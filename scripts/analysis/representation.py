@@ -1,0 +1,300 @@
+"""Representations of every analysed image: raw images → normalisation → encoder → parquet.
+
+The analyse stage embeds each (dataset, split) once and stores the vectors in
+``dataset/representation.parquet``: one row per image with its identity (``dataset``,
+``row``, ``object_id``, ``snapshot``, ``projection``, ``split``) and the vector as float32
+columns ``r0 … r{D-1}``. Images are streamed from the HDF5 stores in batches
+(:func:`scripts.model.data.ordered_dataset`) and the table is written batch by batch
+(pyarrow ``ParquetWriter``), so neither the images nor the vectors of a large survey
+need to fit in memory at once.
+
+The encoder always sees the images through the run's stored normalisation
+(``normalisation.json``), exactly as in training (DESIGN §5).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import h5py
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+logger = logging.getLogger(__name__)
+
+REPRESENTATION_FILE = "representation.parquet"
+#: Identity columns of every representation row, in file order.
+META_COLUMNS = ("dataset", "row", "object_id", "snapshot", "projection", "split")
+VECTOR_PREFIX = "r"
+IMAGES_KEY = "images"
+
+
+def vector_columns(dim: int) -> list[str]:
+    """Names of the vector columns, ``r0 … r{dim-1}``."""
+    return [f"{VECTOR_PREFIX}{i}" for i in range(int(dim))]
+
+
+# --------------------------------------------------------------------------- encoder
+class Embedder:
+    """Raw images ``(N, H, W, C)`` → representations ``(N, D)`` float32.
+
+    Applies ``normalisation`` (a :class:`scripts.model.normalise.Normalisation`) and then
+    the Keras ``encoder`` in inference mode, ``batch_size`` images at a time.
+    """
+
+    def __init__(self, encoder, normalisation, batch_size: int = 256):
+        self.encoder = encoder
+        self.normalisation = normalisation
+        self.batch_size = int(batch_size)
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, batch_size: int = 256) -> "Embedder":
+        """The encoder (``encoder.keras``) and normalisation (``normalisation.json``) of a
+        trained run folder ``models/<run>/``."""
+        import keras
+
+        from scripts.model.normalise import Normalisation
+        from scripts.model.trainer import ENCODER_FILE, NORMALISATION_FILE
+
+        run_dir = Path(run_dir)
+        paths = {"encoder": run_dir / ENCODER_FILE, "normalisation": run_dir / NORMALISATION_FILE}
+        for what, path in paths.items():
+            if not path.exists():
+                raise FileNotFoundError(f"{path} does not exist: {run_dir} is not a finished "
+                                        f"training run (no {what}); run the train stage or set "
+                                        "analyse.RUN_NAME to an existing run under models/")
+        encoder = keras.models.load_model(paths["encoder"], compile=False)
+        return cls(encoder, Normalisation.load(paths["normalisation"]), batch_size)
+
+    @property
+    def input_shape(self) -> tuple:
+        """``(H, W, C)`` the encoder accepts (entries may be None for any size)."""
+        return tuple(self.encoder.input_shape[1:])
+
+    @property
+    def dim(self) -> int:
+        return int(self.encoder.output_shape[-1])
+
+    def accepts(self, image_shape: Iterable[int]) -> str:
+        """'' when images of ``image_shape`` (H, W, C) fit the encoder, else why not."""
+        image_shape = tuple(int(s) for s in image_shape)
+        want = self.input_shape
+        if len(image_shape) != len(want):
+            return f"images have shape {image_shape}, the encoder expects {want}"
+        if want[-1] is not None and image_shape[-1] != want[-1]:
+            return f"{image_shape[-1]} band(s), the encoder was trained on {want[-1]}"
+        for got, exp in zip(image_shape[:-1], want[:-1]):
+            if exp is not None and got != exp:
+                return f"images are {image_shape[:-1]} px, the encoder expects {tuple(want[:-1])}"
+        return ""
+
+    def __call__(self, images) -> np.ndarray:
+        images = np.asarray(images, dtype=np.float32)
+        if len(images) == 0:
+            return np.empty((0, self.dim), dtype=np.float32)
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            x = self.normalisation.apply_np(images[start:start + self.batch_size])
+            out.append(np.asarray(self.encoder(x, training=False), dtype=np.float32))
+        return np.concatenate(out)
+
+
+# --------------------------------------------------------------------------- inputs
+def store_path(dataset_root: str | Path, name: str) -> Path:
+    """``dataset/<DATASET>/images.h5``."""
+    return Path(dataset_root) / name / "images.h5"
+
+
+def image_shape(dataset_root: str | Path, name: str) -> tuple[int, ...] | None:
+    """Shape of one image of the store of ``name`` (H, W, C), or None without a store."""
+    path = store_path(dataset_root, name)
+    if not path.exists():
+        return None
+    with h5py.File(path, "r") as handle:
+        return tuple(int(s) for s in handle[IMAGES_KEY].shape[1:])
+
+
+def select_datasets(candidates: Iterable[str], dataset_root: str | Path,
+                    accepts: Callable[[tuple], str]) -> tuple[list[str], dict[str, str]]:
+    """Datasets (in order, without repeats) whose image store exists and fits the encoder.
+
+    ``accepts(shape)`` returns '' or the reason a shape does not fit (e.g.
+    :meth:`Embedder.accepts`). Returns ``(kept, skipped)`` with ``skipped`` mapping each
+    left-out dataset to its reason (also logged).
+    """
+    kept, skipped = [], {}
+    for name in dict.fromkeys(candidates):
+        shape = image_shape(dataset_root, name)
+        reason = (f"no image store {store_path(dataset_root, name)} (run extract with LOAD true)"
+                  if shape is None else accepts(shape))
+        if reason:
+            skipped[name] = reason
+            logger.info("not embedding %s: %s", name, reason)
+        else:
+            kept.append(name)
+    return kept, skipped
+
+
+def rows_to_embed(splits: pd.DataFrame, datasets: Iterable[str], split_names: Iterable[str]) -> pd.DataFrame:
+    """Rows of ``dataset/splits.parquet`` to embed: the given datasets and splits, sorted by
+    dataset (in the order given) and row, with the identity columns of :data:`META_COLUMNS`."""
+    missing = [c for c in META_COLUMNS if c not in splits.columns]
+    if missing:
+        raise ValueError(f"splits table lacks column(s) {missing}; expected the prepare stage's "
+                         "dataset/splits.parquet")
+    datasets = list(datasets)
+    table = splits[splits["dataset"].isin(datasets) & splits["split"].isin(list(split_names))]
+    order = table["dataset"].map({n: i for i, n in enumerate(datasets)})
+    table = table.assign(_order=order).sort_values(["_order", "row"], kind="stable")
+    return table[list(META_COLUMNS)].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- embedding
+def _schema(dim: int) -> pa.Schema:
+    fields = [pa.field("dataset", pa.string()), pa.field("row", pa.int64()),
+              pa.field("object_id", pa.int64()), pa.field("snapshot", pa.int64()),
+              pa.field("projection", pa.int64()), pa.field("split", pa.string())]
+    fields += [pa.field(c, pa.float32()) for c in vector_columns(dim)]
+    return pa.schema(fields)
+
+
+def compute_representations(embed: Callable[[np.ndarray], np.ndarray], table: pd.DataFrame,
+                            dataset_root: str | Path, out_path: str | Path,
+                            batch_size: int = 256) -> int:
+    """Embed the images of ``table`` (from :func:`rows_to_embed`) and write the parquet file.
+
+    ``embed`` maps raw images (N, H, W, C) to (N, D) vectors. Images are read in batches of
+    ``batch_size`` through :func:`scripts.model.data.ordered_dataset` (tf.data, reads
+    overlapping the encoder) and each batch is appended to ``out_path`` as one row group.
+    The file is written under a temporary name and renamed at the end, so an interrupted
+    run never leaves a truncated table. Returns the number of rows written.
+    """
+    from scripts.model.data import HDF5Images, ordered_dataset
+
+    out_path = Path(out_path)
+    if len(table) == 0:
+        raise ValueError("no rows to embed: check analyse.SPLITS and the datasets in splits.parquet")
+    names = list(dict.fromkeys(table["dataset"]))
+    reader = HDF5Images({n: store_path(dataset_root, n) for n in names})
+    store_index = table["dataset"].map({n: i for i, n in enumerate(names)}).to_numpy(np.int64)
+    rows = table["row"].to_numpy(np.int64)
+    tmp = out_path.with_suffix(".tmp")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    writer = None
+    written = 0
+    try:
+        batches = ordered_dataset(reader, store_index, rows, batch_size).as_numpy_iterator()
+        with tqdm(total=len(table), desc="embedding", unit="img", disable=None) as bar:
+            for images in batches:
+                vectors = np.asarray(embed(images), dtype=np.float32)
+                if vectors.ndim != 2 or len(vectors) != len(images):
+                    raise ValueError(f"the encoder returned shape {vectors.shape} for "
+                                     f"{len(images)} images; expected (N, D)")
+                if not np.all(np.isfinite(vectors)):
+                    raise ValueError("the encoder returned NaN or infinite values; check the "
+                                     "run's normalisation.json and the image stores")
+                meta = table.iloc[written:written + len(images)]
+                if writer is None:
+                    schema = _schema(vectors.shape[1])
+                    writer = pq.ParquetWriter(tmp, schema)
+                columns = {c: meta[c].to_numpy() for c in META_COLUMNS}
+                columns.update({c: vectors[:, i] for i, c in enumerate(vector_columns(vectors.shape[1]))})
+                writer.write_table(pa.Table.from_pydict(columns, schema=schema))
+                written += len(images)
+                bar.update(len(images))
+    finally:
+        if writer is not None:
+            writer.close()
+        reader.close()
+    if written != len(table):
+        raise RuntimeError(f"embedded {written} images but {len(table)} were requested")
+    tmp.replace(out_path)
+    logger.info("wrote %d representations (D=%d) to %s", written, vectors.shape[1], out_path)
+    return written
+
+
+@dataclass
+class Representation:
+    """The stored representations: identity table ``meta`` and row-aligned ``vectors``."""
+
+    meta: pd.DataFrame
+    vectors: np.ndarray
+
+    def subset(self, mask) -> "Representation":
+        mask = np.asarray(mask)
+        return Representation(self.meta[mask].reset_index(drop=True), self.vectors[mask])
+
+    def of(self, dataset: str) -> "Representation":
+        return self.subset(self.meta["dataset"].to_numpy() == dataset)
+
+
+def read_representation(path: str | Path, datasets: Iterable[str] | None = None,
+                        splits: Iterable[str] | None = None) -> Representation:
+    """Read ``representation.parquet`` (optionally only some datasets and splits)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; run the analyse stage "
+                                "(python -m scripts.analyse) first")
+    filters = []
+    if datasets is not None:
+        filters.append(("dataset", "in", list(datasets)))
+    if splits is not None:
+        filters.append(("split", "in", list(splits)))
+    table = pq.read_table(path, filters=filters or None)
+    vec_cols = [c for c in table.column_names
+                if c.startswith(VECTOR_PREFIX) and c[len(VECTOR_PREFIX):].isdigit()]
+    vec_cols.sort(key=lambda c: int(c[len(VECTOR_PREFIX):]))
+    if not vec_cols:
+        raise ValueError(f"{path} has no vector columns {VECTOR_PREFIX}0…; not a representation table")
+    vectors = np.column_stack([table.column(c).to_numpy() for c in vec_cols]).astype(np.float32)
+    meta = table.select(list(META_COLUMNS)).to_pandas()
+    return Representation(meta, vectors)
+
+
+def standardiser(vectors) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and std of ``vectors`` (float64; std 0 → 1), for z-scoring."""
+    from scripts.analysis.realism import standardisation
+
+    return standardisation(vectors)
+
+
+class StoreRows:
+    """Selected rows of one image store, addressed ``0 … len(rows)-1`` like an array.
+
+    Supports ``len``, integer-array and slice indexing (returns float32 (n, H, W, C)), so
+    functions that stream an (N, H, W, C) array-like in batches (e.g.
+    :func:`scripts.analysis.drivers.pixel_baseline_features`) read only the rows of the
+    analysed split, a batch at a time.
+    """
+
+    def __init__(self, path: str | Path, rows):
+        self.path = Path(path)
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self._file = h5py.File(self.path, "r")
+        self._images = self._file[IMAGES_KEY]
+        self.shape = (len(self.rows),) + tuple(self._images.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index) -> np.ndarray:
+        wanted = self.rows[index]
+        scalar = np.ndim(wanted) == 0
+        wanted = np.atleast_1d(wanted)
+        unique, inverse = np.unique(wanted, return_inverse=True)  # h5py wants increasing rows
+        out = np.asarray(self._images[unique], dtype=np.float32)[inverse]
+        return out[0] if scalar else out
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "StoreRows":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
