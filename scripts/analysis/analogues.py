@@ -1,0 +1,281 @@
+"""Simulated analogues of observed galaxies: nearest neighbours in representation space.
+
+For each observed object the ``k`` nearest simulated objects (all simulated sets pooled)
+under the Euclidean distance between representations standardised with the observed
+set's per-dimension mean and standard deviation (the observed set is the reference, as
+in :func:`scripts.analysis.realism.compare_sets`). The search is a
+:class:`scripts.analysis.neighbours.NeighbourIndex` (exact up to a million simulated
+images, IVF beyond).
+
+Command line, for new images::
+
+    python -m scripts.analysis.analogues --params params.yaml FITS [FITS ...]
+
+reads each FITS file with the extract stage's own read/crop/resize
+(:func:`scripts.preprocessing.extract.process_image`, with the settings of the observed
+dataset given by ``--dataset``, default the first of ``analyse.OBSERVED_SETS``), embeds it
+with the analysed run's normalisation and encoder, and logs and plots its analogues among
+the simulated objects of ``dataset/representation.parquet`` (run the analyse stage first).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+import config
+from scripts.analysis.neighbours import NeighbourIndex
+from scripts.analysis.representation import (REPRESENTATION_FILE, Embedder, Representation,
+                                             read_representation, standardiser)
+
+logger = logging.getLogger(__name__)
+
+ANALOGUE_COLUMNS = ["observed_dataset", "observed_row", "observed_object_id", "rank",
+                    "simulated_dataset", "simulated_row", "simulated_object_id",
+                    "simulated_snapshot", "simulated_projection", "distance"]
+
+
+class AnalogueFinder:
+    """Nearest simulated objects of query representations.
+
+    Parameters: ``simulated`` (a :class:`Representation` of the simulated sets pooled),
+    ``reference`` (the observed vectors whose mean/std standardise every vector).
+    ``fit`` is done at construction; :meth:`query` returns distances (standardised units)
+    and positions into ``simulated``.
+    """
+
+    def __init__(self, simulated: Representation, reference, seed: int = 0):
+        if len(simulated.vectors) == 0:
+            raise ValueError("no simulated representation to search; check analyse.SIMULATED_SETS")
+        self.simulated = simulated
+        self.mean, self.std = standardiser(reference)
+        self.index = NeighbourIndex(metric="l2", seed=seed).fit(self._z(simulated.vectors))
+
+    def _z(self, vectors) -> np.ndarray:
+        return ((np.asarray(vectors, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
+
+    def query(self, vectors, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(int(k), len(self.simulated.vectors))
+        return self.index.kneighbors(self._z(vectors), k)
+
+
+def analogue_table(finder: AnalogueFinder, queries: pd.DataFrame, vectors, k: int) -> pd.DataFrame:
+    """Long table: one row per (query, rank) with the analogue's identity and distance.
+
+    ``queries`` has columns ``dataset``, ``row``, ``object_id`` (row-aligned with
+    ``vectors``); rank 1 is the nearest.
+    """
+    distances, indices = finder.query(vectors, k)
+    k = indices.shape[1]
+    sim = finder.simulated.meta
+    pos = indices.ravel()
+    valid = pos >= 0
+    pos_safe = np.where(valid, pos, 0)
+    out = pd.DataFrame({
+        "observed_dataset": np.repeat(queries["dataset"].to_numpy(), k),
+        "observed_row": np.repeat(queries["row"].to_numpy(), k),
+        "observed_object_id": np.repeat(queries["object_id"].to_numpy(), k),
+        "rank": np.tile(np.arange(1, k + 1), len(queries)),
+        "simulated_dataset": sim["dataset"].to_numpy()[pos_safe],
+        "simulated_row": sim["row"].to_numpy()[pos_safe],
+        "simulated_object_id": sim["object_id"].to_numpy()[pos_safe],
+        "simulated_snapshot": sim["snapshot"].to_numpy()[pos_safe],
+        "simulated_projection": sim["projection"].to_numpy()[pos_safe],
+        "distance": distances.ravel().astype(np.float64),
+    })
+    return out[valid].reset_index(drop=True)[ANALOGUE_COLUMNS]
+
+
+def find_analogues(rep: Representation, observed: str, simulated: Sequence[str], k: int,
+                   seed: int = 0) -> pd.DataFrame:
+    """Analogues of every object of the observed dataset ``observed`` among ``simulated``."""
+    obs = rep.of(observed)
+    sims = rep.subset(rep.meta["dataset"].isin(list(simulated)).to_numpy())
+    if len(obs.vectors) == 0:
+        raise ValueError(f"no representation of observed dataset {observed}")
+    finder = AnalogueFinder(sims, obs.vectors, seed=seed)
+    table = analogue_table(finder, obs.meta, obs.vectors, k)
+    logger.info("%s: %d analogues of %d objects among %d simulated images", observed, len(table),
+                len(obs.meta), len(sims.meta))
+    return table
+
+
+def analogue_shares(table: pd.DataFrame) -> dict[str, float]:
+    """Fraction of all analogues that come from each simulated dataset."""
+    counts = table["simulated_dataset"].value_counts(normalize=True)
+    return {str(k): float(v) for k, v in counts.items()}
+
+
+def choose_queries(object_ids, wanted: Sequence[int] | None, n: int, seed: int) -> list:
+    """Object ids to show as panels: ``wanted`` that exist (missing ones logged), or ``n``
+    drawn at random (seeded) when ``wanted`` is None."""
+    available = pd.unique(np.asarray(object_ids))
+    if wanted is not None:
+        present = [o for o in wanted if o in set(available.tolist())]
+        absent = [o for o in wanted if o not in present]
+        if absent:
+            logger.warning("analyse.ANALOGUE_OBJECTS %s are not among the analysed observed "
+                           "objects; left out of the panels", absent)
+        return present
+    rng = np.random.default_rng(seed)
+    take = min(n, len(available))
+    return sorted(rng.choice(available, size=take, replace=False).tolist())
+
+
+def panel_entries(table: pd.DataFrame, query_images: dict, query_labels: dict,
+                  read_images: Callable[[str, np.ndarray], np.ndarray],
+                  band_index: Callable[[str], Sequence[int] | None]) -> list[dict]:
+    """Inputs of :func:`scripts.analysis.plots.plot_analogue_panels`.
+
+    ``table`` holds the analogue rows of the queries (column ``query`` keys them);
+    ``query_images[key]`` is ``(dataset, raw image (H, W, C))`` and ``query_labels[key]``
+    its title; ``read_images(dataset, rows)`` returns raw images of a simulated dataset;
+    ``band_index(dataset)`` the bands shown as RGB (None: grey). Each row (query and its
+    analogues) shares one display stretch, so brightness is comparable along it.
+    """
+    from scripts.analysis.plots import display_common
+
+    entries = []
+    for key, rows in table.groupby("query", sort=False):
+        rows = rows.sort_values("rank")
+        query_dataset, query = query_images[key]
+        raws, indices, labels = [query], [band_index(query_dataset)], []
+        for _, hit in rows.iterrows():
+            raws.append(read_images(hit["simulated_dataset"], np.array([hit["simulated_row"]]))[0])
+            indices.append(band_index(hit["simulated_dataset"]))
+            labels.append(f"{hit['simulated_dataset']}\n#{hit['simulated_object_id']} "
+                          f"s{hit['simulated_snapshot']} v{hit['simulated_projection']}"
+                          f"\nd = {hit['distance']:.2f}")
+        shown = display_common(raws, indices)
+        entries.append({"image": shown[0], "label": query_labels[key],
+                        "analogues": list(zip(shown[1:], labels))})
+    return entries
+
+
+# --------------------------------------------------------------------------- CLI
+def process_fits(paths: Sequence[str | Path], params, observed: str,
+                 raw_root: Path, illustris_root: Path) -> tuple[list[str], np.ndarray]:
+    """Read, crop and resize FITS files like extract does for dataset ``observed``.
+
+    Returns the names that could be processed and their images (N, H, W, C); files that
+    cannot be used are logged with the extract stage's reason code.
+    """
+    from scripts.preprocessing.extract import process_image
+    from scripts.preprocessing.extractors import make_extractor
+
+    spec = params.extract.dataset(observed)
+    extractor = make_extractor(spec, params.extract, raw_root, illustris_root,
+                               config.snapshot_redshifts_path)
+    crop = extractor.crop_spec()
+    extnames = tuple(spec.band_extnames[f] for f in spec.filters)
+    names, images = [], []
+    for path in paths:
+        result = process_image(str(path), extnames, spec.filters, crop, params.extract.image_size, {})
+        if result.image is None:
+            logger.error("%s: skipped (%s: %s)", path, result.reason, result.detail)
+            continue
+        names.append(str(path))
+        images.append(result.image)
+    shape = (0, params.extract.image_size, params.extract.image_size, len(spec.filters))
+    return names, (np.stack(images) if images else np.empty(shape, np.float32))
+
+
+def run_cli(params, fits_paths: Sequence[str | Path], dataset_root: Path, models_root: Path,
+            out_dir: Path, raw_root: Path, illustris_root: Path, observed: str | None = None,
+            k: int | None = None, embedder: Embedder | None = None) -> pd.DataFrame:
+    """Analogues of new FITS images (see module docstring); returns the analogue table with
+    a ``file`` column, also written to ``out_dir/analogues.csv`` with a panel PNG."""
+    from scripts.analysis import plots
+    from scripts.model.data import HDF5Images
+    from scripts.analysis.representation import store_path
+
+    an = params.analyse
+    observed = observed or (an.observed_sets[0] if an.observed_sets else None)
+    if observed is None:
+        raise ValueError("no observed dataset: give --dataset or set analyse.OBSERVED_SETS")
+    if not an.simulated_sets:
+        raise ValueError("analyse.SIMULATED_SETS is empty: there is nothing to find analogues in")
+    k = int(k or an.n_analogues)
+    names, images = process_fits(fits_paths, params, observed, raw_root, illustris_root)
+    if not names:
+        raise ValueError("none of the given FITS files could be read (see the errors above)")
+    embedder = embedder or Embedder.from_run(models_root / an.run_name, an.batch_size)
+    reason = embedder.accepts(images.shape[1:])
+    if reason:
+        raise ValueError(f"the processed images do not fit the encoder of run {an.run_name}: {reason}")
+    vectors = embedder(images)
+    rep = read_representation(dataset_root / REPRESENTATION_FILE,
+                              datasets=[observed, *an.simulated_sets])
+    reference = rep.of(observed).vectors
+    if len(reference) == 0:
+        raise ValueError(f"{dataset_root / REPRESENTATION_FILE} has no rows of {observed}; run "
+                         "the analyse stage with it in analyse.OBSERVED_SETS")
+    sims = rep.subset(rep.meta["dataset"].isin(list(an.simulated_sets)).to_numpy())
+    finder = AnalogueFinder(sims, reference, seed=an.seed)
+    queries = pd.DataFrame({"dataset": "new", "row": np.arange(len(names)),
+                            "object_id": np.arange(len(names))})
+    table = analogue_table(finder, queries, vectors, k)
+    table.insert(0, "file", [names[i] for i in table["observed_row"]])
+    table = table.drop(columns=["observed_dataset", "observed_object_id"])
+    for name, rows in table.groupby("file", sort=False):
+        logger.info("analogues of %s:\n%s", name, rows.drop(columns=["file", "observed_row"])
+                    .to_string(index=False))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_dir / "analogues.csv", index=False)
+
+    reader = HDF5Images({n: store_path(dataset_root, n) for n in an.simulated_sets})
+    index = {n: i for i, n in enumerate(an.simulated_sets)}
+    filters = {n: params.extract.dataset(n).filters for n in [observed, *an.simulated_sets]}
+
+    def read(dataset, rows):
+        return reader.read(np.full(len(rows), index[dataset]), rows)
+
+    def band_index(dataset):
+        return plots.band_indices(filters[dataset], an.rgb_bands)
+
+    try:
+        panel = table.assign(query=table["observed_row"])
+        entries = panel_entries(panel, {i: (observed, images[i]) for i in range(len(names))},
+                                {i: f"{Path(names[i]).name}" for i in range(len(names))},
+                                read, band_index)
+        path = plots.plot_analogue_panels(entries, out_dir / "analogues.png",
+                                          f"Simulated analogues (run {an.run_name})")
+    finally:
+        reader.close()
+    logger.info("wrote %s and %s", out_dir / "analogues.csv", path)
+    return table
+
+
+def main(argv=None) -> int:
+    from scripts.params import ParamsError, add_params_argument, load_params
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    parser = argparse.ArgumentParser(description="Simulated analogues of new FITS images.")
+    add_params_argument(parser)
+    parser.add_argument("fits", nargs="+", type=Path, help="FITS files (same layout as the "
+                        "observed dataset's images)")
+    parser.add_argument("--dataset", default=None, help="observed dataset whose extract "
+                        "settings (bands, cropper) apply; default: first of analyse.OBSERVED_SETS")
+    parser.add_argument("--k", type=int, default=None, help="analogues per image "
+                        "(default analyse.N_ANALOGUES)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default plots/analyse/new_analogues)")
+    args = parser.parse_args(argv)
+    try:
+        params = load_params(args.params)
+        run_cli(params, args.fits, config.dataset_path, config.models_path,
+                args.out or config.plots_path / "analyse" / "new_analogues",
+                config.dataset_raw_path, config.illustris_path, observed=args.dataset, k=args.k)
+    except (ParamsError, FileNotFoundError, KeyError, ValueError) as err:
+        logger.error("%s", err)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
