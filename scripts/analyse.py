@@ -478,7 +478,8 @@ def run(params: Params, dataset_root: Path, models_root: Path, plots_root: Path,
     table, fields_by = attach_fields(rep.meta, params, dataset_root)
     groups = splits.set_index(["dataset", "row"])["split_group"]
     table["split_group"] = groups.reindex(pd.MultiIndex.from_frame(rep.meta[["dataset", "row"]])).to_numpy()
-    counts = rep.meta.groupby(["dataset", "split"]).size().unstack(fill_value=0).reset_index()
+    counts = rep.meta.groupby(["dataset", "split"], sort=False).size().unstack(fill_value=0)
+    counts = counts.reindex(columns=[s for s in an.splits if s in counts.columns]).reset_index()
 
     images = ImageAccess(dataset_root, kept, params)
     try:
@@ -528,24 +529,20 @@ def run(params: Params, dataset_root: Path, models_root: Path, plots_root: Path,
                                       params.to_dict())
     tracker.log_params(params.to_dict())
     tracker.log_metrics(flat_metrics({k: metrics[k] for k in ("realism", "drivers", "permanence")}), step=0)
-    tracker.log_artifact(metrics_path, "analyse")
-    tracker.log_artifact(html_path, "analyse")
-    tracker.log_artifacts(report_dir, "analyse/report")
+    tracker.log_artifacts(report_dir, "analyse/report")     # report, metrics.json, tables
     tracker.log_artifacts(plots_dir, "analyse/plots")
-    log.info("report: %s", html_path)
+    log.info("report: %s (Markdown %s, metrics %s)", html_path, md_path, metrics_path)
     return metrics
 
 
 def make_stage_tracker(params: Params):
-    """The experiment tracker of an analyse run (``tracking:`` section)."""
-    from scripts.tracking import make_tracker
+    """The experiment tracker of an analyse run (``tracking:`` section), tagged with the
+    stage and the analysed run."""
+    from scripts.tracking import make_tracker_from_params
 
-    tr = params.tracking
-    return make_tracker(backends=tr.backends, experiment=tr.experiment,
-                        run_name=f"analyse-{params.analyse.run_name}",
-                        tags={**tr.tags, "stage": "analyse", "run": params.analyse.run_name},
-                        mlflow_dir=config.root_path / tr.mlflow_dir,
-                        tensorboard_dir=config.root_path / tr.tensorboard_dir)
+    tracker = make_tracker_from_params(params.tracking, run_name=f"analyse-{params.analyse.run_name}")
+    tracker.set_tags({"stage": "analyse", "run": params.analyse.run_name})
+    return tracker
 
 
 def main(argv=None) -> int:

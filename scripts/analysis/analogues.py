@@ -33,7 +33,7 @@ from scripts.analysis.neighbours import NeighbourIndex
 from scripts.analysis.representation import (REPRESENTATION_FILE, Embedder, Representation,
                                              read_representation, standardiser)
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("scripts.analysis.analogues")  # also under python -m
 
 ANALOGUE_COLUMNS = ["observed_dataset", "observed_row", "observed_object_id", "rank",
                     "simulated_dataset", "simulated_row", "simulated_object_id",

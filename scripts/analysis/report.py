@@ -233,7 +233,9 @@ def write_report(out_dir: str | Path, title: str, sections: Sequence[Section], p
     ``out_dir``; ``params`` is the resolved parameter dict shown as YAML."""
     out_dir = Path(out_dir)
     fig_dir = out_dir / FIGURES_DIR
-    fig_dir.mkdir(parents=True, exist_ok=True)
+    if fig_dir.exists():                 # figures of an earlier report must not linger
+        shutil.rmtree(fig_dir)
+    fig_dir.mkdir(parents=True)
     versions = versions or package_versions()
     created = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     params_yaml = yaml.safe_dump(_plain(params), sort_keys=False, allow_unicode=True)

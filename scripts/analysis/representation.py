@@ -43,33 +43,33 @@ def vector_columns(dim: int) -> list[str]:
 class Embedder:
     """Raw images ``(N, H, W, C)`` → representations ``(N, D)`` float32.
 
-    Applies ``normalisation`` (a :class:`scripts.model.normalise.Normalisation`) and then
-    the Keras ``encoder`` in inference mode, ``batch_size`` images at a time.
+    A thin layer over :class:`scripts.model.inference.TrainedEncoder` (the run's stored
+    normalisation, then the encoder in inference mode) that embeds ``batch_size`` images
+    per forward pass and says whether a dataset's images fit the encoder.
     """
 
     def __init__(self, encoder, normalisation, batch_size: int = 256):
-        self.encoder = encoder
-        self.normalisation = normalisation
+        from scripts.model.inference import TrainedEncoder
+
+        self.trained = TrainedEncoder(encoder, normalisation)
         self.batch_size = int(batch_size)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, batch_size: int = 256) -> "Embedder":
         """The encoder (``encoder.keras``) and normalisation (``normalisation.json``) of a
-        trained run folder ``models/<run>/``."""
-        import keras
+        trained run folder ``models/<run>/`` (:func:`scripts.model.inference.load_encoder`)."""
+        from scripts.model.inference import load_encoder
 
-        from scripts.model.normalise import Normalisation
-        from scripts.model.trainer import ENCODER_FILE, NORMALISATION_FILE
+        trained = load_encoder(run_dir)
+        return cls(trained.encoder, trained.normalisation, batch_size)
 
-        run_dir = Path(run_dir)
-        paths = {"encoder": run_dir / ENCODER_FILE, "normalisation": run_dir / NORMALISATION_FILE}
-        for what, path in paths.items():
-            if not path.exists():
-                raise FileNotFoundError(f"{path} does not exist: {run_dir} is not a finished "
-                                        f"training run (no {what}); run the train stage or set "
-                                        "analyse.RUN_NAME to an existing run under models/")
-        encoder = keras.models.load_model(paths["encoder"], compile=False)
-        return cls(encoder, Normalisation.load(paths["normalisation"]), batch_size)
+    @property
+    def encoder(self):
+        return self.trained.encoder
+
+    @property
+    def normalisation(self):
+        return self.trained.normalisation
 
     @property
     def input_shape(self) -> tuple:
@@ -94,14 +94,9 @@ class Embedder:
         return ""
 
     def __call__(self, images) -> np.ndarray:
-        images = np.asarray(images, dtype=np.float32)
-        if len(images) == 0:
-            return np.empty((0, self.dim), dtype=np.float32)
-        out = []
-        for start in range(0, len(images), self.batch_size):
-            x = self.normalisation.apply_np(images[start:start + self.batch_size])
-            out.append(np.asarray(self.encoder(x, training=False), dtype=np.float32))
-        return np.concatenate(out)
+        from scripts.model.inference import embed
+
+        return embed(self.trained, images, batch_size=self.batch_size)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -165,12 +160,13 @@ def _schema(dim: int) -> pa.Schema:
 
 def compute_representations(embed: Callable[[np.ndarray], np.ndarray], table: pd.DataFrame,
                             dataset_root: str | Path, out_path: str | Path,
-                            batch_size: int = 256) -> int:
+                            batch_size: int = 256, row_group_size: int = 65536) -> int:
     """Embed the images of ``table`` (from :func:`rows_to_embed`) and write the parquet file.
 
     ``embed`` maps raw images (N, H, W, C) to (N, D) vectors. Images are read in batches of
     ``batch_size`` through :func:`scripts.model.data.ordered_dataset` (tf.data, reads
-    overlapping the encoder) and each batch is appended to ``out_path`` as one row group.
+    overlapping the encoder) and the vectors are appended to ``out_path`` in row groups of
+    ``row_group_size`` rows (only one row group is held in memory).
     The file is written under a temporary name and renamed at the end, so an interrupted
     run never leaves a truncated table. Returns the number of rows written.
     """
@@ -186,7 +182,21 @@ def compute_representations(embed: Callable[[np.ndarray], np.ndarray], table: pd
     tmp = out_path.with_suffix(".tmp")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     writer = None
-    written = 0
+    written = flushed = 0
+    pending: list[np.ndarray] = []
+
+    def flush():
+        nonlocal writer, flushed
+        vectors = np.concatenate(pending)
+        pending.clear()
+        if writer is None:
+            writer = pq.ParquetWriter(tmp, _schema(vectors.shape[1]))
+        meta = table.iloc[flushed:flushed + len(vectors)]
+        columns = {c: meta[c].to_numpy() for c in META_COLUMNS}
+        columns.update({c: vectors[:, i] for i, c in enumerate(vector_columns(vectors.shape[1]))})
+        writer.write_table(pa.Table.from_pydict(columns, schema=writer.schema))
+        flushed += len(vectors)
+
     try:
         batches = ordered_dataset(reader, store_index, rows, batch_size).as_numpy_iterator()
         with tqdm(total=len(table), desc="embedding", unit="img", disable=None) as bar:
@@ -198,23 +208,27 @@ def compute_representations(embed: Callable[[np.ndarray], np.ndarray], table: pd
                 if not np.all(np.isfinite(vectors)):
                     raise ValueError("the encoder returned NaN or infinite values; check the "
                                      "run's normalisation.json and the image stores")
-                meta = table.iloc[written:written + len(images)]
-                if writer is None:
-                    schema = _schema(vectors.shape[1])
-                    writer = pq.ParquetWriter(tmp, schema)
-                columns = {c: meta[c].to_numpy() for c in META_COLUMNS}
-                columns.update({c: vectors[:, i] for i, c in enumerate(vector_columns(vectors.shape[1]))})
-                writer.write_table(pa.Table.from_pydict(columns, schema=schema))
+                pending.append(vectors)
                 written += len(images)
+                if written - flushed >= row_group_size:
+                    flush()
                 bar.update(len(images))
-    finally:
+        if pending:
+            flush()
+    except BaseException:
         if writer is not None:
             writer.close()
+        tmp.unlink(missing_ok=True)          # never leave a partial table behind
+        raise
+    finally:
         reader.close()
+    writer.close()
     if written != len(table):
+        tmp.unlink(missing_ok=True)
         raise RuntimeError(f"embedded {written} images but {len(table)} were requested")
     tmp.replace(out_path)
-    logger.info("wrote %d representations (D=%d) to %s", written, vectors.shape[1], out_path)
+    logger.info("wrote %d representations (D=%d) to %s", written,
+                len(writer.schema.names) - len(META_COLUMNS), out_path)
     return written
 
 
