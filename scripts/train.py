@@ -23,6 +23,7 @@ The training loop itself is :class:`scripts.model.trainer.Trainer`.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -116,6 +117,12 @@ def run_training(params: Params, dataset_path: Path, models_path: Path, tracker=
                                     "finished": False, "failed_step": err.step,
                                     "last_checkpoint": err.last_checkpoint, "message": str(err)})
         raise
+    previous = run_dir / "train_summary.json"
+    if summary["steps"] == summary["resumed_from_step"] and previous.exists():
+        # a rerun of a stopped run trained nothing: keep what the training process measured
+        old = json.loads(previous.read_text())
+        summary.update({k: old[k] for k in ("images_per_second", "wall_seconds", "resumed_from_step")
+                        if k in old})
     if summary["finished"] and export:
         trainer.export(summary)
     elif trainer.chief:
@@ -133,20 +140,13 @@ def run_training(params: Params, dataset_path: Path, models_path: Path, tracker=
 
 
 def make_run_tracker(params: Params):
-    """The tracker of ``tracking:`` (relative folders are taken from the project root)."""
-    from scripts.tracking import make_tracker
+    """The tracker of ``tracking:`` for this run (relative folders from the project root),
+    tagged ``stage: train``."""
+    from scripts.tracking import make_tracker_from_params
 
-    t = params.tracking
-    root = config.root_path
-
-    def under_root(path: str) -> Path:
-        p = Path(path).expanduser()
-        return p if p.is_absolute() else root / p
-
-    tags = {**t.tags, "stage": "train"}
-    return make_tracker(t.backends, t.experiment, run_name=params.train.run_name, tags=tags,
-                        mlflow_dir=under_root(t.mlflow_dir),
-                        tensorboard_dir=under_root(t.tensorboard_dir))
+    tracker = make_tracker_from_params(params.tracking, run_name=params.train.run_name)
+    tracker.set_tags({"stage": "train"})
+    return tracker
 
 
 def main(argv=None) -> int:

@@ -48,8 +48,9 @@ class TrainedEncoder:
         self._forward = forward
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(int(s) for s in self.encoder.input_shape[1:])
+    def input_shape(self) -> tuple[int | None, ...]:
+        """``(H, W, C)`` of the encoder's inputs (None where any size is accepted)."""
+        return tuple(None if s is None else int(s) for s in self.encoder.input_shape[1:])
 
     @property
     def dim(self) -> int:

@@ -287,7 +287,7 @@ class Trainer:
         self.replicas = self.strategy.num_replicas_in_sync
         if params.batch_size % self.replicas:
             raise TrainInputError(f"train.BATCH_SIZE = {params.batch_size} is not divisible by the "
-                             f"{self.replicas} replicas; choose a multiple of {self.replicas}")
+                                  f"{self.replicas} replicas; choose a multiple of {self.replicas}")
         self.chief = _is_chief(self.strategy)
 
         try:
@@ -322,6 +322,7 @@ class Trainer:
             ckpt_dir = ckpt_dir / f".{resolver.task_type}_{resolver.task_id}"
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(ckpt_dir),
                                                   max_to_keep=CHECKPOINTS_KEPT)
+        self._val_dataset = None
         self._train_step = self._make_train_step()
         self._val_step = self._make_val_step()
         self.resumed_from = 0
@@ -451,10 +452,11 @@ class Trainer:
         same augmentation seeds every epoch, so epochs are comparable)."""
         if self.val_sampler is None:
             return None, None
-        n = self.val_sampler.steps_per_epoch
-        ds = self._dataset(self.val_sampler, 0, n, VALIDATION_SALT)
+        if self._val_dataset is None:  # built once: the same batches and seeds every epoch
+            ds = self._dataset(self.val_sampler, 0, self.val_sampler.steps_per_epoch, VALIDATION_SALT)
+            self._val_dataset = self.strategy.experimental_distribute_dataset(ds)
         losses, accs = [], []
-        for batch in self.strategy.experimental_distribute_dataset(ds):
+        for batch in self._val_dataset:
             loss, acc = self._val_step(batch)
             losses.append(float(loss))
             accs.append(float(acc))
@@ -498,7 +500,7 @@ class Trainer:
                    disable=not self.progress, dynamic_ncols=True)
         rates: list[float] = []
         last_ckpt = self.manager.latest_checkpoint
-        pending = None  # (step, loss tensor, accuracy tensor, dispatch time) read one step late
+        pending = None  # (step, loss, accuracy) tensors, read one step late so the device stays busy
         t_prev = None
         step = start
         try:
@@ -515,7 +517,7 @@ class Trainer:
                     rates.append(p.batch_size / max(now - t_prev, 1e-9))
                 t_prev = now
                 at_epoch_end = step % spe == 0
-                over_time = max_runtime is not None and now - wall0 > max_runtime
+                over_time = max_runtime is not None and now - wall0 > max_runtime and step < total
                 if step % p.checkpoint_every == 0 or at_epoch_end or over_time or step == total:
                     self._finish_step(pending, bar, rates, last_ckpt)
                     pending = None
