@@ -558,7 +558,9 @@ def main(argv=None) -> int:
     try:
         with make_stage_tracker(params) as tracker:
             run(params, config.dataset_path, config.models_path, config.plots_path,
-                config.reports_path, tracker=tracker)
+                config.reports_path, tracker=tracker,
+                driver_max_samples=params.analyse.driver_max_samples,
+                mmd_max_samples=params.analyse.realism.mmd_max_samples)
     except (FileNotFoundError, KeyError, ValueError) as err:
         log.error("%s", err)
         return 2

@@ -559,6 +559,8 @@ class RealismParams:
                                 "smaller set.", None, "20000")
     cv_folds: int = key(integer(2), "Folds of the classifier two-sample test.", 5, "5")
     n_permutations: int = key(integer(10), "Permutations of the MMD test.", 200, "200")
+    mmd_max_samples: int = key(integer(10), "Cap on objects per set in the MMD test (memory "
+                               "grows as N²).", 2000, "2000")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -582,6 +584,9 @@ class AnalyseParams:
                                       "representation is measured; null: all numeric fields.",
                                       None, "[stellar_mass, ssfr]")
     knn_k: int = key(integer(1), "k of the kNN regression for physical drivers.", 10, "10")
+    driver_max_samples: int | None = key(optional(integer(10)), "Cap on images per dataset in the "
+                                         "driver regressions (cost grows as N²); null: all.",
+                                         20000, "20000")
     cv_folds: int = key(integer(2), "Folds of the driver regression.", 5, "5")
     thumbnail_grid: int = key(integer(2), "Cells per side of the thumbnail map.", 12, "12")
     rgb_bands: tuple | None = key(optional(list_of(string(), length=3)), "Bands shown as R, G, B "

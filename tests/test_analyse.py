@@ -31,7 +31,6 @@ components.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -248,20 +247,12 @@ def analysed(tmp_path_factory):
     too noisy to order reliably (their binomial error alone is ~0.1).
     """
     from scripts import analyse
-    from scripts.mock import sizes
     from scripts.mock.universe import build_universe
     from scripts.preprocessing import extract, prepare
 
     root = tmp_path_factory.mktemp("analyse")
-    preset = dataclasses.replace(sizes.get_size("small"), name="analyse-test", n_groups=15,
-                                 n_hsc_groups=125, n_hsc=100, n_clusters=4,
-                                 galaxy_npix=(40, 56), xray_npix=32, num_files=2)
-    sizes.SIZES[preset.name] = preset
-    try:
-        raw, illustris = root / "dataset_raw", root / "dataset_raw" / "TNG"
-        build_universe(raw, illustris, size=preset.name, num_projections=3, seed=0, n_jobs=1)
-    finally:
-        del sizes.SIZES[preset.name]
+    raw, illustris = root / "dataset_raw", root / "dataset_raw" / "TNG"
+    build_universe(raw, illustris, size="medium", num_projections=3, seed=0, n_jobs=1)
     catalogue = pd.read_csv(raw / OBS / "catalogue.csv")
     truth = pd.read_parquet(raw / OBS / "truth.parquet").drop_duplicates("object_id")
     catalogue.merge(truth[["object_id", "stellar_mass"]], on="object_id", how="left").to_csv(

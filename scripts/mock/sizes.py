@@ -1,6 +1,7 @@
 """Size presets of the mock universe: how many objects and how many pixels.
 
-``small`` is for tests (a few seconds); ``demo`` gives a few thousand images for the
+``small`` is for tests (a few seconds); ``medium`` for the analyse known-answer tests
+(100 observed galaxies, about 20 s); ``demo`` gives a few thousand images for the
 end-to-end demo (about 3 minutes on 2 cores with joblib/loky).
 """
 from __future__ import annotations
@@ -37,6 +38,11 @@ SIZES = {
     "small": UniverseSize(
         name="small", n_groups=9, n_empty_groups=3, n_hsc_groups=20, n_hsc=16, n_clusters=8,
         galaxy_npix=(48, 64), xray_npix=48, num_files=3,
+    ),
+    # the science tests of analyse: enough observed galaxies (100) for stable realism metrics
+    "medium": UniverseSize(
+        name="medium", n_groups=15, n_empty_groups=3, n_hsc_groups=125, n_hsc=100, n_clusters=4,
+        galaxy_npix=(40, 56), xray_npix=32, num_files=2,
     ),
     "demo": UniverseSize(
         name="demo", n_groups=130, n_empty_groups=40, n_hsc_groups=450, n_hsc=600,
