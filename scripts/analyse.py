@@ -240,11 +240,17 @@ def step_realism(rep: Representation, params: Params, observed, simulated, plots
         metrics[sim] = {}
         for obs in observed:
             cap = r.subsample
-            comparison = compare_sets(
-                rep.of(sim).vectors, rep.of(obs).vectors, seed=seed, k=r.k, percentile=r.percentile,
-                ood_max_samples=cap, n_splits=r.cv_folds, c2st_max_samples=cap,
-                mmd_max_samples=min(cap or mmd_max_samples, mmd_max_samples),
-                n_permutations=r.n_permutations)
+            try:
+                comparison = compare_sets(
+                    rep.of(sim).vectors, rep.of(obs).vectors, seed=seed, k=r.k,
+                    percentile=r.percentile, ood_max_samples=cap, n_splits=r.cv_folds,
+                    c2st_max_samples=cap, mmd_max_samples=min(cap or mmd_max_samples, mmd_max_samples),
+                    n_permutations=r.n_permutations)
+            except ValueError as err:  # too few objects for k, the folds or the halves
+                log.warning("realism of %s against %s skipped: %s", sim, obs, err)
+                metrics[sim][obs] = {"skipped": str(err)}
+                rows.append({"simulated": sim, "observed": obs, "note": f"skipped: {err}"})
+                continue
             metrics[sim][obs] = {name: res.summary() for name, res in comparison.items()}
             flat = summarise(comparison)
             rows.append({
@@ -360,9 +366,10 @@ def build_sections(params: Params, counts: pd.DataFrame, skipped: dict, dim: int
     summary = Section("Summary", [f"Run {an.run_name}: representation of dimension {dim}, "
                                   f"splits {', '.join(an.splits)}."])
     if len(realism):
+        wanted = ["simulated", "observed", "in-domain (sim in obs)", "in-domain (obs in sim)",
+                  "C2ST AUC", "MMD²", "MMD p", "note"]
         summary.tables.append(("Realism of each simulated set against each observed set",
-                               realism[["simulated", "observed", "in-domain (sim in obs)",
-                                        "in-domain (obs in sim)", "C2ST AUC", "MMD²", "MMD p"]]))
+                               realism[[c for c in wanted if c in realism.columns]]))
     sm = drivers[drivers["field"] == "stellar_mass"] if len(drivers) else drivers
     if len(sm):
         summary.tables.append(("Stellar mass from the representation vs the pixel baseline "

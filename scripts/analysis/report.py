@@ -79,6 +79,9 @@ def headline(metrics: dict) -> dict:
     for sim, by_obs in metrics.get("realism", {}).items():
         realism[sim] = {}
         for obs, m in by_obs.items():
+            if "skipped" in m:
+                realism[sim][obs] = {"skipped": m["skipped"]}
+                continue
             realism[sim][obs] = {
                 "in_domain_fraction_sim": m["ood_sim"]["in_domain_fraction"],
                 "in_domain_fraction_obs": m["ood_obs"]["in_domain_fraction"],
