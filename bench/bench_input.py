@@ -78,7 +78,7 @@ def run(batches: int, steps: int, n_images: int) -> dict:
         full = trainer._dataset(trainer.sampler, 0, batches + 1, 0)
         full_rate = pipeline_rate(full, batches)
         del trainer
-        times, _ = our_step_times(steps, root)
+        times = our_step_times(steps, root)
     step_rate = BATCH / float(np.median(times[1:]))
     return {"read_fancy_images_per_s": fancy_rate, "read_per_row_images_per_s": per_row_rate,
             "raw_images_per_s": raw_rate, "pipeline_images_per_s": full_rate,

@@ -72,9 +72,9 @@ def write_store(root: Path, n: int, size: int, chunk: int = 64) -> None:
                   "snapshot": 0, "projection": 0, "split": "train"}).to_parquet(root / "splits.parquet")
 
 
-def our_step_times(steps: int, root: Path):
-    """Seconds of ``steps + 1`` calls of the Trainer's compiled step on one batch of views
-    (the first includes tracing), and those views."""
+def our_step(root: Path):
+    """``(step, views)``: ``step()`` runs the Trainer's compiled step once on one fixed batch
+    of views (read, augmented and normalised by the real pipeline) and waits for it."""
     import tensorflow as tf
 
     from scripts.model.trainer import Trainer
@@ -86,28 +86,34 @@ def our_step_times(steps: int, root: Path):
     table, stores = read_inputs(params, root)
     trainer = Trainer(params.train, stores, table, root / "run", progress=False)
     views = tuple(tf.identity(v) for v in next(iter(trainer._dataset(trainer.sampler, 0, 1, 0))))
-    times = []
-    for _ in range(steps + 1):
-        t0 = time.perf_counter()
+
+    def step():
         loss, _ = trainer._train_step(views)
         float(loss)
-        times.append(time.perf_counter() - t0)
-    return times, views
+    return step, views
 
 
-def step_throughput(steps: int) -> dict:
-    """Images/s of our compiled step and of keras fit on the same views."""
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def our_step_times(steps: int, root: Path) -> list[float]:
+    """Seconds of ``steps + 1`` calls of our step (the first includes tracing)."""
+    step, _ = our_step(root)
+    return [timed(step) for _ in range(steps + 1)]
+
+
+def fit_step(views, params):
+    """``step()`` running one batch of ``keras.Model.fit`` of the same SimCLR model, NT-Xent
+    and optimizer on ``views``; returns the batch's own time (fit's per-call set-up excluded)."""
     import keras
     import tensorflow as tf
 
     from scripts.model.losses import nt_xent_loss
     from scripts.model.trainer import build_model, build_optimizer, learning_rate_schedule
 
-    params = bench_params()
-    with tempfile.TemporaryDirectory() as tmp:
-        ours, views = our_step_times(steps, Path(tmp))
-
-    # baseline: keras fit of the same model, loss and optimizer
     p = params.train
     model = build_model(p, (IMAGE, IMAGE, 3))
 
@@ -127,10 +133,9 @@ def step_throughput(steps: int) -> dict:
 
     wrapper = Pairs(model)
     schedule = learning_rate_schedule(p, steps_per_epoch=1000, total_steps=1000)
-    optimizer = build_optimizer(p, schedule, model.trainable_variables)
-    wrapper.compile(optimizer=optimizer, loss=loss_fn, jit_compile=False)
-    dummy = tf.zeros((BATCH,))
-    data = tf.data.Dataset.from_tensors(((views[0], views[1]), dummy)).repeat(steps + 1)
+    wrapper.compile(optimizer=build_optimizer(p, schedule, model.trainable_variables),
+                    loss=loss_fn, jit_compile=False)
+    data = tf.data.Dataset.from_tensors(((views[0], views[1]), tf.zeros((BATCH,))))
     stamps = []
 
     class Stamp(keras.callbacks.Callback):
@@ -141,13 +146,30 @@ def step_throughput(steps: int) -> dict:
             float(logs["loss"])
             stamps.append(time.perf_counter())
 
-    wrapper.fit(data, epochs=1, verbose=0, callbacks=[Stamp()])
-    fit = [stamps[i + 1] - stamps[i] for i in range(0, len(stamps), 2)]
-    ours_ips = BATCH / float(np.median(ours[1:]))
-    fit_ips = BATCH / float(np.median(fit[1:]))
+    def step() -> float:
+        wrapper.fit(data, epochs=1, verbose=0, shuffle=False, callbacks=[Stamp()])
+        return stamps[-1] - stamps[-2]
+    return step
+
+
+def step_throughput(steps: int) -> dict:
+    """Images/s of our compiled step and of keras fit on the same views. After one
+    (tracing) step each, the two alternate step by step, so a change of machine load
+    during the run hits both alike."""
+    params = bench_params()
+    with tempfile.TemporaryDirectory() as tmp:
+        ours_step, views = our_step(Path(tmp))
+        fit = fit_step(views, params)
+        first = timed(ours_step), fit()
+        ours, fits = [], []
+        for _ in range(steps):
+            ours.append(timed(ours_step))
+            fits.append(fit())
+    ours_ips = BATCH / float(np.median(ours))
+    fit_ips = BATCH / float(np.median(fits))
     return {"ours_images_per_s": ours_ips, "fit_images_per_s": fit_ips,
             "ratio_ours_over_fit": ours_ips / fit_ips, "timed_steps": steps,
-            "ours_first_step_s": ours[0], "fit_first_step_s": fit[0]}
+            "ours_first_step_s": first[0], "fit_first_step_s": first[1]}
 
 
 def _status_mib(key: str) -> float:
