@@ -476,7 +476,8 @@ class AugmentationParams:
                            0.05, "0.05")
     blur_sigma: tuple = key(pair(number(0)), "PSF-like Gaussian blur σ range [px].",
                             (0.0, 1.0), "[0.0, 1.5]")
-    noise_std: tuple = key(pair(number(0)), "Gaussian noise σ range (normalised units).",
+    noise_std: tuple = key(pair(number(0)), "Gaussian noise σ range, in image units (e.g. "
+                           "nanomaggies): added before the normalisation stretch.",
                            (0.0, 0.05), "[0.0, 0.05]")
     flux_scale: tuple = key(pair(number(0, lo_open=True)), "Per-band flux scale range "
                             "(log-uniform).", (0.9, 1.1), "[0.8, 1.25]")
@@ -532,7 +533,6 @@ class TrainParams:
     mixed_precision: str = key(string(("off", "mixed_float16", "mixed_bfloat16")),
                                "Keras mixed-precision policy.", "off", "mixed_bfloat16")
     seed: int = key(integer(0), "Seed for weights, shuffling and augmentations.", 0, "0")
-    shuffle_buffer: int = key(integer(1), "tf.data shuffle buffer (images).", 10000, "10000")
     checkpoint_every: int = key(integer(1), "Checkpoint interval in steps.", 500, "500")
     patience: int = key(integer(1), "Early stopping: epochs without validation improvement.", 20, "20")
     max_runtime_seconds: float | None = key(optional(number(0, lo_open=True)),

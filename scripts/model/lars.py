@@ -136,7 +136,7 @@ class LARS(keras.optimizers.Optimizer):
         for v, decay, adapt in zip(variables, self._decay_flags, self._adapt_flags):
             logger.debug("LARS %s: weight decay %s, layer adaptation %s",
                          _variable_path(v), decay, adapt)
-        logger.info(
+        logger.debug(
             "LARS built on %d variables; excluded from weight decay: %s; "
             "excluded from layer adaptation: %s",
             len(variables),
