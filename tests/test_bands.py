@@ -353,3 +353,13 @@ def test_nan_block_is_filled_from_its_border_and_other_policies(tmp_path):
     assert err.value.reason == "too_many_nan"
     with pytest.raises(ValueError, match="nan_fill"):
         bands.read_bands(path, ["B"], nan_fill="mean")
+
+
+def test_load_bands_returns_header_meta_of_the_first_band():
+    """One open gives pixels and pixel scales (extract reads each file once)."""
+    from scripts.preprocessing.bands import load_bands, read_image_meta
+
+    real = REAL
+    bands = load_bands(real, ["SUBARU_HSC.G", "SUBARU_HSC.I"])
+    assert bands.meta == read_image_meta(real, "SUBARU_HSC.G")
+    assert bands.meta.kpc_per_pixel > 0 and bands.meta.redshift > 0.19

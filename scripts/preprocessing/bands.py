@@ -99,6 +99,8 @@ class BandImage:
     data: np.ndarray
     #: Non-finite pixels replaced, per band (same order as ``extnames``).
     n_repaired: tuple[int, ...] = field(default=())
+    #: Header values of the first band (redshift, pixel scales), read in the same open.
+    meta: "ImageMeta | None" = None
 
     @property
     def repaired(self) -> bool:
@@ -393,8 +395,9 @@ def load_bands(path: str | os.PathLike, extnames: Sequence[str], *, nan_fill: st
             band, n_bad = _check_band(path, name, band, nan_fill, max_nan_fraction)
             bands.append(band)
             counts.append(n_bad)
+        meta = meta_from_header(f.header(indices[0]), str(path), f.names[indices[0]])
     data = np.stack(bands, axis=-1).astype(np.float32, copy=False)
-    return BandImage(str(path), tuple(extnames), data, tuple(counts))
+    return BandImage(str(path), tuple(extnames), data, tuple(counts), meta)
 
 
 def read_bands(path: str | os.PathLike, extnames: Sequence[str], **kwargs) -> np.ndarray:

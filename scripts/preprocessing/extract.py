@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 import config
 from scripts.params import DatasetSpec, ExtractParams, ParamsError, add_params_argument, load_params
-from scripts.preprocessing.bands import BadImageError, load_bands, read_image_meta
+from scripts.preprocessing.bands import BadImageError, load_bands
 from scripts.preprocessing.croppers import FractionCropper, PetrosianCropper, R200cCropper
 from scripts.preprocessing.extractors import IDENTITY, Extractor, image_field_names, make_extractor
 from scripts.preprocessing.resize import resize_area
@@ -89,10 +89,9 @@ def process_image(path: str, extnames: tuple[str, ...], filters: tuple[str, ...]
     name = os.path.basename(path)
     try:
         bands = load_bands(path, extnames)
-        meta = read_image_meta(path, extnames[0])
     except BadImageError as err:
         return ImageResult(name, None, {}, err.reason, err.detail)
-    image = bands.data
+    image, meta = bands.data, bands.meta
     kind = crop["name"]
     if kind == "petrosian":
         cropper = PetrosianCropper(crop["petro_radius_factor"], reference_band=crop["reference_band"])
