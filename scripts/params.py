@@ -359,6 +359,10 @@ class ExtractParams:
                               1.0, "1.0")
     crop_fraction: float = key(number(0, 1, lo_open=True),
                                "Central fraction of the frame kept by the fraction cropper.", 1.0, "0.8")
+    mask_bits: int | None = key(optional(integer(1)),
+                                "Bit mask: pixels of the reference band whose '<EXTNAME> MASK' HDU has "
+                                "any of these bits are left out of the Petrosian fit (e.g. neighbours, "
+                                "saturation); null: MASK/VARIANCE HDUs are not read.", None, "3")
     min_stellar_mass: float = key(number(0), "Lower stellar-mass limit [M☉] for TNG galaxies.",
                                   1e9, "3e9")
     max_stellar_mass: float = key(number(0), "Upper stellar-mass limit [M☉].", 1e14, "1e13")

@@ -257,3 +257,33 @@ def test_kill_minus_nine_then_resume_equals_uninterrupted(small_params, small_un
     pd.testing.assert_frame_equal(t1, t2)
     np.testing.assert_array_equal(i1, i2)
     assert not t1["file"].duplicated().any()
+
+
+def test_mask_bits_keep_a_masked_neighbour_out_of_the_petrosian_fit(small_params, small_universe, tmp_path):
+    """A bright neighbour flagged in the MASK HDU changes r_P unless MASK_BITS excludes it."""
+    raw_root, illustris = small_universe
+    raw = tmp_path / "raw"
+    shutil.copytree(raw_root / STELLAR, raw / STELLAR)
+    target = sorted((raw / STELLAR / "images").glob("*_v0_*.fits"))[0]
+    with fits.open(target) as hdul:
+        ref = hdul["SUBARU_HSC.R"].data
+        peak = float(np.nanmax(ref))
+        ny, nx = ref.shape
+        y, x = np.mgrid[0:ny, 0:nx]
+        blob = (x - 0.62 * nx) ** 2 + (y - 0.5 * ny) ** 2 <= 4  # inside r_P
+        for band in "GRI":
+            hdul[f"SUBARU_HSC.{band}"].data = hdul[f"SUBARU_HSC.{band}"].data + 3 * peak * blob
+            hdul[f"SUBARU_HSC.{band} MASK"].data = (hdul[f"SUBARU_HSC.{band} MASK"].data | (blob * 4)).astype(np.int32)
+        hdul.writeto(target, overwrite=True)
+    universe = (raw, illustris)
+    radii = {}
+    for bits in (None, 4):
+        out = tmp_path / f"d{bits}"
+        run_extract(only(small_params, [STELLAR], MASK_BITS=bits, PETRO_REFERENCE_BAND="R"), universe, out)
+        table, _ = read_outputs(out, STELLAR)
+        radii[bits] = table.set_index("file").loc[target.name, "r_petrosian"]
+    clean = tmp_path / "clean"
+    run_extract(only(small_params, [STELLAR], PETRO_REFERENCE_BAND="R"), small_universe, clean)
+    truth = read_outputs(clean, STELLAR)[0].set_index("file").loc[target.name, "r_petrosian"]
+    assert abs(radii[4] - truth) < abs(radii[None] - truth)
+    assert radii[4] == pytest.approx(truth, rel=0.1)

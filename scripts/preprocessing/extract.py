@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 import config
 from scripts.params import DatasetSpec, ExtractParams, ParamsError, add_params_argument, load_params
-from scripts.preprocessing.bands import BadImageError, load_bands
+from scripts.preprocessing.bands import BadImageError, load_bands, read_band_planes
 from scripts.preprocessing.croppers import FractionCropper, PetrosianCropper, R200cCropper
 from scripts.preprocessing.extractors import IDENTITY, Extractor, image_field_names, make_extractor
 from scripts.preprocessing.resize import resize_area
@@ -95,7 +95,14 @@ def process_image(path: str, extnames: tuple[str, ...], filters: tuple[str, ...]
     kind = crop["name"]
     if kind == "petrosian":
         cropper = PetrosianCropper(crop["petro_radius_factor"], reference_band=crop["reference_band"])
-        cropper.fit(image)
+        mask = None
+        if crop.get("mask_bits"):
+            try:
+                plane = read_band_planes(path, extnames[crop["reference_band"]], ("mask",))["mask"]
+            except BadImageError as err:
+                return ImageResult(name, None, {}, err.reason, f"extract.MASK_BITS is set: {err.detail}")
+            mask = (plane.astype(np.int64) & int(crop["mask_bits"])) != 0
+        cropper.fit(image, mask=mask)
     elif kind == "r200c":
         cropper = R200cCropper(crop["r200c_factor"])
         cropper.fit(image, r200c_kpc=crop_inputs.get("r200c_kpc", math.nan),

@@ -134,7 +134,7 @@ class Extractor:
             reference = len(filters) // 2
         return {"name": self.spec.cropper, "petro_radius_factor": p.petro_radius_factor,
                 "reference_band": reference, "r200c_factor": p.r200c_factor,
-                "crop_fraction": p.crop_fraction}
+                "crop_fraction": p.crop_fraction, "mask_bits": p.mask_bits}
 
     def crop_inputs(self, fields: pd.DataFrame) -> pd.DataFrame:
         """Per-object cropper inputs (e.g. r200c_kpc), indexed like ``fields``."""
