@@ -25,7 +25,6 @@ Every step takes explicit folders (:func:`run`), so tests run it on temporary on
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
@@ -49,7 +48,8 @@ from scripts.analysis.representation import (REPRESENTATION_FILE, Embedder, Repr
                                              StoreRows, compute_representations,
                                              read_representation, rows_to_embed,
                                              select_datasets, standardiser, store_path)
-from scripts.params import Params, ParamsError, add_params_argument, load_params
+from scripts.params import Params
+from scripts.stage import run_stage
 
 log = logging.getLogger("analyse")
 
@@ -553,25 +553,14 @@ def make_stage_tracker(params: Params):
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    parser = argparse.ArgumentParser(description="Analyse stage: maps, analogues, realism, drivers, report.")
-    add_params_argument(parser)
-    args = parser.parse_args(argv)
-    try:
-        params = load_params(args.params)
-    except ParamsError as err:
-        log.error("%s", err)
-        return 2
-    try:
+    def body(params: Params) -> None:
         with make_stage_tracker(params) as tracker:
             run(params, config.dataset_path, config.models_path, config.plots_path,
                 config.reports_path, tracker=tracker,
                 driver_max_samples=params.analyse.driver_max_samples,
                 mmd_max_samples=params.analyse.realism.mmd_max_samples)
-    except (FileNotFoundError, KeyError, ValueError) as err:
-        log.error("%s", err)
-        return 2
-    return 0
+
+    return run_stage("Analyse stage: maps, analogues, realism, drivers, report.", body, argv, log)
 
 
 if __name__ == "__main__":

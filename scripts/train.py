@@ -33,6 +33,7 @@ import yaml
 
 import config
 from scripts.params import Params, ParamsError, add_params_argument, load_params
+from scripts.stage import configure_logging
 
 log = logging.getLogger("train")
 
@@ -164,8 +165,7 @@ def main(argv=None) -> int:
                         help="augment in the tf.data pipeline (CPU, default) or inside the "
                              "train step (accelerator)")
     args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    configure_logging()
     try:
         params = load_params(args.params)
     except ParamsError as err:

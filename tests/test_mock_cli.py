@@ -1,7 +1,6 @@
 """The mock CLI takes projections and workers from a params file; explicit options win."""
 from __future__ import annotations
 
-import yaml
 
 from scripts.mock.__main__ import build_kwargs, parse_args
 from tests.conftest import demo_raw_params, write_params

@@ -24,7 +24,6 @@ The process exits non-zero only when a loaded dataset ends with no usable object
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -44,11 +43,12 @@ import pandas as pd
 from tqdm import tqdm
 
 import config
-from scripts.params import DatasetSpec, ExtractParams, ParamsError, add_params_argument, load_params
+from scripts.params import DatasetSpec, ExtractParams
 from scripts.preprocessing.bands import BadImageError, load_bands, read_band_planes
 from scripts.preprocessing.croppers import FractionCropper, PetrosianCropper, R200cCropper
 from scripts.preprocessing.extractors import IDENTITY, Extractor, image_field_names, make_extractor
 from scripts.preprocessing.resize import resize_area
+from scripts.stage import run_stage
 
 log = logging.getLogger("extract")
 
@@ -421,27 +421,17 @@ def run(params: ExtractParams, raw_root: Path, illustris_root: Path, out_root: P
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    parser = argparse.ArgumentParser(description="Extract stage: FITS + catalogues → image stores.")
-    add_params_argument(parser)
-    args = parser.parse_args(argv)
-    try:
-        params = load_params(args.params)
-    except ParamsError as err:
-        log.error("%s", err)
-        return 2
-    try:
+    def body(params) -> int:
         reports = run(params.extract, config.dataset_raw_path, config.illustris_path,
                       config.dataset_path, config.snapshot_redshifts_path)
-    except (FileNotFoundError, KeyError, ValueError) as err:
-        log.error("%s", err)
-        return 2
-    empty = [name for name, r in reports.items() if r["kept_images"] == 0]
-    if empty:
-        log.error("no usable object in dataset(s) %s: see dataset/<DATASET>/extract_report.json "
-                  "for every skipped file and its reason", empty)
-        return 1
-    return 0
+        empty = [name for name, r in reports.items() if r["kept_images"] == 0]
+        if empty:
+            log.error("no usable object in dataset(s) %s: see dataset/<DATASET>/extract_report.json "
+                      "for every skipped file and its reason", empty)
+            return 1
+        return 0
+
+    return run_stage("Extract stage: FITS + catalogues → image stores.", body, argv, log)
 
 
 if __name__ == "__main__":

@@ -17,21 +17,20 @@ that lists it, and the same mean and scale are applied wherever the field appear
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 import config
-from scripts.params import ParamsError, PrepareParams, add_params_argument, load_params
+from scripts.params import PrepareParams
 from scripts.preprocessing.matching import match
 from scripts.preprocessing.prepare_plots import plot_matching
 from scripts.preprocessing.scaling import FieldScaler
 from scripts.preprocessing.splits import assign_splits, default_group_key, leaking_groups
+from scripts.stage import run_stage
 
 log = logging.getLogger("prepare")
 
@@ -177,17 +176,9 @@ def run(params: PrepareParams, dataset_root: Path, plots_dir: Path) -> pd.DataFr
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    parser = argparse.ArgumentParser(description="Prepare stage: splits, matching, scaling.")
-    add_params_argument(parser)
-    args = parser.parse_args(argv)
-    try:
-        params = load_params(args.params)
-        run(params.prepare, config.dataset_path, config.plots_path / "prepare")
-    except (ParamsError, FileNotFoundError, KeyError, ValueError) as err:
-        log.error("%s", err)
-        return 2
-    return 0
+    return run_stage("Prepare stage: splits, matching, scaling.",
+                     lambda params: run(params.prepare, config.dataset_path, config.plots_path / "prepare"),
+                     argv, log)
 
 
 if __name__ == "__main__":
