@@ -31,14 +31,18 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def run_stage(description: str, body: Callable[[Params], int | None], argv=None,
+def run_stage(description: str, body: Callable[[Params], object], argv=None,
               log: logging.Logger | None = None) -> int:
-    """Parse ``--params``, load and validate it, run ``body(params)``; exit status."""
+    """Parse ``--params``, load and validate it, run ``body(params)``; exit status.
+
+    ``body`` returns an exit status, or anything else (e.g. the stage's result) for 0.
+    """
     configure_logging()
     log = log or logging.getLogger("stage")
     args = stage_parser(description).parse_args(argv)
     try:
-        return body(load_params(args.params)) or EXIT_OK
+        status = body(load_params(args.params))
     except INPUT_ERRORS as err:
         log.error("%s", err)
         return EXIT_INPUT
+    return int(status) if isinstance(status, int) else EXIT_OK

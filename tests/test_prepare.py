@@ -122,3 +122,21 @@ def test_zero_matches_warns_and_keeps_objects(extracted_small, tmp_path, caplog)
     assert "no object of MOCK_FIDUCIAL matched" in caplog.text
     fid = splits[splits["dataset"] == "MOCK_FIDUCIAL"]
     assert len(fid) > 0 and not fid["matched"].any()
+
+
+def test_command_line_writes_outputs(extracted_small, tmp_path):
+    """``python -m scripts.preprocessing.prepare --params P`` as a user runs it."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, write_params
+
+    source, raw = extracted_small
+    root = tmp_path / "dataset"
+    shutil.copytree(source, root)
+    params = write_params(tmp_path / "p.yaml", raw)
+    env = dict(__import__("os").environ, DATASET_PATH=str(root), PLOTS_PATH=str(tmp_path / "plots"))
+    proc = subprocess.run([sys.executable, "-m", "scripts.preprocessing.prepare", "--params", str(params)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "splits.parquet").exists() and (root / "scaler.json").exists()
