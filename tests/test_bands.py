@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -240,6 +241,11 @@ def _case_corrupt_header_bytes(tmp_path):
     return _patched(tmp_path, b"BITPIX  =", bytes(range(128, 208)) * 3), HSC[:1]
 
 
+def _case_corrupt_bscale(tmp_path):
+    # astropy reads BSCALE when it opens the HDU: an unparsable value breaks the open
+    return _patched(tmp_path, b"ORIGIN  =", b"BSCALE  = abc".ljust(80)), HSC[:1]
+
+
 def _case_header_without_end(tmp_path):
     # With END blanked astropy reads the next header's cards into the primary header and
     # the G data from the wrong offset: garbage far beyond any float32 value.
@@ -265,6 +271,7 @@ BAD_CASES = {
     "no_data": ("wrong_shape", _case_no_data),
     "corrupt_header_value": ("unreadable_header", _case_corrupt_header_value),
     "corrupt_header_bytes": ("unreadable_header", _case_corrupt_header_bytes),
+    "corrupt_bscale": ("unreadable_header", _case_corrupt_bscale),
     "header_without_end": ("unreadable_data", _case_header_without_end),
 }
 
@@ -363,3 +370,231 @@ def test_load_bands_returns_header_meta_of_the_first_band():
     bands = load_bands(real, ["SUBARU_HSC.G", "SUBARU_HSC.I"])
     assert bands.meta == read_image_meta(real, "SUBARU_HSC.G")
     assert bands.meta.kpc_per_pixel > 0 and bands.meta.redshift > 0.19
+
+
+# --------------------------------------------------------------------------- fast reader
+# The reader walks headers from their raw bytes and reads image data with numpy; files it
+# does not fully understand go through astropy. These tests pin the fast path to astropy.
+
+
+def _reader(path: Path) -> str:
+    """Which reader handles ``path``: '_ScannedFits' (fast) or '_AstropyFits' (fallback)."""
+    with bands._Fits(path) as f:
+        return type(f).__name__
+
+
+def _raw_image_file(path: Path, data: np.ndarray, bitpix: int, extname: str,
+                    **keys) -> Path:
+    """A one-HDU file written byte by byte (not by astropy's writer): header + raw data."""
+    header = fits.Header()
+    header["SIMPLE"] = True
+    header["BITPIX"] = bitpix
+    header["NAXIS"] = data.ndim
+    for axis, length in enumerate(reversed(data.shape), start=1):
+        header[f"NAXIS{axis}"] = length
+    header["EXTNAME"] = extname
+    for key, value in keys.items():
+        header[key] = value
+    body = header.tostring().encode("ascii") + data.astype(data.dtype.newbyteorder(">")).tobytes()
+    path.write_bytes(body + b"\0" * (-len(body) % FITS_BLOCK))
+    return path
+
+
+FITS_BLOCK = bands.FITS_BLOCK
+
+
+def test_scan_locates_every_hdu_like_astropy(tmp_path):
+    rng = np.random.default_rng(7)
+    heap = fits.BinTableHDU.from_columns(  # variable-length column: PCOUNT > 0 (a heap)
+        [fits.Column("v", "PJ()", array=[np.arange(n) for n in (3, 70, 500)])], name="HEAP")
+    mixed = _write(tmp_path / "mixed.fits", [
+        fits.PrimaryHDU(), heap, fits.ImageHDU(rng.normal(size=(5, 7)), name="Img"),
+        fits.TableHDU.from_columns([fits.Column(name="t", format="E12.4",
+                                                array=np.arange(4.0))], name="ASCII"),
+        fits.ImageHDU(rng.integers(0, 9, size=(3, 4, 5)).astype(np.int16)),
+        fits.ImageHDU(name="EMPTY")])
+    for path in (REAL, mixed):
+        with open(path, "rb") as handle:
+            layout = bands._scan(handle, path.stat().st_size)
+        with fits.open(path) as hdul:
+            expected = [(h.fileinfo()["hdrLoc"], h.fileinfo()["datLoc"], h.size,
+                         type(h).__name__, str(h.header.get("EXTNAME", "")).upper())
+                        for h in hdul]
+        assert [(h.header_offset, h.data_offset, h.data_size, h.type_name, h.extname)
+                for h in layout] == expected
+        assert _reader(path) == "_ScannedFits"
+    assert heap.header["PCOUNT"] > 0
+
+
+SCALINGS = {  # (BITPIX, stored dtype, header keys): each astropy rule for scaled data
+    "int16_scaled_to_float32": (16, np.int16, {"BSCALE": 2.5, "BZERO": 10}),
+    "int32_scaled_to_float64_with_blank": (32, np.int32, {"BSCALE": 0.1, "BZERO": 0,
+                                                          "BLANK": 7}),
+    "int16_blank_unscaled": (16, np.int16, {"BLANK": 7}),
+    "int32_blank_zero_not_applied": (32, np.int32, {"BSCALE": 1, "BZERO": 0, "BLANK": 0}),
+    "uint16": (16, np.int16, {"BSCALE": 1, "BZERO": 32768}),
+    "uint32": (32, np.int32, {"BSCALE": 1, "BZERO": 2 ** 31}),
+    "uint64": (64, np.int64, {"BZERO": 2 ** 63}),
+    "int8": (8, np.uint8, {"BZERO": -128}),
+    "uint8_scaled": (8, np.uint8, {"BSCALE": 3, "BZERO": -1.5}),
+    "float32_scaled": (-32, np.float32, {"BSCALE": 2.0, "BZERO": 1.5}),
+    "float64_blank_ignored": (-64, np.float64, {"BLANK": 7}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SCALINGS))
+def test_scaled_images_equal_astropy(tmp_path, case):
+    bitpix, dtype, keys = SCALINGS[case]
+    rng = np.random.default_rng(11)
+    if np.issubdtype(dtype, np.integer):  # spread over half the type's range
+        info = np.iinfo(dtype)
+        raw = rng.integers(info.min // 2, info.max // 2, size=(9, 6), endpoint=True).astype(dtype)
+    else:
+        raw = (100 * rng.normal(size=(9, 6))).astype(dtype)
+    raw.flat[:3] = keys.get("BLANK", 7)  # pixels equal to BLANK, where one is set
+    path = _raw_image_file(tmp_path / f"{case}.fits", raw, bitpix, "S MASK", **keys)
+    with fits.open(path) as hdul:
+        expected = np.array(hdul[0].data)
+    assert _reader(path) == "_ScannedFits"
+    stored = bands.read_band_planes(path, "S", planes=["mask"])["mask"]  # as stored
+    assert stored.dtype == expected.dtype.newbyteorder("=")
+    np.testing.assert_array_equal(stored, expected)
+    loaded = bands.load_bands(path, ["S MASK"], nan_fill="zero")
+    n_nan = int(np.isnan(expected).sum())
+    assert loaded.n_repaired == (n_nan,)
+    if case in ("int32_scaled_to_float64_with_blank", "int16_blank_unscaled"):
+        assert n_nan == 3
+    np.testing.assert_array_equal(loaded.data[..., 0],
+                                  np.nan_to_num(expected, nan=0.0).astype(np.float32))
+
+
+def test_image_after_bintable_and_ascii_table(tmp_path):
+    rng = np.random.default_rng(2)
+    image = rng.normal(size=(11, 13)).astype(np.float32)
+    path = _write(tmp_path / "after_table.fits", [
+        fits.PrimaryHDU(),
+        fits.BinTableHDU.from_columns([fits.Column("v", "PE()", array=[np.arange(n, dtype=float)
+                                                                       for n in (5, 90)]),
+                                       fits.Column("x", "D", array=[1.0, 2.0])], name="CAT"),
+        fits.ImageHDU(image, name="A"),
+        fits.TableHDU.from_columns([fits.Column(name="t", format="E12.4",
+                                                array=np.arange(4.0))], name="ASC"),
+        fits.ImageHDU(image * 2, name="B")])
+    assert _reader(path) == "_ScannedFits"
+    reference = _astropy_by_extname(path)
+    cube = bands.read_bands(path, ["B", "a"])
+    np.testing.assert_array_equal(cube[..., 0], reference["B"])
+    np.testing.assert_array_equal(cube[..., 1], reference["A"])
+    for table, kind in (("CAT", "BinTableHDU"), ("ASC", "TableHDU")):
+        with pytest.raises(BadImageError) as err:
+            bands.read_bands(path, [table])
+        assert err.value.reason == "wrong_shape" and kind in err.value.detail
+
+
+def test_compressed_image_goes_through_astropy(tmp_path):
+    rng = np.random.default_rng(4)
+    plain = rng.normal(size=(20, 16))
+    path = _write(tmp_path / "mixed_rice.fits", [
+        fits.PrimaryHDU(), fits.ImageHDU(plain, name="PLAIN"),
+        fits.CompImageHDU(rng.normal(size=(20, 16)).astype(np.float32), name="RICE")])
+    assert _reader(path) == "_AstropyFits"
+    reference = _astropy_by_extname(path)
+    cube = bands.read_bands(path, ["PLAIN", "RICE"])
+    np.testing.assert_array_equal(cube[..., 0], reference["PLAIN"].astype(np.float32))
+    np.testing.assert_array_equal(cube[..., 1], reference["RICE"])
+    assert bands.list_extnames(path) == ["", "PLAIN", "RICE"]
+
+
+@pytest.mark.parametrize("tail", [b"garbage" * 10, b"\0" * FITS_BLOCK,
+                                  bytes(range(256)) * 12], ids=["text", "zero_block", "binary"])
+def test_trailing_garbage_is_ignored_like_astropy(tmp_path, tail):
+    path = tmp_path / "tail.fits"
+    path.write_bytes(REAL.read_bytes() + tail)
+    reference = _astropy_by_extname(REAL)
+    cube = bands.read_bands(path, HSC[:3])
+    for c, name in enumerate(HSC[:3]):
+        np.testing.assert_array_equal(cube[..., c], reference[name].astype(np.float32))
+    assert bands.list_extnames(path) == bands.list_extnames(REAL)
+    # the extra bytes may be a band's HDU cut short: a missing band is reported as truncation
+    with pytest.raises(BadImageError) as err:
+        bands.read_bands(path, ["SUBARU_HSC.U"])
+    assert err.value.reason == "truncated"
+
+
+def test_header_cut_short_after_complete_hdus(tmp_path):
+    """Cut inside band R's header: G is complete and readable, R is reported truncated."""
+    raw = REAL.read_bytes()
+    with fits.open(REAL) as hdul:
+        r_header = hdul["SUBARU_HSC.R"].fileinfo()["hdrLoc"]
+    for cut in (r_header + 400, r_header + 1861):
+        path = tmp_path / f"cut{cut}.fits"
+        path.write_bytes(raw[:cut])
+        g = bands.read_bands(path, ["SUBARU_HSC.G"])
+        np.testing.assert_array_equal(g, bands.read_bands(REAL, ["SUBARU_HSC.G"]))
+        with pytest.raises(BadImageError) as err:
+            bands.read_bands(path, ["SUBARU_HSC.R"])
+        assert err.value.reason == "truncated" and "SUBARU_HSC.R" in err.value.detail
+    # cut on a block boundary inside the header: astropy finds no END card
+    path = tmp_path / "cut_block.fits"
+    path.write_bytes(raw[:r_header + FITS_BLOCK])
+    with pytest.raises(BadImageError) as err:
+        bands.read_bands(path, ["SUBARU_HSC.G"])
+    assert err.value.reason == "unreadable_header" and "END" in err.value.detail
+
+
+def test_data_cut_short_in_a_requested_band_and_after_it(tmp_path):
+    raw = REAL.read_bytes()
+    with fits.open(REAL) as hdul:
+        r_data = hdul["SUBARU_HSC.R"].fileinfo()["datLoc"]
+    for cut, where in ((r_data + 1000, "inside R"), (len(raw) - 2 * FITS_BLOCK, "in Y VARIANCE")):
+        path = tmp_path / "cut_data.fits"
+        path.write_bytes(raw[:cut])
+        with pytest.raises(BadImageError) as err:
+            bands.read_bands(path, ["SUBARU_HSC.G"])
+        assert err.value.reason == "truncated", where
+        assert "needs" in err.value.detail and str(cut) in err.value.detail
+
+
+def test_missing_end_card_in_an_extension_reads_what_astropy_reads(tmp_path):
+    """END blanked in G MASK's header: astropy reads on to the next END; so do we."""
+    raw = bytearray(REAL.read_bytes())
+    with fits.open(REAL) as hdul:
+        mask_header = hdul["SUBARU_HSC.G MASK"].fileinfo()["hdrLoc"]
+    at = raw.index(b"END" + b" " * 77, mask_header)
+    raw[at:at + 80] = b" " * 80
+    path = tmp_path / "no_end.fits"
+    path.write_bytes(bytes(raw))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with fits.open(path) as hdul:
+            names = [str(h.header.get("EXTNAME", "")).upper() for h in hdul]
+            g = np.array(hdul["SUBARU_HSC.G"].data)
+    assert bands.list_extnames(path) == names and "SUBARU_HSC.G VARIANCE" not in names
+    np.testing.assert_array_equal(bands.read_bands(path, ["SUBARU_HSC.G"])[..., 0],
+                                  g.astype(np.float32))
+    with pytest.raises(BadImageError) as err:
+        bands.read_bands(path, ["SUBARU_HSC.G VARIANCE"])
+    assert err.value.reason == "missing_band"
+
+
+def test_header_values_equal_astropy_including_extend(tmp_path):
+    """Header values come from astropy's own parser; EXTEND is added on open as astropy does."""
+    rng = np.random.default_rng(8)
+    primary = fits.PrimaryHDU(rng.normal(size=(6, 6)))
+    primary.header["EXTNAME"] = "P"
+    primary.header["REDSHIFT"] = 0.0815
+    primary.header["FOVKPC"] = 30.0
+    path = _write(tmp_path / "no_extend.fits", [primary, fits.ImageHDU(rng.normal(size=(6, 6)),
+                                                                        name="A")])
+    raw = bytearray(path.read_bytes())  # astropy's writer adds EXTEND: blank it on disk
+    at = raw.index(b"EXTEND  =")
+    raw[at:at + 80] = b"COMMENT EXTEND removed".ljust(80)
+    path.write_bytes(bytes(raw))
+    assert "EXTEND" not in fits.Header.fromstring(bytes(raw[:FITS_BLOCK]).decode("ascii"))
+    keys = ["EXTEND", "NAXIS", "REDSHIFT", "FOVKPC", "EXTNAME", "NOT_A_KEY"]
+    with fits.open(path) as hdul:
+        expected = {k: hdul[0].header.get(k) for k in keys}
+    assert _reader(path) == "_ScannedFits"
+    assert bands.read_header_values(path, keys) == expected and expected["EXTEND"] is True
+    meta = bands.read_image_meta(path)
+    assert (meta.extname, meta.redshift, meta.kpc_per_pixel) == ("P", 0.0815, 5.0)

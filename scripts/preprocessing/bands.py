@@ -6,8 +6,14 @@ One reader for every image dataset (SKIRT/HSC galaxy mocks, survey cut-outs, X-r
   HSC mocks store the G image in the primary HDU with ``EXTNAME = 'SUBARU_HSC.G'``).
   Matching ignores case and surrounding blanks. ``MASK`` / ``VARIANCE`` HDUs are never read
   unless asked for with :func:`read_band_planes`.
-* Files are opened with ``memmap=False, lazy_load_hdus=True``: headers are scanned, and only
-  the data of the requested HDUs is read into memory.
+* Headers are walked from their raw 2880-byte blocks, reading only the keywords that give
+  each HDU's name, type and data size; only the requested HDUs' headers are parsed by
+  astropy (``Header.fromstring``) and only their data is read (numpy, at the known offset,
+  BSCALE/BZERO/BLANK applied as astropy does). A file the scan does not fully understand
+  (tile-compressed images, random groups, odd keywords, bytes after the last HDU, …) is
+  read through astropy (``fits.open(memmap=False, lazy_load_hdus=True)``) instead, so
+  values and reasons are astropy's either way. (Indexing a lazily loaded HDUList by
+  EXTNAME instead parses every header in full, which dominated the extract stage.)
 * Every way a file can be unusable raises :class:`BadImageError` with a short ``reason``
   code (see :data:`BadImageError.REASONS`), so extract can skip the file, count skips by
   reason and write them to its report.
@@ -23,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,44 +195,261 @@ def _check_mandatory(path: Path, header: fits.Header, extname: str) -> None:
                             f"{', '.join(missing)}")
 
 
-class _Fits:
-    """Open a FITS file lazily and index its HDUs by EXTNAME (used as a context manager)."""
+# --------------------------------------------------------------------------- header scan
+#
+# The fast path walks the file from its raw header bytes: only the keywords that give an
+# HDU's type, name and data size are looked at, so a file of 15 HDUs costs 15 small reads
+# instead of 15 fully parsed astropy headers. Anything the scanner is not sure astropy
+# would read the same way raises _Unsupported, and the whole file goes through astropy
+# (_AstropyFits): the reasons and values are then astropy's by construction.
 
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.size = _check_file(self.path)
-        self.hdul = None
-        self.names: list[str] = []
-        self.last_end = 0
+_CARD = 80
+_END_CARD = b"END" + b" " * 77
+#: Header bytes must be printable ASCII for the fast path (FITS standard 4.0, §4.1.2.1).
+_PRINTABLE = bytes(range(0x20, 0x7F))
+#: Value fields (card columns 11-80) the scanner understands; anything else is unusual.
+_INT_VALUE = re.compile(rb" *([+-]?[0-9]+) *(?:/.*)?")
+_LOGICAL_VALUE = re.compile(rb" *([TF]) *(?:/.*)?")
+_STRING_VALUE = re.compile(rb" *'([^']*)' *(?:/.*)?")  # no quote inside: astropy agrees
+_ANY_VALUE = re.compile(rb" *([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[ED][+-]?[0-9]+)?|[TF]|'[^']*')"
+                        rb" *(?:/.*)?")
+#: Keywords the scanner reads (padded to 8 bytes as they stand in a card).
+_STRUCTURAL = {k.ljust(8).encode(): k for k in
+               ("SIMPLE", "XTENSION", "BITPIX", "NAXIS", "PCOUNT", "GCOUNT", "EXTNAME",
+                "BSCALE", "BZERO", "BLANK", "GROUPS", "ZIMAGE", "EXTEND")}
+_STRUCTURAL.update({f"NAXIS{n}".ljust(8).encode(): f"NAXIS{n}" for n in range(1, 1000)})
+_STRUCTURAL_NAMES = {name.encode() for name in _STRUCTURAL.values()}
+#: XTENSION values walked by the fast path, with astropy's class name for messages.
+_XTENSIONS = {"IMAGE": "ImageHDU", "BINTABLE": "BinTableHDU", "TABLE": "TableHDU"}
+_BITPIX_DTYPE = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 
-    def __enter__(self) -> "_Fits":
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                self.hdul = fits.open(self.path, memmap=False, lazy_load_hdus=True)
-            except _ASTROPY_READ_ERRORS as exc:
-                raise _header_failure(self.path, self.size, exc) from None
-            try:
-                # Iterating a lazily loaded HDUList parses each header and skips its data.
-                self.names = [str(h.header.get("EXTNAME", "")).strip().upper()
-                              for h in self.hdul]
-                last_end = _data_end(self.hdul[-1]) if len(self.hdul) else 0
-            except _ASTROPY_READ_ERRORS as exc:
-                self.hdul.close()
-                raise _header_failure(self.path, self.size, exc) from None
-        for w in caught:
-            logger.debug("%s: astropy warning: %s", self.path, w.message)
-        self.last_end = last_end
-        if last_end > self.size:
-            self.hdul.close()
+
+class _Unsupported(Exception):
+    """The scanner met something it does not handle; astropy reads the file instead."""
+
+
+@dataclass(frozen=True)
+class _HDU:
+    """Where one HDU lies in the file, from its structural keywords (offsets in bytes)."""
+
+    header_bytes: bytes             # whole 2880-byte blocks, END card included
+    header_offset: int
+    data_offset: int
+    data_size: int                  # without the padding to a whole block
+    type_name: str                  # astropy's class for this HDU (PrimaryHDU, ImageHDU, …)
+    extname: str                    # upper-case, stripped; '' if none
+    bitpix: int
+    axes: tuple[int, ...]           # NAXIS1 … NAXISn, FITS order
+    scaled: bool                    # BSCALE, BZERO or BLANK present: astropy may rescale
+
+    @property
+    def is_image(self) -> bool:
+        return self.type_name in ("PrimaryHDU", "ImageHDU")
+
+    @property
+    def end(self) -> int:
+        """Offset where the data ends, without the block padding (as astropy's size)."""
+        return self.data_offset + self.data_size
+
+    @property
+    def next_offset(self) -> int:
+        return self.data_offset + -(-self.data_size // FITS_BLOCK) * FITS_BLOCK
+
+
+def _card_value(card: bytes, pattern: re.Pattern, keyword: str):
+    match = pattern.fullmatch(card, 10)
+    if match is None:
+        raise _Unsupported(f"{keyword} value {card[10:].strip()!r}")
+    return match.group(1)
+
+
+def _read_header(handle, offset: int, size: int) -> tuple[bytes, int]:
+    """Header blocks at ``offset`` up to the END card's block, and the END card's position."""
+    blocks = []
+    start = offset
+    while True:
+        if offset + FITS_BLOCK > size:
+            raise _Unsupported(f"header at byte {start} runs past the end of the file")
+        handle.seek(offset)
+        block = handle.read(FITS_BLOCK)
+        if len(block) != FITS_BLOCK:
+            raise _Unsupported(f"short read at byte {offset}")
+        blocks.append(block)
+        offset += FITS_BLOCK
+        at = block.find(_END_CARD)
+        while at >= 0 and at % _CARD:
+            at = block.find(_END_CARD, at + 1)
+        if at >= 0:
+            if block[at + _CARD:].strip(b" "):
+                raise _Unsupported("bytes after the END card")
+            return b"".join(blocks), (len(blocks) - 1) * FITS_BLOCK + at
+
+
+def _parse_header(raw: bytes, end: int, header_offset: int, first: bool) -> _HDU:
+    """Structural keywords of one header (END card at ``end``); _Unsupported if unusual."""
+    if raw.translate(None, _PRINTABLE):
+        raise _Unsupported("non-ASCII header bytes")
+    found: dict[str, bytes] = {}
+    previous_structural = False
+    for pos in range(0, end, _CARD):
+        card = raw[pos:pos + _CARD]
+        key8 = card[:8]
+        name = _STRUCTURAL.get(key8)
+        if name is None:
+            if key8 == b"CONTINUE":
+                if previous_structural:
+                    raise _Unsupported("CONTINUE after a structural keyword")
+                continue
+            previous_structural = False
+            stripped = key8.strip().upper()
+            if b"=" in key8 or stripped in _STRUCTURAL_NAMES or stripped == b"END":
+                raise _Unsupported(f"unusual keyword field {key8!r}")
+            if stripped == b"HIERARCH":
+                keyword = card[9:card.find(b"=")].strip().upper()
+                if keyword in _STRUCTURAL_NAMES or keyword.startswith(b"NAXIS"):
+                    raise _Unsupported(f"HIERARCH card for {keyword!r}")
+            continue
+        previous_structural = True
+        if card[8:10] != b"= ":
+            raise _Unsupported(f"{name} without a value indicator")
+        if name in found:
+            raise _Unsupported(f"{name} appears twice")
+        if (pos == 0) != (name in ("SIMPLE", "XTENSION")):
+            raise _Unsupported(f"{name} in card {pos // _CARD + 1}")
+        found[name] = card
+    if "GROUPS" in found or "ZIMAGE" in found:
+        raise _Unsupported("random groups or tile-compressed HDU")
+    if "EXTEND" in found:  # astropy's update_extend() reads it on open
+        _card_value(found["EXTEND"], _LOGICAL_VALUE, "EXTEND")
+    for name in ("BSCALE", "BZERO", "BLANK"):  # astropy reads them on open: must parse
+        if name in found:
+            _card_value(found[name], _ANY_VALUE, name)
+    if first:
+        if "SIMPLE" not in found or _card_value(found["SIMPLE"], _LOGICAL_VALUE,
+                                                "SIMPLE") != b"T":
+            raise _Unsupported("primary header without SIMPLE = T")
+        type_name = "PrimaryHDU"
+    else:
+        if "XTENSION" not in found:
+            raise _Unsupported("extension header without XTENSION")
+        xtension = _card_value(found["XTENSION"], _STRING_VALUE, "XTENSION")
+        type_name = _XTENSIONS.get(xtension.decode().rstrip())
+        if type_name is None:
+            raise _Unsupported(f"XTENSION = {xtension!r}")
+    ints = {}
+    for name in ("BITPIX", "NAXIS", "PCOUNT", "GCOUNT"):
+        if name in found:
+            ints[name] = int(_card_value(found[name], _INT_VALUE, name))
+    if "BITPIX" not in ints or "NAXIS" not in ints:
+        raise _Unsupported("BITPIX or NAXIS missing")
+    bitpix, naxis = ints["BITPIX"], ints["NAXIS"]
+    if bitpix not in _BITPIX_DTYPE or not 0 <= naxis <= 999:
+        raise _Unsupported(f"BITPIX = {bitpix}, NAXIS = {naxis}")
+    axes = []
+    for n in range(1, naxis + 1):
+        if f"NAXIS{n}" not in found:
+            raise _Unsupported(f"NAXIS{n} missing")
+        axes.append(int(_card_value(found[f"NAXIS{n}"], _INT_VALUE, f"NAXIS{n}")))
+    pcount, gcount = ints.get("PCOUNT", 0), ints.get("GCOUNT", 1)
+    if min(axes, default=0) < 0 or pcount < 0 or gcount < 0:
+        raise _Unsupported("negative NAXISn, PCOUNT or GCOUNT")
+    if type_name in ("PrimaryHDU", "ImageHDU") and (pcount, gcount) != (0, 1):
+        raise _Unsupported(f"image with PCOUNT = {pcount}, GCOUNT = {gcount}")
+    data_size = abs(bitpix) * gcount * (pcount + math.prod(axes)) // 8 if naxis else 0
+    extname = ""
+    if "EXTNAME" in found:
+        value = _card_value(found["EXTNAME"], _STRING_VALUE, "EXTNAME").decode()
+        if value.rstrip().endswith("&") or ":" in value:  # long string / record-valued
+            raise _Unsupported(f"EXTNAME = {value!r}")
+        extname = value.strip().upper()
+    return _HDU(raw, header_offset, header_offset + len(raw), data_size, type_name, extname,
+                bitpix, tuple(axes), any(k in found for k in ("BSCALE", "BZERO", "BLANK")))
+
+
+def _scan(handle, size: int) -> list[_HDU]:
+    """Every HDU of the file from its headers alone (no data read).
+
+    The walk stops where astropy stops: at the end of the file or past it (the last HDU's
+    data then runs beyond the file: truncated). Extra bytes after the last HDU that are
+    not a complete, clean header (garbage, a header cut short) raise _Unsupported, since
+    astropy's reaction to them depends on what they are.
+    """
+    hdus: list[_HDU] = []
+    offset = 0
+    while offset < size:
+        raw, end = _read_header(handle, offset, size)
+        hdus.append(_parse_header(raw, end, offset, not hdus))
+        offset = hdus[-1].next_offset
+    return hdus
+
+
+def _dtype_for_bitpix(bitpix: int, bscale, bzero) -> np.dtype | None:
+    """astropy's choice of dtype for scaled image data (``uint=True``)."""
+    if bscale == 1:
+        if bitpix == 8 and bzero == -128:
+            return np.dtype("int8")
+        for bits, dtype in ((16, "uint16"), (32, "uint32"), (64, "uint64")):
+            if bitpix == bits and bzero == 1 << (bits - 1):
+                return np.dtype(dtype)
+    if bitpix > 16:
+        return np.dtype("float64")
+    if bitpix > 0:
+        return np.dtype("float32")
+    return None
+
+
+def _scale_like_astropy(raw: np.ndarray, bitpix: int, header: fits.Header) -> np.ndarray:
+    """Apply BSCALE/BZERO/BLANK to big-endian ``raw`` exactly as astropy's ImageHDU.data.
+
+    Pseudo-unsigned integers (BSCALE = 1, BZERO = 2**(bits-1)) become uint16/32/64 and
+    BZERO = -128 on bytes gives int8; other scaled integers become float32 (BITPIX ≤ 16)
+    or float64, with pixels equal to a non-zero integer BLANK set to NaN.
+    """
+    bzero, bscale = header.get("BZERO", 0), header.get("BSCALE", 1)
+    blank = header.get("BLANK")
+    if blank is not None and not (isinstance(blank, (int, np.integer)) and bitpix > 0):
+        blank = None  # astropy ignores a non-integer BLANK, and BLANK on float data
+    if bzero == 0 and bscale == 1 and blank is None:
+        return raw
+    new_dtype = _dtype_for_bitpix(bitpix, bscale, bzero)
+    if not (bzero == 0 and bscale == 1) and new_dtype is not None and new_dtype.kind == "u":
+        data = np.array(raw, dtype=new_dtype)
+        data -= np.uint64(1 << (new_dtype.itemsize * 8 - 1))
+        return data
+    blanks = None
+    if blank is not None and bitpix > 0:
+        blanks = raw.flat == blank
+        if blanks.sum() < len(blanks) / 8:
+            blanks = np.where(blanks)
+    if new_dtype is not None:
+        data = np.array(raw, dtype=new_dtype)
+    else:
+        data = raw if raw.flags.writeable else raw.copy()
+    if bscale != 1:
+        np.multiply(data, bscale, data)
+    if bzero != 0:
+        data += bzero
+    if blank:
+        data.flat[blanks] = np.nan
+    return data
+
+
+# --------------------------------------------------------------------------- opening
+
+
+class _FitsBase:
+    """HDU lookup by EXTNAME shared by both readers (``names``, ``last_end`` set by them)."""
+
+    path: Path
+    size: int
+    names: list[str]
+    last_end: int
+
+    def _check_last_end(self) -> None:
+        if self.last_end > self.size:
             raise BadImageError(self.path, "truncated",
-                                f"HDU {len(self.names) - 1} needs {last_end} bytes, file has "
-                                f"{self.size}")
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if self.hdul is not None:
-            self.hdul.close()
+                                f"HDU {len(self.names) - 1} needs {self.last_end} bytes, file "
+                                f"has {self.size}")
 
     def index(self, extname: str) -> int:
         """HDU index of ``extname`` (case-insensitive), or BadImageError."""
@@ -248,6 +472,113 @@ class _Fits:
                                 f"EXTNAME {extname!r} occurs in HDUs {hits}")
         return hits[0]
 
+    @staticmethod
+    def _check_array(path: Path, data: np.ndarray | None, extname: str) -> np.ndarray:
+        """2-D real numbers in native byte order, or BadImageError (wrong_shape)."""
+        if data is None:
+            raise BadImageError(path, "wrong_shape", f"HDU {extname!r} has no data")
+        if data.ndim != 2:
+            raise BadImageError(path, "wrong_shape",
+                                f"HDU {extname!r} has shape {data.shape}; expected a 2-D image")
+        if not (np.issubdtype(data.dtype, np.number) and not np.iscomplexobj(data)):
+            raise BadImageError(path, "wrong_shape",
+                                f"HDU {extname!r} holds {data.dtype}, not real numbers")
+        return data.astype(data.dtype.newbyteorder("="), copy=False)
+
+
+class _ScannedFits(_FitsBase):
+    """Fast reader: HDUs located by :func:`_scan`, image data read with numpy at its offset.
+
+    Only the requested HDUs' headers are parsed by astropy (``Header.fromstring``), and
+    only when needed (meta, header values, BSCALE/BZERO/BLANK).
+    """
+
+    def __init__(self, path: Path, size: int, handle, hdus: list[_HDU]):
+        self.path, self.size, self.handle, self.hdus = path, size, handle, hdus
+        self.names = [h.extname for h in hdus]
+        self.last_end = hdus[-1].end if hdus else 0
+        self._headers: dict[int, fits.Header] = {}
+
+    def close(self) -> None:
+        self.handle.close()
+
+    def header(self, index: int) -> fits.Header:
+        if index not in self._headers:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                header = fits.Header.fromstring(self.hdus[index].header_bytes.decode("ascii"))
+                if index == 0 and len(self.hdus) > 1:
+                    # astropy's HDUList.update_extend(), applied on open
+                    if "EXTEND" in header:
+                        if not header["EXTEND"]:
+                            header["EXTEND"] = True
+                    elif header["NAXIS"] == 0:
+                        header.set("EXTEND", True, after="NAXIS")
+                    else:
+                        header.set("EXTEND", True, after=f"NAXIS{header['NAXIS']}")
+            for w in caught:
+                logger.debug("%s: astropy warning: %s", self.path, w.message)
+            self._headers[index] = header
+        return self._headers[index]
+
+    def data(self, index: int, extname: str) -> np.ndarray:
+        """The 2-D numeric data of HDU ``index``, native byte order."""
+        hdu = self.hdus[index]
+        if not hdu.is_image:
+            raise BadImageError(self.path, "wrong_shape",
+                                f"HDU {extname!r} is a {hdu.type_name}, not an image")
+        if hdu.end > self.size:
+            raise BadImageError(self.path, "truncated",
+                                f"data of HDU {extname!r} ends at byte {hdu.end}, file "
+                                f"has {self.size}")
+        if not hdu.axes:
+            return self._check_array(self.path, None, extname)
+        shape = tuple(reversed(hdu.axes))
+        if len(shape) != 2:  # astropy would read it all only to fail the same test
+            raise BadImageError(self.path, "wrong_shape",
+                                f"HDU {extname!r} has shape {shape}; expected a 2-D image")
+        raw = np.empty(shape, dtype=_BITPIX_DTYPE[hdu.bitpix])
+        try:
+            self.handle.seek(hdu.data_offset)
+            got = self.handle.readinto(memoryview(raw).cast("B")) if raw.size else 0
+        except OSError as exc:
+            raise BadImageError(self.path, "unreadable_data",
+                                f"HDU {extname!r}: {type(exc).__name__}: {exc}") from None
+        if got != hdu.data_size:
+            raise BadImageError(self.path, "unreadable_data",
+                                f"HDU {extname!r}: read {got} of {hdu.data_size} bytes")
+        if hdu.scaled:
+            raw = _scale_like_astropy(raw, hdu.bitpix, self.header(index))
+        return self._check_array(self.path, raw, extname)
+
+
+class _AstropyFits(_FitsBase):
+    """Reader for files the scanner leaves alone: astropy, lazily, HDUs indexed by EXTNAME."""
+
+    def __init__(self, path: Path, size: int):
+        self.path, self.size = path, size
+        self.names: list[str] = []
+        self.last_end = 0
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                self.hdul = fits.open(self.path, memmap=False, lazy_load_hdus=True)
+            except _ASTROPY_READ_ERRORS as exc:
+                raise _header_failure(self.path, self.size, exc) from None
+            try:
+                # Iterating a lazily loaded HDUList parses each header and skips its data.
+                self.names = [str(h.header.get("EXTNAME", "")).strip().upper()
+                              for h in self.hdul]
+                self.last_end = _data_end(self.hdul[-1]) if len(self.hdul) else 0
+            except _ASTROPY_READ_ERRORS as exc:
+                self.hdul.close()
+                raise _header_failure(self.path, self.size, exc) from None
+        for w in caught:
+            logger.debug("%s: astropy warning: %s", self.path, w.message)
+
+    def close(self) -> None:
+        self.hdul.close()
+
     def header(self, index: int) -> fits.Header:
         return self.hdul[index].header
 
@@ -269,15 +600,42 @@ class _Fits:
             except _ASTROPY_READ_ERRORS as exc:
                 raise BadImageError(self.path, "unreadable_data",
                                     f"HDU {extname!r}: {type(exc).__name__}: {exc}") from None
-        if data is None:
-            raise BadImageError(self.path, "wrong_shape", f"HDU {extname!r} has no data")
-        if data.ndim != 2:
-            raise BadImageError(self.path, "wrong_shape",
-                                f"HDU {extname!r} has shape {data.shape}; expected a 2-D image")
-        if not (np.issubdtype(data.dtype, np.number) and not np.iscomplexobj(data)):
-            raise BadImageError(self.path, "wrong_shape",
-                                f"HDU {extname!r} holds {data.dtype}, not real numbers")
-        return data.astype(data.dtype.newbyteorder("="), copy=False)
+        return self._check_array(self.path, data, extname)
+
+
+class _Fits:
+    """Open a FITS file and index its HDUs by EXTNAME (a context manager).
+
+    Yields a :class:`_ScannedFits` when the header scan understands the whole file, else
+    an :class:`_AstropyFits`; both raise the same :class:`BadImageError` reasons.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.size = _check_file(self.path)
+        self._reader: _ScannedFits | _AstropyFits | None = None
+
+    def __enter__(self) -> _ScannedFits | _AstropyFits:
+        handle = None
+        try:
+            handle = open(self.path, "rb")
+            reader = _ScannedFits(self.path, self.size, handle, _scan(handle, self.size))
+        except (_Unsupported, OSError) as why:
+            if handle is not None:
+                handle.close()
+            logger.debug("%s: read through astropy (%s)", self.path, why)
+            reader = _AstropyFits(self.path, self.size)
+        try:
+            reader._check_last_end()
+        except BadImageError:
+            reader.close()
+            raise
+        self._reader = reader
+        return reader
+
+    def __exit__(self, *exc_info) -> None:
+        if self._reader is not None:
+            self._reader.close()
 
 
 # --------------------------------------------------------------------------- repair
