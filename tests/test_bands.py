@@ -598,3 +598,18 @@ def test_header_values_equal_astropy_including_extend(tmp_path):
     assert bands.read_header_values(path, keys) == expected and expected["EXTEND"] is True
     meta = bands.read_image_meta(path)
     assert (meta.extname, meta.redshift, meta.kpc_per_pixel) == ("P", 0.0815, 5.0)
+
+
+def test_trailing_block_starting_with_end_is_a_reason_not_a_crash(tmp_path):
+    """astropy raises AttributeError on such a file; the reader turns it into a reason."""
+    from scripts.preprocessing.bands import BadImageError, load_bands
+
+    path = tmp_path / "trailing_end.fits"
+    data = REAL.read_bytes()
+    path.write_bytes(data + b"END".ljust(2880, b" "))
+    try:
+        bands = load_bands(path, ["SUBARU_HSC.G", "SUBARU_HSC.R"])
+    except BadImageError as err:
+        assert err.reason in BadImageError.REASONS
+    else:
+        assert bands.data.shape[-1] == 2

@@ -47,8 +47,10 @@ FITS_BLOCK = 2880
 #: Every valid FITS file starts with this keyword (FITS standard 4.0, §4.4.1.1).
 _FITS_MAGIC = b"SIMPLE  ="
 #: Exceptions that astropy raises on corrupt input (header parsing, data decoding).
+#: AttributeError included: astropy raises it on a trailing block that starts with END
+#: ("'_BaseHDU' object has no attribute 'size'"), and one bad file must not stop a run.
 _ASTROPY_READ_ERRORS = (OSError, ValueError, TypeError, IndexError, KeyError, VerifyError,
-                        UnicodeDecodeError)
+                        UnicodeDecodeError, AttributeError)
 #: Suffix of the extra planes that accompany an image band (HSC / SKIRT mock layout).
 PLANE_SUFFIX = {"image": "", "mask": " MASK", "variance": " VARIANCE"}
 #: How non-finite pixels are handled by :func:`load_bands`.
