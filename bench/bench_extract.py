@@ -1,6 +1,6 @@
 """Extract stage throughput: workers, memory bound and the naive loop, in one run.
 
-``python -m bench.bench_extract [--n 400] [--chunks 100]``
+``python -m bench.bench_extract [--n 3000] [--chunks 500]``
 
 A survey dataset of ``n`` FITS files (copies of the mock universe's observed images with
 new object ids, plus a catalogue) is extracted with Petrosian cropping:
@@ -89,8 +89,8 @@ def naive_loop(raw: Path, out: Path, image_size: int = 64) -> float:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=1000, help="images of the smaller dataset")
-    parser.add_argument("--chunks", type=int, default=250, help="SIZE_CHUNKS")
+    parser.add_argument("--n", type=int, default=3000, help="images of the smaller dataset")
+    parser.add_argument("--chunks", type=int, default=500, help="SIZE_CHUNKS")
     args = parser.parse_args(argv)
     from scripts.mock.universe import build_universe
 
