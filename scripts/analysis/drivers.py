@@ -60,7 +60,7 @@ def driver_r2(features, fields_df: pd.DataFrame, fields, k: int = 10, folds: int
             raise ValueError(f"groups has {len(groups)} entries, features {len(X)} rows")
     finite_rows = np.all(np.isfinite(X), axis=1)
     rows = []
-    for name in tqdm(list(fields), desc="driver R2", leave=False):
+    for name in tqdm(list(fields), desc="driver R2", leave=False, disable=None):
         y_all = pd.to_numeric(fields_df[name], errors="coerce").to_numpy(dtype=np.float64)
         use = np.flatnonzero(np.isfinite(y_all) & finite_rows)
         if max_samples is not None and len(use) > max_samples:
@@ -172,7 +172,7 @@ def pixel_baseline_features(images, n_components: int = 16, downsample: int = 4,
                 flat_fit.shape[1], len(fit_rows), 100 * pca.explained_variance_ratio_.sum())
     width = n_comp + (2 * shape[3] + 1 if statistics else 0)
     out = np.empty((n, width), dtype=np.float32)
-    for start in tqdm(range(0, n, batch_size), desc="pixel baseline", leave=False):
+    for start in tqdm(range(0, n, batch_size), desc="pixel baseline", leave=False, disable=None):
         batch = np.asarray(images[start:start + batch_size], dtype=np.float64)
         out[start:start + len(batch), :n_comp] = pca.transform(
             _block_mean(batch, downsample).reshape(len(batch), -1))

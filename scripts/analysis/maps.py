@@ -49,7 +49,7 @@ def fit_umap(X, n_neighbors: int = 15, min_dist: float = 0.1, fit_subsample: int
     embedding = np.empty((n, n_components), dtype=np.float32)
     embedding[fit_rows] = reducer.fit_transform(X[fit_rows])
     rest = np.setdiff1d(np.arange(n), fit_rows, assume_unique=True)
-    for start in tqdm(range(0, len(rest), batch_size), desc="UMAP transform", leave=False):
+    for start in tqdm(range(0, len(rest), batch_size), desc="UMAP transform", leave=False, disable=None):
         rows = rest[start:start + batch_size]
         embedding[rows] = reducer.transform(X[rows])
     return embedding, reducer

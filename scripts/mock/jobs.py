@@ -58,9 +58,9 @@ def run_task(task) -> dict:
 def run_tasks(tasks: list, n_jobs: int = 1, desc: str = "rendering") -> list[dict]:
     """Run ``tasks`` on ``n_jobs`` loky workers (1: in this process), in order."""
     if n_jobs == 1:
-        return [run_task(t) for t in tqdm(tasks, desc=desc, leave=False)]
+        return [run_task(t) for t in tqdm(tasks, desc=desc, leave=False, disable=None)]
     parallel = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator", batch_size=8)
     results = []
-    for res in tqdm(parallel(delayed(run_task)(t) for t in tasks), total=len(tasks), desc=desc, leave=False):
+    for res in tqdm(parallel(delayed(run_task)(t) for t in tasks), total=len(tasks), desc=desc, leave=False, disable=None):
         results.append(res)
     return results
