@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_PARAMS ?= params.demo.yaml
+DEMO_XRAY_PARAMS ?= params.demo.xray.yaml
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
@@ -24,9 +25,11 @@ test: $(STAMP)
 mock: $(STAMP)
 	$(PY) -m scripts.mock --params $(DEMO_PARAMS) --size demo
 
-# Builds the mock universe, then runs every stage, in order, on the demo params.
+# Builds the mock universe, then runs every stage, in order, on the demo params; then
+# trains and analyses a second model on the X-ray maps of the mock clusters.
 demo: mock
 	$(PY) -m scripts.demo --params $(DEMO_PARAMS)
+	$(PY) -m scripts.demo --params $(DEMO_XRAY_PARAMS) --stages train analyse
 
 dashboard: $(STAMP)
 	$(PY) -m scripts.tracking dashboard
@@ -35,4 +38,4 @@ bench: $(STAMP)
 	for b in bench/bench_*.py; do $(PY) -m bench.$$(basename $$b .py) || exit 1; done
 
 clean-demo:
-	rm -rf dataset_raw/MOCK_* dataset_raw/TNG dataset/MOCK_* dataset/*.parquet dataset/*.json models/demo plots reports
+	rm -rf dataset_raw/MOCK_* dataset_raw/TNG dataset/MOCK_* dataset/*.parquet dataset/*.json models/demo models/demo_xray plots reports

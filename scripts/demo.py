@@ -45,10 +45,13 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description=__doc__)
     add_params_argument(parser)
+    parser.add_argument("--stages", nargs="+", choices=[m.rsplit(".", 1)[-1] for m in STAGES],
+                        help="run only these stages (default: all, in order)")
     args = parser.parse_args(argv)
     params = load_params(args.params)  # fail early, before any stage starts
     try:
-        timings = run_stages(args.params)
+        stages = [m for m in STAGES if not args.stages or m.rsplit(".", 1)[-1] in args.stages]
+        timings = run_stages(args.params, stages)
     except subprocess.CalledProcessError as err:
         log.error("stage failed: %s (exit %d)", " ".join(err.cmd), err.returncode)
         return err.returncode

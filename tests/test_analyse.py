@@ -385,6 +385,10 @@ def test_report_metrics_and_tracker(analysed):
         for key in ("in_domain_fraction_sim", "in_domain_fraction_obs", "c2st_auc", "mmd2"):
             assert isinstance(entry[key], float) and math.isfinite(entry[key])
         assert head["permanence_top5"][sim]["top5"] == metrics["permanence"][sim]["top5"]
+    for ds, fields in metrics["drivers"].items():  # every driver FIELD in the headline
+        assert set(head["driver_r2"][ds]) == set(fields)
+        for field, entry in fields.items():
+            assert head["driver_r2"][ds][field]["representation"] == entry["representation"]["r2"]
     pngs = sorted(p.name for p in plots_dir.glob("*.png"))
     for name in ("map_umap_datasets.png", "map_umap_fields.png", "map_umap_contours.png",
                  "map_umap_thumbnails.png", "map_pca_datasets.png", f"analogues_{OBS}.png",

@@ -27,7 +27,7 @@ def bad(raw, mutate, *fragments):
     return message
 
 
-@pytest.mark.parametrize("name", ["params.yaml", "params.demo.yaml"])
+@pytest.mark.parametrize("name", ["params.yaml", "params.demo.yaml", "params.demo.xray.yaml"])
 def test_shipped_params_are_valid(name):
     params = load_params(ROOT / name)
     assert params.extract.datasets
@@ -188,3 +188,10 @@ def test_readme_documents_every_key():
     readme = (ROOT / "README.md").read_text()
     reference = markdown_reference()
     assert reference in readme, "README params reference is stale: run `python -m scripts.params --doc`"
+
+
+def test_xray_demo_shares_the_demo_stores():
+    """The X-ray demo trains on the stores the galaxy demo extracted and prepared."""
+    demo, xray = load_params(ROOT / "params.demo.yaml"), load_params(ROOT / "params.demo.xray.yaml")
+    assert demo.extract == xray.extract and demo.prepare == xray.prepare
+    assert xray.train.train_sets == ("MOCK_XRAY",) and xray.train.run_name != demo.train.run_name
