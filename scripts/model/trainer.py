@@ -497,7 +497,7 @@ class Trainer:
         ds = self._dataset(self.sampler, start, total - start, 0)
         iterator = iter(self.strategy.experimental_distribute_dataset(ds))
         bar = tqdm(total=total, initial=start, desc=self.run_dir.name, unit="step",
-                   disable=not self.progress, dynamic_ncols=True)
+                   disable=None if self.progress else True, dynamic_ncols=True)  # None: off without a terminal
         rates: list[float] = []
         last_ckpt = self.manager.latest_checkpoint
         pending = None  # (step, loss, accuracy) tensors, read one step late so the device stays busy
