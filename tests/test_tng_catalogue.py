@@ -115,9 +115,8 @@ def test_missing_chunk_and_column_name_the_file(tiny, tmp_path):
         GroupCatalogue(cat.base_path.parent / "nowhere", SNAP).header
 
 
-def test_one_column_read_touches_only_that_column(wide, monkeypatch):
-    cat = GroupCatalogue(wide.base_path, wide.snapshot)
-    cat.chunk_ranges("Subhalo")
+def spy_dataset_reads(monkeypatch) -> list[str]:
+    """Record the name of every HDF5 dataset whose data is read from now on."""
     touched = []
     original = h5py.Dataset.__getitem__
 
@@ -126,6 +125,13 @@ def test_one_column_read_touches_only_that_column(wide, monkeypatch):
         return original(self, args, *rest, **kw)
 
     monkeypatch.setattr(h5py.Dataset, "__getitem__", spy)
+    return touched
+
+
+def test_one_column_read_touches_only_that_column(wide, monkeypatch):
+    cat = GroupCatalogue(wide.base_path, wide.snapshot)
+    cat.chunk_ranges("Subhalo")
+    touched = spy_dataset_reads(monkeypatch)
     tracemalloc.start()
     sfr = cat.read("Subhalo", ["SubhaloSFR"])["SubhaloSFR"]
     _, peak_full = tracemalloc.get_traced_memory()
@@ -224,14 +230,7 @@ def test_fields_read_only_declared_columns(tiny, monkeypatch):
     reader = TNG.Subhalo(tiny.base_path, SNAP)
     reader.groupcat.chunk_ranges("Subhalo")
     reader.groupcat.column_info("Subhalo", "SubhaloSFR")
-    touched = []
-    original = h5py.Dataset.__getitem__
-
-    def spy(self, args, *rest, **kw):
-        touched.append(self.name)
-        return original(self, args, *rest, **kw)
-
-    monkeypatch.setattr(h5py.Dataset, "__getitem__", spy)
+    touched = spy_dataset_reads(monkeypatch)
     reader.fields(["sfr", "z"], [0, 5, 2])
     assert set(touched) == {"/Subhalo/SubhaloSFR"}
 
