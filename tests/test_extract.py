@@ -287,3 +287,17 @@ def test_mask_bits_keep_a_masked_neighbour_out_of_the_petrosian_fit(small_params
     truth = read_outputs(clean, STELLAR)[0].set_index("file").loc[target.name, "r_petrosian"]
     assert abs(radii[4] - truth) < abs(radii[None] - truth)
     assert radii[4] == pytest.approx(truth, rel=0.1)
+
+
+def test_no_image_with_a_catalogue_row_is_reported_not_a_crash(small_params, small_universe, tmp_path):
+    """Images whose subhalos are not in the catalogue: nothing to extract, every file listed."""
+    raw_root, illustris = small_universe
+    images = tmp_path / "raw" / STELLAR / "images"
+    images.mkdir(parents=True)
+    for i, f in enumerate(sorted((raw_root / STELLAR / "images").glob("*.fits"))[:4]):
+        shutil.copy(f, images / f"shalo_084-{900000 + i}_v0_HSC_GRIZY.fits")
+    report = run_extract(only(small_params, [STELLAR]), (tmp_path / "raw", illustris),
+                         tmp_path / "out")[STELLAR]
+    assert report["kept_images"] == 0 and report["images_selected"] == 0
+    assert len(report["images_without_catalogue_row"]) == 4
+    assert read_outputs(tmp_path / "out", STELLAR)[1].shape[0] == 0

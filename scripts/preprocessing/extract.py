@@ -173,7 +173,8 @@ class ChunkCache:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def write(self, results: list[ImageResult], stats: dict[str, tuple[int, int]],
-              image_shape: tuple[int, ...]) -> None:
+              image_shape: tuple[int, ...]) -> pd.DataFrame:
+        """Commit one chunk; returns its records (as :meth:`records` would read them)."""
         key = hashlib.sha1("\n".join(r.file for r in results).encode()).hexdigest()[:16]
         images = [r.image for r in results if r.image is not None]
         rows, index = [], 0
@@ -190,8 +191,10 @@ class ChunkCache:
             f.create_dataset(IMAGES_KEY, data=data)
         os.replace(h5_tmp, self.root / f"chunk_{key}.h5")
         pq_tmp = self.root / f".chunk_{key}.parquet.tmp"
-        pd.DataFrame(rows).to_parquet(pq_tmp, index=False)
+        frame = pd.DataFrame(rows)
+        frame.to_parquet(pq_tmp, index=False)
         os.replace(pq_tmp, self.root / f"chunk_{key}.parquet")  # the commit point
+        return frame.assign(chunk=f"chunk_{key}")
 
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -261,6 +264,7 @@ def extract_dataset(extractor: Extractor, params: ExtractParams, out_root: Path)
         fresh = [(s, m) == tuple(c) for s, m, c in zip(cached["size"], cached["mtime_ns"], current)]
         cached = cached[fresh].drop_duplicates("file", keep="last")
     done = set(cached["file"]) if len(cached) else set()
+    fresh_records = [cached]
     todo = [f for f in work["file"] if f not in done]
     log.info("%s: %d images to process, %d reused from cache", spec.name, len(todo), len(work) - len(todo))
 
@@ -284,10 +288,15 @@ def extract_dataset(extractor: Extractor, params: ExtractParams, out_root: Path)
                 results = [fn(*a, **k) for fn, a, k in (task(n) for n in chunk)]
             else:
                 results = parallel(task(n) for n in chunk)
-            cache.write(results, stats, image_shape)
+            fresh_records.append(cache.write(results, stats, image_shape))
             bar.update(len(chunk))
 
-    report = _assemble(extractor, params, out_dir, work, files, unmatched, match, cache, fingerprint)
+    records = pd.concat(fresh_records, ignore_index=True)
+    if records.empty:  # nothing selected: an empty store and a report that says why
+        records = pd.DataFrame(columns=["file", "size", "mtime_ns", "reason", "detail", "index",
+                                        "record", "chunk"])
+    report = _assemble(extractor, params, out_dir, work, files, unmatched, match, cache, fingerprint,
+                       records)
     report["seconds"] = round(time.perf_counter() - start, 2)
     report["reused_from_cache"] = len(work) - len(todo)
     report["processed"] = len(todo)
@@ -297,13 +306,15 @@ def extract_dataset(extractor: Extractor, params: ExtractParams, out_root: Path)
     return report
 
 
-def _assemble(extractor, params, out_dir, work, files, unmatched, match, cache, fingerprint) -> dict:
-    """Write objects.parquet and images.h5 in identity order from cache + previous run."""
+def _assemble(extractor, params, out_dir, work, files, unmatched, match, cache, fingerprint,
+              records: pd.DataFrame) -> dict:
+    """Write objects.parquet and images.h5 in identity order.
+
+    ``records`` has one up-to-date record per file of ``work``: the reusable ones found at
+    the start (previous run, interrupted chunks) plus those of the chunks written now.
+    """
     spec = extractor.spec
-    records = pd.concat([_previous_output(out_dir, fingerprint) if params.use_cache else pd.DataFrame(),
-                         cache.records()], ignore_index=True)
-    records = records.drop_duplicates("file", keep="last").set_index("file")
-    rec = records.loc[work["file"]]
+    rec = records.set_index("file").loc[work["file"]]
     ok = (rec["reason"] == "").to_numpy()
     skipped = [{"file": f, "reason": r, "detail": d}
                for f, r, d in zip(rec.index[~ok], rec["reason"][~ok], rec["detail"][~ok])]
