@@ -2,24 +2,31 @@
 
 ``python -m scripts.analyse [--params P]``
 
-For the run ``analyse.RUN_NAME`` (default ``train.RUN_NAME``) under ``models/``:
+For the run ``analyse.RUN_NAME`` (default ``train.RUN_NAME``) under ``models/``, with every
+output under ``reports/<run>/`` (two runs never overwrite each other):
 
 1. embeds every image of ``analyse.SPLITS`` of the observed and simulated sets (and of
    any other prepared dataset whose images fit the encoder; the others are skipped with
-   a note) → ``dataset/representation.parquet``;
+   a note) → ``representation.parquet``, which records the encoder's fingerprint;
 2. maps: UMAP (fitted on a subsample, the rest transformed) and PCA of the standardised
    representation, coloured by dataset and by each FIELD, density contours of simulated
-   vs observed sets, and a thumbnail map → ``plots/analyse/*.png``;
+   vs observed sets, and a thumbnail map → ``plots/*.png``, ``map_coordinates.parquet``;
 3. analogues: the ``N_ANALOGUES`` nearest simulated images of every observed image →
-   ``reports/<run>/analogues.parquet`` and image panels;
+   ``analogues.parquet`` and image panels;
 4. realism of each simulated set against each observed set (OOD score of Eisert et al.
-   2024 in both directions, classifier two-sample test, MMD);
+   2024 in both directions, classifier two-sample test, MMD), each treating the images of
+   one object (prepare's ``split_group``) as one unit;
 5. physical drivers: cross-validated kNN R^2 of each FIELD from the representation and
-   from a pixel baseline, with maps of the fields over the UMAP plane;
+   from a pixel baseline (folds keep each object's images together), with maps of the
+   fields over the UMAP plane;
 6. object permanence: how often another projection of the same galaxy is among an
    image's nearest neighbours (top-1, top-5, chance);
-7. ``reports/<run>/report.html`` (self-contained), ``report.md``, ``metrics.json`` (with
-   the ``headline`` that ``make demo`` prints), all also sent to the experiment tracker.
+7. ``report.html`` (self-contained), ``report.md``, ``metrics.json`` (with the
+   ``headline`` that ``make demo`` prints), all also sent to the experiment tracker.
+
+Steps 4–6 — the headline numbers — use only the images of ``analyse.EVALUATION_SPLITS``
+(default: the test split, which the encoder never trained on); the maps and analogues
+show every embedded split. The report names the splits of every number.
 
 Every step takes explicit folders (:func:`run`), so tests run it on temporary ones.
 """
@@ -47,7 +54,10 @@ from scripts.analysis.report import Section, flat_metrics, write_metrics, write_
 from scripts.analysis.representation import (REPRESENTATION_FILE, Embedder, Representation,
                                              StoreRows, compute_representations,
                                              read_representation, rows_to_embed,
-                                             select_datasets, standardiser, store_path)
+                                             representation_metadata, select_datasets,
+                                             standardiser, store_path)
+from scripts.fingerprint import (check_splits_unchanged, encoder_fingerprint,
+                                 read_run_fingerprints, splits_fingerprint)
 from scripts.params import Params
 from scripts.stage import run_stage
 
@@ -230,22 +240,32 @@ def step_analogues(rep: Representation, params: Params, observed, simulated, rep
     return analogues, metrics, figures
 
 
-def step_realism(rep: Representation, params: Params, observed, simulated, plots_dir: Path,
-                 mmd_max_samples: int) -> tuple[pd.DataFrame, dict, dict]:
-    """compare_sets for every (simulated, observed) pair; table, metrics, figures."""
+def step_realism(rep: Representation, table: pd.DataFrame, params: Params, observed, simulated,
+                 plots_dir: Path, mmd_max_samples: int) -> tuple[pd.DataFrame, dict, dict]:
+    """compare_sets for every (simulated, observed) pair, each image grouped with the other
+    images of its object (``split_group``); table, metrics, figures."""
     r = params.analyse.realism
     seed = params.analyse.seed
+    groups = table["split_group"].to_numpy() if "split_group" in table.columns else None
+    datasets = rep.meta["dataset"].to_numpy()
+
+    def of(name):
+        mask = datasets == name
+        return rep.vectors[mask], (groups[mask] if groups is not None else None)
+
     rows, metrics, figures = [], {}, {}
     for sim in simulated:
         metrics[sim] = {}
         for obs in observed:
             cap = r.subsample
+            (sim_vectors, sim_groups), (obs_vectors, obs_groups) = of(sim), of(obs)
             try:
                 comparison = compare_sets(
-                    rep.of(sim).vectors, rep.of(obs).vectors, seed=seed, k=r.k,
+                    sim_vectors, obs_vectors, seed=seed, k=r.k,
                     percentile=r.percentile, ood_max_samples=cap, n_splits=r.cv_folds,
                     c2st_max_samples=cap, mmd_max_samples=min(cap or mmd_max_samples, mmd_max_samples),
-                    n_permutations=r.n_permutations)
+                    n_permutations=r.n_permutations, c2st_permutations=r.c2st_permutations,
+                    sim_groups=sim_groups, obs_groups=obs_groups)
             except ValueError as err:  # too few objects for k, the folds or the halves
                 log.warning("realism of %s against %s skipped: %s", sim, obs, err)
                 metrics[sim][obs] = {"skipped": str(err)}
@@ -260,8 +280,10 @@ def step_realism(rep: Representation, params: Params, observed, simulated, plots
                 "calibration sim": flat["ood_sim.calibration"],
                 "calibration obs": flat["ood_obs.calibration"],
                 "C2ST AUC": flat["c2st.auc"], "AUC low": flat["c2st.ci_low"],
-                "AUC high": flat["c2st.ci_high"], "MMD²": flat["mmd.mmd2"],
-                "MMD p": flat["mmd.p_value"], "n per set": flat["ood_sim.n_subsample"],
+                "AUC high": flat["c2st.ci_high"], "C2ST p": flat["c2st.p_value"],
+                "MMD²": flat["mmd.mmd2"], "MMD p": flat["mmd.p_value"],
+                "objects per set (OOD)": flat["ood_sim.n_subsample"],
+                "sim images / objects": f"{int(flat['mmd.n_x'])} / {int(flat['mmd.n_groups_x'])} (MMD)",
             })
             figures[f"realism_{sim}_{obs}"] = plots.plot_realism(
                 comparison, sim, obs, plots_dir / f"realism_{sim}_vs_{obs}.png")
@@ -344,17 +366,27 @@ def step_permanence(rep: Representation, datasets, seed: int) -> tuple[pd.DataFr
 
 
 # --------------------------------------------------------------------------- report
-def _realism_text() -> list[str]:
+def _realism_text(splits) -> list[str]:
+    on = ", ".join(splits)
     return [
-        "Out-of-distribution score (Eisert et al. 2024): s_k(x) = d_k(x, B) / d_k(x, A∖{x}) with "
-        "L1 distances, k-th neighbour, on representations standardised with the observed set and "
-        "subsampled to equal sizes; normalised by its 95th percentile between two halves of A. "
-        "'sim in obs' = fraction of simulated images inside the observed distribution; "
-        "'obs in sim' = fraction of observed images the simulation reproduces (both ≈ 0.95 "
-        "for identical distributions).",
-        "C2ST: cross-validated AUC of a logistic classifier telling the sets apart (0.5 = "
-        "indistinguishable), DeLong interval. MMD: unbiased squared maximum mean discrepancy "
-        "(Gaussian kernel, median bandwidth) with its permutation p-value.",
+        f"Measured on the {on} split(s) only. Every measure treats the images of one object "
+        "(its projections, snapshots and root-descendant tree: prepare's split_group) as one "
+        "unit, since they are not independent samples.",
+        "Out-of-distribution score (Eisert et al. 2024): s_k(x) = d_k(x, B) / d_k(x, A∖group(x)) "
+        "with L1 distances to the k-th neighbour, on representations standardised with the "
+        "observed set. Both sets are cut to the same number of objects, and the neighbour sets "
+        "hold one image per object, so that no sibling projection of x is its neighbour. "
+        "Normalised by the 95th percentile of the same score between two halves of A split by "
+        "object. 'sim in obs' = fraction of simulated images inside the observed distribution; "
+        "'obs in sim' = fraction of observed images the simulation reproduces (both ≈ 0.95 for "
+        "identical populations).",
+        "C2ST: AUC of a logistic classifier telling the sets apart, cross-validated with folds "
+        "that keep each object's images together (0.5 = indistinguishable). Interval and "
+        "p-value from rerunning it with the set labels of whole objects shuffled "
+        "(permutation null).",
+        "MMD: squared maximum mean discrepancy (Gaussian kernel, median bandwidth) leaving out "
+        "pairs of images of one object from the within-set sums; p-value from permutations of "
+        "whole objects between the sets.",
     ]
 
 
@@ -363,8 +395,10 @@ def build_sections(params: Params, counts: pd.DataFrame, skipped: dict, dim: int
                    analogues: pd.DataFrame, analogue_metrics: dict, seconds: dict) -> list[Section]:
     an = params.analyse
     sections = []
-    summary = Section("Summary", [f"Run {an.run_name}: representation of dimension {dim}, "
-                                  f"splits {', '.join(an.splits)}."])
+    summary = Section("Summary", [
+        f"Run {an.run_name}: representation of dimension {dim}. Maps and analogues show the "
+        f"{', '.join(an.splits)} split(s); every number below (realism, drivers, permanence) is "
+        f"measured on the held-out {', '.join(an.evaluation_splits)} split(s) only."])
     if len(realism):
         wanted = ["simulated", "observed", "in-domain (sim in obs)", "in-domain (obs in sim)",
                   "C2ST AUC", "MMD²", "MMD p", "note"]
@@ -373,10 +407,12 @@ def build_sections(params: Params, counts: pd.DataFrame, skipped: dict, dim: int
     sm = drivers[drivers["field"] == "stellar_mass"] if len(drivers) else drivers
     if len(sm):
         summary.tables.append(("Stellar mass from the representation vs the pixel baseline "
-                               "(cross-validated kNN R²)",
-                               sm[["dataset", "r2_representation", "r2_baseline", "n"]]))
+                               "(cross-validated kNN R², ± spread over folds)",
+                               sm[["dataset", "r2_representation", "r2_representation_std",
+                                   "r2_baseline", "r2_baseline_std", "n"]]))
     if len(permanence):
-        summary.tables.append(("Object permanence", permanence[[c for c in ("dataset", "top5", "chance_top5")
+        summary.tables.append(("Object permanence", permanence[[c for c in ("dataset", "top1", "top5",
+                                                                            "chance_top5")
                                                                  if c in permanence.columns]]))
     sections.append(summary)
     data = Section("Data", tables=[("Images embedded per dataset and split", counts)])
@@ -396,13 +432,15 @@ def build_sections(params: Params, counts: pd.DataFrame, skipped: dict, dim: int
             maps.figures.append((caption, figures[key]))
     sections.append(maps)
     if len(realism):
-        sec = Section("Realism", _realism_text(), tables=[("All realism measures", realism)])
+        sec = Section("Realism", _realism_text(an.evaluation_splits),
+                      tables=[("All realism measures", realism)])
         sec.figures += [(f"{k[len('realism_'):].replace('_', ' ')}: OOD scores and MMD null", v)
                         for k, v in figures.items() if k.startswith("realism_")]
         sections.append(sec)
     if len(drivers):
         sec = Section("Physical drivers", [
-            f"Cross-validated ({an.cv_folds}-fold, all images of one object in one fold) R² of a "
+            f"On the {', '.join(an.evaluation_splits)} split(s): cross-validated ({an.cv_folds}-fold, "
+            "all images of one object in one fold; ± is the spread over folds) R² of a "
             f"{an.knn_k}-nearest-neighbour regression of each FIELD, from the representation and "
             "from a pixel baseline (PCA of 4×4-binned pixels + magnitudes, r50, concentration, "
             "colours)."], tables=[("R² per dataset and FIELD", drivers)])
@@ -411,7 +449,8 @@ def build_sections(params: Params, counts: pd.DataFrame, skipped: dict, dim: int
         sections.append(sec)
     if len(permanence):
         sections.append(Section("Object permanence", [
-            "Fraction of images whose nearest (top-1) or any of whose 5 nearest (top-5) "
+            f"On the {', '.join(an.evaluation_splits)} split(s): fraction of images whose nearest "
+            "(top-1) or any of whose 5 nearest (top-5) "
             "neighbours is another projection of the same galaxy, with the chance level for "
             "the same group sizes."], tables=[("Object permanence", permanence)]))
     if len(analogues):
@@ -437,35 +476,56 @@ def _log_projector(tracker, rep: Representation, table: pd.DataFrame, images: Im
 
 
 # --------------------------------------------------------------------------- stage
-def run(params: Params, dataset_root: Path, models_root: Path, plots_root: Path, reports_root: Path,
+def announce_run_folder(report_dir: Path, run_name: str, encoder_fp: str) -> None:
+    """Say in the log when an existing run folder is reused, and louder when it holds the
+    analysis of another encoder (e.g. two params files sharing one ``train.RUN_NAME``)."""
+    previous = report_dir / REPRESENTATION_FILE
+    if previous.exists():
+        before = representation_metadata(previous).get("encoder_fingerprint")
+        if before and before != encoder_fp:
+            log.warning("reports/%s holds the analysis of another encoder (fingerprint %s, now %s): "
+                        "it is replaced. Give each configuration its own train.RUN_NAME to keep "
+                        "both.", run_name, before, encoder_fp)
+            return
+    if report_dir.exists() and any(report_dir.iterdir()):
+        log.info("reusing the run folder %s (encoder fingerprint %s): its outputs are replaced",
+                 report_dir, encoder_fp)
+
+
+def run(params: Params, dataset_root: Path, models_root: Path, reports_root: Path,
         tracker=None, embedder: Embedder | None = None, driver_max_samples: int | None = 20_000,
         mmd_max_samples: int = 2000) -> dict:
     """Run the whole stage; returns the metrics dict (also written to metrics.json).
 
-    Folders: ``dataset_root`` (splits, image stores; representation written here),
-    ``models_root/<run>`` (encoder), ``plots_root/analyse`` (figures),
-    ``reports_root/<run>`` (report, metrics, analogue table). ``embedder`` overrides the
-    run's encoder (tests). ``driver_max_samples`` caps the images per dataset in the kNN
-    regressions (cost O(N^2)); ``mmd_max_samples`` caps each set in the MMD test (memory
-    O(N^2)).
+    Folders: ``dataset_root`` (splits, image stores), ``models_root/<run>`` (encoder),
+    ``reports_root/<run>`` (everything this stage writes: representation, map coordinates,
+    analogue table, ``plots/``, report, metrics). ``embedder`` overrides the run's encoder
+    (tests). ``driver_max_samples`` caps the images per dataset in the kNN regressions
+    (cost O(N^2)); ``mmd_max_samples`` caps each set in the MMD test (memory O(N^2)).
     """
     from scripts.tracking import NullTracker
 
     an = params.analyse
     tracker = tracker or NullTracker()
     dataset_root, models_root = Path(dataset_root), Path(models_root)
-    plots_dir = Path(plots_root) / "analyse"
     report_dir = Path(reports_root) / an.run_name
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    report_dir.mkdir(parents=True, exist_ok=True)
+    plots_dir = report_dir / "plots"
     seconds: dict[str, float] = {}
     observed, simulated = list(an.observed_sets), list(an.simulated_sets)
 
     embedder = embedder or Embedder.from_run(models_root / an.run_name, an.batch_size)
+    encoder_fp = encoder_fingerprint(embedder.encoder, embedder.normalisation)
     splits_path = dataset_root / "splits.parquet"
     if not splits_path.exists():
         raise FileNotFoundError(f"{splits_path} does not exist; run the prepare stage first")
     splits = pd.read_parquet(splits_path)
+    splits_fp = splits_fingerprint(dataset_root)
+    trained_on = read_run_fingerprints(models_root / an.run_name).get("splits")
+    splits_ok = check_splits_unchanged(trained_on, splits_fp, f"run {an.run_name} was trained")
+    announce_run_folder(report_dir, an.run_name, encoder_fp)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    for stale in plots_dir.glob("*.png"):       # a figure of an earlier analysis must not linger
+        stale.unlink()
     candidates = [*observed, *simulated, *params.prepare.set_names]
     kept, skipped = select_datasets(candidates, dataset_root, embedder.accepts)
     unusable = {n: skipped[n] for n in observed + simulated if n in skipped}
@@ -473,11 +533,14 @@ def run(params: Params, dataset_root: Path, models_root: Path, plots_root: Path,
         raise ValueError("analyse.OBSERVED_SETS/SIMULATED_SETS name dataset(s) that cannot be "
                          f"embedded: {unusable}")
 
+    rep_path = report_dir / REPRESENTATION_FILE
     with _timed("embedding", seconds):
         todo = rows_to_embed(splits, kept, an.splits)
-        compute_representations(embedder, todo, dataset_root, dataset_root / REPRESENTATION_FILE,
-                                an.batch_size)
-    rep = read_representation(dataset_root / REPRESENTATION_FILE)
+        compute_representations(embedder, todo, dataset_root, rep_path, an.batch_size,
+                                metadata={"encoder_fingerprint": encoder_fp,
+                                          "splits_fingerprint": splits_fp or "",
+                                          "run_name": an.run_name})
+    rep = read_representation(rep_path)
     empty = [n for n in observed + simulated if not (rep.meta["dataset"] == n).any()]
     if empty:
         raise ValueError(f"no image of dataset(s) {empty} in analyse.SPLITS {list(an.splits)}; "
@@ -487,6 +550,12 @@ def run(params: Params, dataset_root: Path, models_root: Path, plots_root: Path,
     table["split_group"] = groups.reindex(pd.MultiIndex.from_frame(rep.meta[["dataset", "row"]])).to_numpy()
     counts = rep.meta.groupby(["dataset", "split"], sort=False).size().unstack(fill_value=0)
     counts = counts.reindex(columns=[s for s in an.splits if s in counts.columns]).reset_index()
+    held_out = rep.meta["split"].isin(list(an.evaluation_splits)).to_numpy()
+    rep_eval, table_eval = rep.subset(held_out), table[held_out].reset_index(drop=True)
+    missing = [n for n in observed + simulated if not (rep_eval.meta["dataset"] == n).any()]
+    if missing:
+        log.warning("no image of %s in analyse.EVALUATION_SPLITS %s: no headline numbers for them; "
+                    "widen the split fractions in prepare.SETS", missing, list(an.evaluation_splits))
 
     images = ImageAccess(dataset_root, kept, params)
     try:
@@ -501,15 +570,17 @@ def run(params: Params, dataset_root: Path, models_root: Path, plots_root: Path,
             else:
                 analogues, analogue_metrics, ana_figs = pd.DataFrame(), {}, {}
         with _timed("realism", seconds):
-            realism, realism_metrics, real_figs = step_realism(rep, params, observed, simulated,
-                                                               plots_dir, mmd_max_samples)
+            realism, realism_metrics, real_figs = step_realism(
+                rep_eval, table_eval, params, [o for o in observed if o not in missing],
+                [s for s in simulated if s not in missing], plots_dir, mmd_max_samples)
         with _timed("drivers", seconds):
-            umap_xy = coords[["umap_1", "umap_2"]].to_numpy()
-            drivers, driver_metrics, drv_figs = step_drivers(rep, table, fields_by, params, dataset_root,
-                                                             plots_dir, umap_xy, driver_max_samples)
+            umap_xy = coords[["umap_1", "umap_2"]].to_numpy()[held_out]
+            drivers, driver_metrics, drv_figs = step_drivers(rep_eval, table_eval, fields_by, params,
+                                                             dataset_root, plots_dir, umap_xy,
+                                                             driver_max_samples)
         with _timed("permanence", seconds):
             others = [n for n in kept if n not in observed]
-            permanence, perm_metrics = step_permanence(rep, others, an.seed)
+            permanence, perm_metrics = step_permanence(rep_eval, others, an.seed)
         with _timed("projector", seconds):
             _log_projector(tracker, rep, table, images, an.seed)
     finally:
@@ -517,6 +588,10 @@ def run(params: Params, dataset_root: Path, models_root: Path, plots_root: Path,
 
     metrics = {
         "run_name": an.run_name,
+        "evaluation_splits": list(an.evaluation_splits),
+        "embedded_splits": list(an.splits),
+        "fingerprints": {"encoder": encoder_fp, "splits": splits_fp,
+                         "splits_at_training": trained_on, "splits_unchanged": splits_ok},
         "representation_dim": int(rep.vectors.shape[1]),
         "images": {str(r["dataset"]): {k: int(v) for k, v in r.items() if k != "dataset"}
                    for r in counts.to_dict("records")},
@@ -536,8 +611,7 @@ def run(params: Params, dataset_root: Path, models_root: Path, plots_root: Path,
                                       params.to_dict())
     tracker.log_params(params.to_dict())
     tracker.log_metrics(flat_metrics({k: metrics[k] for k in ("realism", "drivers", "permanence")}), step=0)
-    tracker.log_artifacts(report_dir, "analyse/report")     # report, metrics.json, tables
-    tracker.log_artifacts(plots_dir, "analyse/plots")
+    tracker.log_artifacts(report_dir, "analyse/report")     # report, metrics, tables, plots/
     log.info("report: %s (Markdown %s, metrics %s)", html_path, md_path, metrics_path)
     return metrics
 
@@ -555,8 +629,8 @@ def make_stage_tracker(params: Params):
 def main(argv=None) -> int:
     def body(params: Params) -> None:
         with make_stage_tracker(params) as tracker:
-            run(params, config.dataset_path, config.models_path, config.plots_path,
-                config.reports_path, tracker=tracker,
+            run(params, config.dataset_path, config.models_path, config.reports_path,
+                tracker=tracker,
                 driver_max_samples=params.analyse.driver_max_samples,
                 mmd_max_samples=params.analyse.realism.mmd_max_samples)
 

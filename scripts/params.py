@@ -562,7 +562,10 @@ class RealismParams:
     subsample: int | None = key(optional(integer(10)), "Cap on objects per set; null: equal to the "
                                 "smaller set.", None, "20000")
     cv_folds: int = key(integer(2), "Folds of the classifier two-sample test.", 5, "5")
-    n_permutations: int = key(integer(10), "Permutations of the MMD test.", 200, "200")
+    n_permutations: int = key(integer(10), "Permutations (of whole objects) of the MMD test.",
+                              200, "200")
+    c2st_permutations: int = key(integer(2), "Reruns of the classifier test with shuffled "
+                                 "object labels (its null, interval and p-value).", 50, "50")
     mmd_max_samples: int = key(integer(10), "Cap on objects per set in the MMD test (memory "
                                "grows as N²).", 2000, "2000")
 
@@ -574,8 +577,11 @@ class AnalyseParams:
     observed_sets: tuple = key(list_of(string()), "Observed datasets.", (), "[MOCK_HSC]")
     simulated_sets: tuple = key(list_of(string()), "Simulated datasets compared with them.", (),
                                 "[MOCK_FIDUCIAL, MOCK_COMPACT]")
-    splits: tuple = key(list_of(string(SPLITS), min_length=1), "Splits to embed and analyse.",
-                        SPLITS, "[test]")
+    splits: tuple = key(list_of(string(SPLITS), min_length=1), "Splits to embed and draw in the "
+                        "maps and analogues.", SPLITS, "[train, validation, test]")
+    evaluation_splits: tuple = key(list_of(string(SPLITS), min_length=1), "Splits the headline "
+                                   "numbers (realism, drivers, permanence) are measured on: "
+                                   "held out from training.", ("test",), "[test]")
     batch_size: int = key(integer(1), "Embedding batch size.", 256, "256")
     pca_components: int = key(integer(2), "PCA components for the PCA map.", 2, "2")
     umap: UmapParams = key(section(UmapParams), "UMAP settings (below).", UmapParams)
@@ -734,6 +740,10 @@ def _validate(p: Params) -> None:
             if name not in names:
                 raise ParamsError(f"analyse.{key_name.upper()}[{i}] = {name!r}: expected a "
                                   f"dataset listed in prepare.SETS {list(names)}")
+    for i, split in enumerate(an.evaluation_splits):
+        if split not in an.splits:
+            raise ParamsError(f"analyse.EVALUATION_SPLITS[{i}] = {split!r}: expected one of the "
+                              f"embedded analyse.SPLITS {list(an.splits)}")
 
 
 def parse_params(raw: Any, source: Path | None = None) -> Params:

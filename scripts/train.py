@@ -11,7 +11,8 @@ Reads ``dataset/splits.parquet`` and ``dataset/<DATASET>/images.h5`` of ``train.
 - at the end: ``encoder.keras`` (the encoder), ``saved_model/`` (serving endpoint
   ``serve``: raw images → representation, normalisation included), ``normalisation.json``,
   ``train_summary.json`` (steps, epochs, validation loss/accuracy, images/s, why it
-  stopped) and ``params_used.yaml``;
+  stopped), ``params_used.yaml`` and ``fingerprints.json`` (of the split table trained
+  on; a rerun, and analyse, warn when the split table changed since);
 - metrics and parameters to the ``tracking.BACKENDS`` (MLflow, TensorBoard).
 
 Exit status: 0 finished (all epochs, or early stopping), 2 bad parameters or missing
@@ -32,6 +33,8 @@ from typing import Any, Callable
 import yaml
 
 import config
+from scripts.fingerprint import (check_splits_unchanged, read_run_fingerprints, splits_fingerprint,
+                                 update_run_fingerprints)
 from scripts.params import Params, ParamsError, add_params_argument, load_params
 from scripts.stage import configure_logging
 
@@ -105,11 +108,16 @@ def run_training(params: Params, dataset_path: Path, models_path: Path, tracker=
 
     run_dir = Path(models_path) / params.train.run_name
     table, stores = read_inputs(params, Path(dataset_path))
+    splits_fp = splits_fingerprint(dataset_path)
     trainer = Trainer(params.train, stores, table, run_dir, tracker=tracker, strategy=strategy,
                       progress=progress, step_callback=step_callback, deterministic=deterministic,
                       augment_on=augment_on)
     if trainer.chief:
         record_params(params, run_dir)
+        recorded = read_run_fingerprints(run_dir).get("splits")
+        check_splits_unchanged(recorded, splits_fp, f"run {run_dir.name} started training")
+        if recorded is None:
+            update_run_fingerprints(run_dir, splits=splits_fp)
     try:
         summary = trainer.fit()
     except NonFiniteLossError as err:

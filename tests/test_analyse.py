@@ -224,8 +224,10 @@ def _raw_params(run_name: str = RUN) -> dict:
     raw["extract"]["CATALOGUES"][i] = SED_CATALOGUE
     raw["extract"]["FIELDS"][i] = [*raw["extract"]["FIELDS"][i], "stellar_mass"]
     raw["train"]["RUN_NAME"] = run_name
+    # the fixed encoder never trained on any split, so every split is "held out" for it
     raw["analyse"].update(
         OBSERVED_SETS=[OBS], SIMULATED_SETS=[GOOD, BAD], SPLITS=["train", "validation", "test"],
+        EVALUATION_SPLITS=["train", "validation", "test"],
         UMAP={"N_NEIGHBORS": 10, "MIN_DIST": 0.1, "FIT_SUBSAMPLE": 150},
         REALISM={"K": 8, "PERCENTILE": 95, "CV_FOLDS": 5, "N_PERMUTATIONS": 100},
         DRIVER_FIELDS=["stellar_mass", "ssfr", "half_mass_radius_kpc"], KNN_K=10, THUMBNAIL_GRID=6,
@@ -263,16 +265,15 @@ def analysed(tmp_path_factory):
     prepare.run(params.prepare, dataset_root, root / "plots" / "prepare")
     save_run(root / "models" / RUN, IMAGE_SIZE, 3)
     tracker = RecordingTracker()
-    metrics = analyse.run(params, dataset_root, root / "models", root / "plots", root / "reports",
-                          tracker=tracker)
+    metrics = analyse.run(params, dataset_root, root / "models", root / "reports", tracker=tracker)
     return {"root": root, "raw": raw, "illustris": illustris, "dataset": dataset_root,
             "params": params, "metrics": metrics, "tracker": tracker,
-            "report": root / "reports" / RUN, "plots": root / "plots" / "analyse"}
+            "report": root / "reports" / RUN, "plots": root / "reports" / RUN / "plots"}
 
 
 def test_representation_covers_analysed_splits(analysed):
     splits = pd.read_parquet(analysed["dataset"] / "splits.parquet")
-    rep = read_representation(analysed["dataset"] / "representation.parquet")
+    rep = read_representation(analysed["report"] / "representation.parquet")
     expected = splits[splits["dataset"].isin([OBS, GOOD, BAD])]
     assert len(rep.meta) == len(expected)
     merged = rep.meta.merge(expected, on=["dataset", "row"], suffixes=("", "_splits"))
@@ -329,7 +330,7 @@ def test_analogues_are_exact_nearest_neighbours(analysed):
     from sklearn.neighbors import NearestNeighbors
 
     table = pd.read_parquet(analysed["report"] / "analogues.parquet")
-    rep = read_representation(analysed["dataset"] / "representation.parquet")
+    rep = read_representation(analysed["report"] / "representation.parquet")
     obs = rep.of(OBS)
     sims = rep.subset(rep.meta["dataset"].isin([GOOD, BAD]).to_numpy())
     mean, std = obs.vectors.mean(axis=0), obs.vectors.std(axis=0)
@@ -360,6 +361,7 @@ def test_analogue_command_reproduces_stage_analogues(analysed, tmp_path, monkeyp
     params_path.write_text(yaml.safe_dump(_raw_params()))
     monkeypatch.setattr(config, "dataset_path", analysed["dataset"])
     monkeypatch.setattr(config, "models_path", analysed["root"] / "models")
+    monkeypatch.setattr(config, "reports_path", analysed["root"] / "reports")
     monkeypatch.setattr(config, "dataset_raw_path", analysed["raw"])
     monkeypatch.setattr(config, "illustris_path", analysed["illustris"])
     out = tmp_path / "new"
@@ -404,7 +406,7 @@ def test_report_metrics_and_tracker(analysed):
     assert {"umap_1", "umap_2", "pca_1", "pca_2"} <= set(coords.columns)
     tracker = analysed["tracker"]
     folders = {str(c[1][0]) for c in tracker.of("log_artifacts")}
-    assert str(report) in folders and str(plots_dir) in folders
+    assert str(report) in folders and plots_dir.parent == report
     (vectors, meta, thumbs), = [c[1][:3] for c in tracker.of("log_embedding")]
     assert len(vectors) == len(meta) == len(thumbs) and thumbs.shape[-1] == 3
     assert "stellar_mass" in meta.columns

@@ -39,4 +39,4 @@ def test_too_small_observed_set_is_skipped_not_fatal(prepared_small, tmp_path):
         assert "skipped" in metrics["headline"]["realism"][sim]["MOCK_HSC"]
     assert "skipped" in (report_dir / "report.md").read_text()
     assert metrics["permanence"] and (report_dir / "report.html").exists()
-    assert (dataset_root / "representation.parquet").exists()
+    assert (report_dir / "representation.parquet").exists()

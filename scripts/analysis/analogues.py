@@ -15,7 +15,10 @@ reads each FITS file with the extract stage's own read/crop/resize
 (:func:`scripts.preprocessing.extract.process_image`, with the settings of the observed
 dataset given by ``--dataset``, default the first of ``analyse.OBSERVED_SETS``), embeds it
 with the analysed run's normalisation and encoder, and logs and plots its analogues among
-the simulated objects of ``dataset/representation.parquet`` (run the analyse stage first).
+the simulated objects of the run's own ``reports/<run>/representation.parquet`` (run the
+analyse stage first). It refuses a representation table made by another encoder than
+``models/<run>/`` holds now (their fingerprints differ): distances between vectors of two
+encoders mean nothing.
 """
 from __future__ import annotations
 
@@ -31,7 +34,9 @@ import pandas as pd
 import config
 from scripts.analysis.neighbours import NeighbourIndex
 from scripts.analysis.representation import (REPRESENTATION_FILE, Embedder, Representation,
-                                             read_representation, standardiser)
+                                             read_representation, representation_metadata,
+                                             standardiser)
+from scripts.fingerprint import encoder_fingerprint
 
 logger = logging.getLogger("scripts.analysis.analogues")  # also under python -m
 
@@ -185,11 +190,26 @@ def process_fits(paths: Sequence[str | Path], params, observed: str,
     return names, (np.stack(images) if images else np.empty(shape, np.float32))
 
 
+def check_same_encoder(rep_path: Path, embedder: Embedder, run_name: str) -> None:
+    """Raise when ``rep_path`` was not written with the encoder of ``embedder``."""
+    if not rep_path.exists():
+        raise FileNotFoundError(f"{rep_path} does not exist; run the analyse stage "
+                                f"(python -m scripts.analyse) for run {run_name} first")
+    recorded = representation_metadata(rep_path).get("encoder_fingerprint")
+    current = encoder_fingerprint(embedder.encoder, embedder.normalisation)
+    if recorded != current:
+        raise ValueError(f"{rep_path} was made by another encoder (fingerprint {recorded}) than "
+                         f"models/{run_name} holds now ({current}); rerun python -m scripts.analyse "
+                         "for this run before searching analogues")
+
+
 def run_cli(params, fits_paths: Sequence[str | Path], dataset_root: Path, models_root: Path,
-            out_dir: Path, raw_root: Path, illustris_root: Path, observed: str | None = None,
-            k: int | None = None, embedder: Embedder | None = None) -> pd.DataFrame:
+            reports_root: Path, out_dir: Path | None, raw_root: Path, illustris_root: Path,
+            observed: str | None = None, k: int | None = None,
+            embedder: Embedder | None = None) -> pd.DataFrame:
     """Analogues of new FITS images (see module docstring); returns the analogue table with
-    a ``file`` column, also written to ``out_dir/analogues.csv`` with a panel PNG."""
+    a ``file`` column, also written to ``out_dir/analogues.csv`` (default
+    ``reports/<run>/new_analogues``) with a panel PNG."""
     from scripts.analysis import plots
     from scripts.model.data import HDF5Images
     from scripts.analysis.representation import store_path
@@ -201,20 +221,22 @@ def run_cli(params, fits_paths: Sequence[str | Path], dataset_root: Path, models
     if not an.simulated_sets:
         raise ValueError("analyse.SIMULATED_SETS is empty: there is nothing to find analogues in")
     k = int(k or an.n_analogues)
+    rep_path = Path(reports_root) / an.run_name / REPRESENTATION_FILE
+    out_dir = Path(out_dir or Path(reports_root) / an.run_name / "new_analogues")
+    embedder = embedder or Embedder.from_run(models_root / an.run_name, an.batch_size)
+    check_same_encoder(rep_path, embedder, an.run_name)
     names, images = process_fits(fits_paths, params, observed, raw_root, illustris_root)
     if not names:
         raise ValueError("none of the given FITS files could be read (see the errors above)")
-    embedder = embedder or Embedder.from_run(models_root / an.run_name, an.batch_size)
     reason = embedder.accepts(images.shape[1:])
     if reason:
         raise ValueError(f"the processed images do not fit the encoder of run {an.run_name}: {reason}")
     vectors = embedder(images)
-    rep = read_representation(dataset_root / REPRESENTATION_FILE,
-                              datasets=[observed, *an.simulated_sets])
+    rep = read_representation(rep_path, datasets=[observed, *an.simulated_sets])
     reference = rep.of(observed).vectors
     if len(reference) == 0:
-        raise ValueError(f"{dataset_root / REPRESENTATION_FILE} has no rows of {observed}; run "
-                         "the analyse stage with it in analyse.OBSERVED_SETS")
+        raise ValueError(f"{rep_path} has no rows of {observed}; run the analyse stage with it "
+                         "in analyse.OBSERVED_SETS")
     sims = rep.subset(rep.meta["dataset"].isin(list(an.simulated_sets)).to_numpy())
     finder = AnalogueFinder(sims, reference, seed=an.seed)
     queries = pd.DataFrame({"dataset": "new", "row": np.arange(len(names)),
@@ -264,13 +286,13 @@ def main(argv=None) -> int:
     parser.add_argument("--k", type=int, default=None, help="analogues per image "
                         "(default analyse.N_ANALOGUES)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default plots/analyse/new_analogues)")
+                        help="output folder (default reports/<run>/new_analogues)")
     args = parser.parse_args(argv)
     try:
         params = load_params(args.params)
-        run_cli(params, args.fits, config.dataset_path, config.models_path,
-                args.out or config.plots_path / "analyse" / "new_analogues",
-                config.dataset_raw_path, config.illustris_path, observed=args.dataset, k=args.k)
+        run_cli(params, args.fits, config.dataset_path, config.models_path, config.reports_path,
+                args.out, config.dataset_raw_path, config.illustris_path, observed=args.dataset,
+                k=args.k)
     except (ParamsError, FileNotFoundError, KeyError, ValueError) as err:
         logger.error("%s", err)
         return 2

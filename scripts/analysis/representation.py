@@ -1,7 +1,8 @@
 """Representations of every analysed image: raw images → normalisation → encoder → parquet.
 
 The analyse stage embeds each (dataset, split) once and stores the vectors in
-``dataset/representation.parquet``: one row per image with its identity (``dataset``,
+``reports/<run>/representation.parquet`` (with the encoder's fingerprint in the file's
+metadata): one row per image with its identity (``dataset``,
 ``row``, ``object_id``, ``snapshot``, ``projection``, ``split``) and the vector as float32
 columns ``r0 … r{D-1}``. Images are streamed from the HDF5 stores in batches
 (:func:`scripts.model.data.ordered_dataset`) and the table is written batch by batch
@@ -160,7 +161,8 @@ def _schema(dim: int) -> pa.Schema:
 
 def compute_representations(embed: Callable[[np.ndarray], np.ndarray], table: pd.DataFrame,
                             dataset_root: str | Path, out_path: str | Path,
-                            batch_size: int = 256, row_group_size: int = 65536) -> int:
+                            batch_size: int = 256, row_group_size: int = 65536,
+                            metadata: dict[str, str] | None = None) -> int:
     """Embed the images of ``table`` (from :func:`rows_to_embed`) and write the parquet file.
 
     ``embed`` maps raw images (N, H, W, C) to (N, D) vectors. Images are read in batches of
@@ -168,7 +170,9 @@ def compute_representations(embed: Callable[[np.ndarray], np.ndarray], table: pd
     overlapping the encoder) and the vectors are appended to ``out_path`` in row groups of
     ``row_group_size`` rows (only one row group is held in memory).
     The file is written under a temporary name and renamed at the end, so an interrupted
-    run never leaves a truncated table. Returns the number of rows written.
+    run never leaves a truncated table. ``metadata`` (strings) goes into the file's schema
+    (e.g. the encoder fingerprint; read back by :func:`representation_metadata`). Returns
+    the number of rows written.
     """
     from scripts.model.data import HDF5Images, ordered_dataset
 
@@ -190,7 +194,10 @@ def compute_representations(embed: Callable[[np.ndarray], np.ndarray], table: pd
         vectors = np.concatenate(pending)
         pending.clear()
         if writer is None:
-            writer = pq.ParquetWriter(tmp, _schema(vectors.shape[1]))
+            schema = _schema(vectors.shape[1])
+            if metadata:
+                schema = schema.with_metadata({str(k): str(v) for k, v in metadata.items()})
+            writer = pq.ParquetWriter(tmp, schema)
         meta = table.iloc[flushed:flushed + len(vectors)]
         columns = {c: meta[c].to_numpy() for c in META_COLUMNS}
         columns.update({c: vectors[:, i] for i, c in enumerate(vector_columns(vectors.shape[1]))})
@@ -268,6 +275,13 @@ def read_representation(path: str | Path, datasets: Iterable[str] | None = None,
     vectors = np.column_stack([table.column(c).to_numpy() for c in vec_cols]).astype(np.float32)
     meta = table.select(list(META_COLUMNS)).to_pandas()
     return Representation(meta, vectors)
+
+
+def representation_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata stored with a representation table (empty when none)."""
+    raw = pq.read_schema(path).metadata or {}
+    return {k.decode(): v.decode() for k, v in raw.items() if not k.startswith(b"ARROW:")
+            and k != b"pandas"}
 
 
 def standardiser(vectors) -> tuple[np.ndarray, np.ndarray]:

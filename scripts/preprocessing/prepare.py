@@ -8,7 +8,9 @@ Reads ``dataset/<DATASET>/objects.parquet`` of every SETS entry and writes
   split group, matching flags and partner, scaled OBSERVABLES/UNOBSERVABLES) — what train
   and analyse read;
 * ``dataset/scaler.json``: mean and scale of every scaled field (never a pickle);
-* ``dataset/prepare_summary.json`` and ``plots/prepare/*.png`` (raw vs matched).
+* ``dataset/prepare_summary.json`` (counts, matching, and the split table's fingerprint,
+  which train and analyse record to notice a split that changed under a trained run) and
+  ``plots/prepare/*.png`` (raw vs matched).
 
 Splits are drawn per object from its identity (see ``splits.py``), so growing the test
 fraction out of the unused remainder never moves an object between train and validation.
@@ -25,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 import config
+from scripts.fingerprint import table_fingerprint
 from scripts.params import PrepareParams
 from scripts.preprocessing.matching import match
 from scripts.preprocessing.prepare_plots import plot_matching
@@ -164,11 +167,13 @@ def run(params: PrepareParams, dataset_root: Path, plots_dir: Path) -> pd.DataFr
     (dataset_root / "scaler.json").write_text(json.dumps(scalers, indent=1))
     counts = splits.groupby(["dataset", "split"]).size().unstack(fill_value=0)
     objects = splits.drop_duplicates(["dataset", "split_group"]).groupby(["dataset", "split"]).size()
+    fingerprint = table_fingerprint(splits)
     (dataset_root / "prepare_summary.json").write_text(json.dumps({
+        "splits_fingerprint": fingerprint,
         "images": {d: row.to_dict() for d, row in counts.iterrows()},
         "split_groups": {f"{d}/{s}": int(n) for (d, s), n in objects.items()},
         "matching": summary}, indent=1, default=int))
-    log.info("images per dataset and split:\n%s", counts.to_string())
+    log.info("images per dataset and split (split fingerprint %s):\n%s", fingerprint, counts.to_string())
     for entry in summary:
         log.info("matched %s → %s: %d of %d objects (%.1f%%)", entry["target"], entry["source"],
                  entry["matched_objects"], entry["target_objects"], 100 * entry["matched_fraction"])
