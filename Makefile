@@ -9,7 +9,7 @@ DEMO_XRAY_PARAMS ?= params.demo.xray.yaml
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv test demo mock dashboard bench clean-demo
+.PHONY: venv test chromium demo mock dashboard bench clean-demo
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,13 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)
 
-test: $(STAMP)
+# The report tests need headless Chromium: installed here when this user may (root or
+# password-less sudo), otherwise make stops with one line saying what to install.
+test: chromium $(STAMP)
 	$(PY) -m pytest
+
+chromium:
+	@bash .ci/ensure-chromium
 
 mock: $(STAMP)
 	$(PY) -m scripts.mock --params $(DEMO_PARAMS) --size demo

@@ -31,11 +31,18 @@ models_path = _path("MODELS_PATH", root_path / "models")
 plots_path = _path("PLOTS_PATH", root_path / "plots")
 #: HTML/Markdown reports [REPORTS_PATH].
 reports_path = _path("REPORTS_PATH", root_path / "reports")
+#: Real files shipped with the repository (provenance and citations: data/README.md).
+data_path = root_path / "data"
 #: Snapshot → redshift table of IllustrisTNG (line n = redshift of snapshot n)
-#: [SNAPSHOT_REDSHIFTS]. Defaults to the real table shipped in ../shared/data.
-snapshot_redshifts_path = _path(
-    "SNAPSHOT_REDSHIFTS", root_path.parent / "shared" / "data" / "tng_snapshot_redshifts.txt"
-)
+#: [SNAPSHOT_REDSHIFTS].
+snapshot_redshifts_path = _path("SNAPSHOT_REDSHIFTS", data_path / "tng_snapshot_redshifts.txt")
+#: Real TNG-Cluster cool-core catalogue (Lehle et al. 2024) the mock clusters draw from
+#: [CC_CRITERIA].
+cc_criteria_path = _path("CC_CRITERIA", data_path / "tng_cluster" / "CCcriteria.hdf5")
+#: Real TNG50 SKIRT/HSC mock image (15 HDUs, G in the primary HDU), the format reference of
+#: the band reader and the mock universe [REAL_HSC_MOCK].
+real_hsc_mock_path = _path("REAL_HSC_MOCK",
+                           data_path / "real_hsc_mock" / "shalo_084-97_v3_HSC_GRIZY.fits")
 
 #: FIELD → axis label with units, used by every plot.
 label_dict = {

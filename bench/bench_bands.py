@@ -2,7 +2,7 @@
 
 Reads bands G, R, I of ``--n`` copies of two layouts:
 
-* ``real15``: the real TNG/HSC mock (/work/shared/data/real_hsc_mock/…, 15 HDUs: G, R, I,
+* ``real15``: the real TNG/HSC mock (data/real_hsc_mock/…, 15 HDUs: G, R, I,
   Z, Y, each image + MASK + VARIANCE, G in the primary HDU), as in the survey archive;
 * ``mock9``: its first 9 HDUs (G, R, I with MASK and VARIANCE), the layout the mock
   universe writes.
@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+import config
 from scripts.preprocessing import bands
 from scripts.preprocessing.bands import (BadImageError, BandImage, _check_band, _check_file,
                                          _check_mandatory, _data_end, _header_failure,
@@ -43,8 +44,7 @@ from scripts.preprocessing.bands import (BadImageError, BandImage, _check_band, 
 
 logger = logging.getLogger("bench.bench_bands")
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real_hsc_mock" / \
-    "shalo_084-97_v3_HSC_GRIZY.fits"
+REAL = config.real_hsc_mock_path
 EXTNAMES = ("SUBARU_HSC.G", "SUBARU_HSC.R", "SUBARU_HSC.I")
 
 

@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -662,6 +663,32 @@ NEPTUNE_MESSAGE = (
 )
 
 
+#: sections only the original pipeline's params files have (converted by
+#: ``python -m scripts.params --migrate``, see scripts/params_migrate.py)
+ORIGINAL_ONLY_SECTIONS = ("data", "train_clr", "train_cinn", "train_mlp", "model", "losses",
+                          "params_opt", "sample_posterior", "peak_detection")
+
+
+def original_format_reasons(raw: Any) -> list[str]:
+    """Why ``raw`` looks like a params file of the original pipeline (empty: it does not)."""
+    if not isinstance(raw, dict):
+        return []
+    reasons = [f"section '{name}:'" for name in ORIGINAL_ONLY_SECTIONS if name in raw]
+    sets = (raw.get("prepare") or {}).get("SETS") if isinstance(raw.get("prepare"), dict) else None
+    if isinstance(sets, list) and any(isinstance(s, (list, tuple)) and len(s) == 2
+                                      and isinstance(s[1], (list, tuple)) and len(s[1]) == 4
+                                      for s in sets):
+        reasons.append("prepare.SETS with four fractions (train, domain, validation, test)")
+    return reasons
+
+
+def original_format_message(where: str, reasons: list[str]) -> str:
+    shown = ", ".join(reasons[:4]) + (", …" if len(reasons) > 4 else "")
+    return (f"{where}: this is a parameter file of the original pipeline ({shown}); convert it "
+            f"with `python -m scripts.params --migrate {where}` (writes a file in today's format "
+            "and prints what happened to every old key), review it, and pass the new file")
+
+
 # --------------------------------------------------------------------------- cross checks
 
 def _validate(p: Params) -> None:
@@ -751,6 +778,9 @@ def parse_params(raw: Any, source: Path | None = None) -> Params:
     where = str(source) if source else "params"
     if not isinstance(raw, dict):
         raise ParamsError(f"{where}: expected a mapping with sections {list(SECTIONS)}")
+    reasons = original_format_reasons(raw)
+    if reasons:
+        raise ParamsError(original_format_message(where, reasons))
     if "neptune" in raw:
         raise ParamsError(NEPTUNE_MESSAGE)
     for name in raw:
@@ -834,17 +864,36 @@ def markdown_reference() -> str:
 
 
 def main(argv=None) -> int:
+    """Validate a params file, print the key reference, or migrate an original-format file.
+    Errors are printed as one message (no traceback) with exit status 2."""
     parser = argparse.ArgumentParser(description="Validate a params file or print its reference.")
     add_params_argument(parser)
     parser.add_argument("--doc", action="store_true", help="print the Markdown key reference")
+    parser.add_argument("--migrate", type=Path, metavar="OLD.yaml",
+                        help="convert a params file of the original pipeline to today's format")
+    parser.add_argument("-o", "--output", type=Path, metavar="NEW.yaml",
+                        help="with --migrate: file to write (default: OLD.migrated.yaml)")
     args = parser.parse_args(argv)
     if args.doc:
         print(markdown_reference())
         return 0
-    load_params(args.params)
+    try:
+        if args.migrate is not None:
+            from scripts.params_migrate import migrate_file, report
+            migration, written, problem = migrate_file(args.migrate, args.output)
+            print(report(migration, written, problem))
+            return 0 if problem is None else 2
+        if args.output is not None:
+            parser.error("-o/--output goes with --migrate")
+        load_params(args.params)
+    except ParamsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"{args.params}: valid")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # run the importable module's main, so that its ParamsError is the one every module raises
+    from scripts.params import main as _main
+    raise SystemExit(_main())

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+import config
 from scripts.preprocessing import bands
 from scripts.preprocessing.bands import BadImageError
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real_hsc_mock" / \
-    "shalo_084-97_v3_HSC_GRIZY.fits"
+REAL = config.real_hsc_mock_path
 HSC = [f"SUBARU_HSC.{b}" for b in "GRIZY"]
 
 pytestmark = pytest.mark.filterwarnings("ignore::astropy.utils.exceptions.AstropyUserWarning")

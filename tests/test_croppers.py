@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 
 import galsim
 import numpy as np
@@ -14,13 +13,13 @@ from photutils.centroids import centroid_2dg
 from photutils.profiles import CurveOfGrowth, RadialProfile
 from scipy import optimize, special
 
+import config
 from scripts.preprocessing import croppers
 from scripts.preprocessing.bands import read_bands, read_image_meta
 from scripts.preprocessing.croppers import FractionCropper, PetrosianCropper, R200cCropper
 from scripts.preprocessing.resize import area_weights, resize_area
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real_hsc_mock" / \
-    "shalo_084-97_v3_HSC_GRIZY.fits"
+REAL = config.real_hsc_mock_path
 HSC = [f"SUBARU_HSC.{b}" for b in "GRIZY"]
 R_E = 12.0   # effective radius of the rendered Sérsic profiles, pixels
 ETA = 0.2

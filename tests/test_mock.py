@@ -18,13 +18,14 @@ import pytest
 from astropy.io import fits
 from scipy.stats import spearmanr
 
+import config
 from scripts.mock import build_universe, geometry, measure, physics
 from scripts.mock.universe import default_cc_criteria_path
 
 SIMS = ("MockTNG-Fiducial", "MockTNG-Compact")
 SNAPS = (84, 91)
 H = 0.6774
-REAL_HSC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real_hsc_mock" / "shalo_084-97_v3_HSC_GRIZY.fits"
+REAL_HSC = config.real_hsc_mock_path
 INTRINSIC = ["stellar_mass", "half_mass_radius_kpc", "half_light_radius_kpc", "sersic_n", "bulge_fraction",
              "color_gr", "sfr", "ssfr", "exsitu_fraction", "merger_recent", "snap_last_major_merger",
              "halo_mass", "redshift", "root_descendant_id"]

@@ -3,7 +3,6 @@ supplementary catalogues and the real TNG-Cluster CCcriteria / snapshot-redshift
 from __future__ import annotations
 
 import tracemalloc
-from pathlib import Path
 
 import h5py
 import illustris_python as il
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 from astropy.cosmology import FlatLambdaCDM, Planck15
 
+import config
 import TNG
 from TNG import groupcat as groupcat_module
 from TNG.cccriteria import CCCriteria
@@ -18,9 +18,8 @@ from TNG.fields import SFR_FLOOR, SSFR_FLOOR, UnknownFieldError
 from TNG.groupcat import GroupCatalogue
 from tests import tng_fixtures as fx
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-REDSHIFTS = SHARED / "tng_snapshot_redshifts.txt"
-CC_REAL = SHARED / "tng_cluster" / "CCcriteria.hdf5"
+REDSHIFTS = config.snapshot_redshifts_path
+CC_REAL = config.cc_criteria_path
 SNAP = 84
 
 

@@ -32,7 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--illustris-root", type=Path, default=None,
                    help="TNG-layout simulations (default: config.illustris_path)")
     p.add_argument("--cc-criteria", type=Path, default=None,
-                   help="real TNG-Cluster CCcriteria.hdf5 (default: ../shared/data/tng_cluster/)")
+                   help="real TNG-Cluster CCcriteria.hdf5 (default: config.cc_criteria_path, data/tng_cluster/; env CC_CRITERIA)")
     return p.parse_args(argv)
 
 

@@ -22,7 +22,7 @@ def read_cc_criteria(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(
             f"TNG-Cluster cool-core catalogue not found: {path} (expected the real CCcriteria.hdf5, "
-            "e.g. ../shared/data/tng_cluster/CCcriteria.hdf5; pass cc_criteria_path=…)")
+            "shipped as data/tng_cluster/CCcriteria.hdf5; set CC_CRITERIA or pass cc_criteria_path=…)")
     with h5py.File(path, "r") as f:
         data = {key: f[key][()] for key in f.keys()}
     need = ["HaloIDs", *CRITERIA, *(c + "_flag" for c in CRITERIA)]

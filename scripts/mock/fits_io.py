@@ -1,6 +1,6 @@
 """FITS writers in the layouts of the real archives.
 
-HSC-like cut-outs follow the real TNG–HSC mock (../shared/data/real_hsc_mock): for each band
+HSC-like cut-outs follow the real TNG–HSC mock (data/real_hsc_mock): for each band
 an image HDU (float64, AB nanomaggies, EXTNAME ``SUBARU_HSC.<B>``; the first band is the
 PRIMARY HDU), then ``SUBARU_HSC.<B> MASK`` (int32 bit mask) and ``SUBARU_HSC.<B> VARIANCE``
 (float32). X-ray maps are a single primary image HDU named ``XRAY_0.5-5.0keV``. Header

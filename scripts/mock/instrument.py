@@ -1,6 +1,6 @@
 """HSC-like observing model: bands, PSF, sky noise and the field around each galaxy.
 
-Numbers follow the HSC-SSP wide layer and the real TNG–HSC mock in ../shared/data: pixel
+Numbers follow the HSC-SSP wide layer and the real TNG–HSC mock in data/: pixel
 scale 0.168″, PSF FWHM (Moffat β = 3) g 0.72″, r 0.68″, i 0.60″ with 10 % scatter between
 images, sky noise per pixel σ = 5.2e-4, 7.0e-4, 7.4e-4 nanomaggies (the real file's
 variance planes), sky brightness 22.1, 21.1, 20.3 mag/arcsec² (sets the Poisson gain:

@@ -9,7 +9,7 @@ recent major merger, either a second nucleus (n = 2, half-light radius 0.6 R √
 tail (exponential, q = 0.25 foreshortened by projection, offset 1.2 R, 3–18 % of the light
 fading over 2 Gyr). Both sit along the merger's fixed 3-D direction, so all projections of
 one galaxy agree. The cut-out covers 10 stellar half-mass radii, clipped to the size
-preset's pixel range (the real TNG50 example in ../shared/data: 50 kpc on 88 px).
+preset's pixel range (the real TNG50 example in data/: 50 kpc on 88 px).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Build the whole mock universe: catalogues, images and ground truth in the real formats.
 
-Writes (see /work/shared/DESIGN.md §4 and the data-layout contract):
+Writes (see the README, "The mock universe"):
 
 * ``<illustris_root>/MockTNG-Fiducial`` and ``MockTNG-Compact``: group catalogues and
   supplementary files at snapshots 84 and 91 — the same initial conditions, different
@@ -70,9 +70,9 @@ _TRUTH_GALAXY = [
 
 
 def default_cc_criteria_path() -> Path:
-    """The real TNG-Cluster CCcriteria.hdf5 shipped beside the project (../shared/data)."""
+    """The real TNG-Cluster CCcriteria.hdf5 shipped in data/ (config.cc_criteria_path)."""
     import config
-    return config.root_path.parent / "shared" / "data" / "tng_cluster" / "CCcriteria.hdf5"
+    return config.cc_criteria_path
 
 
 def default_snapshot_redshifts_path() -> Path:
