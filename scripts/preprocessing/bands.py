@@ -110,6 +110,10 @@ class BandImage:
     n_repaired: tuple[int, ...] = field(default=())
     #: Header values of the first band (redshift, pixel scales), read in the same open.
     meta: "ImageMeta | None" = None
+    #: With ``load_bands(variance=True)``: each band's VARIANCE plane (None where the file
+    #: has none or it is unusable) and its header ``VARSC`` (NaN where absent).
+    variances: tuple = field(default=())
+    var_scales: tuple[float, ...] = field(default=())
 
     @property
     def repaired(self) -> bool:
@@ -716,7 +720,7 @@ def _check_band(path: Path, extname: str, band: np.ndarray, nan_fill: str,
 
 def load_bands(path: str | os.PathLike, extnames: Sequence[str], *, nan_fill: str = "median",
                max_nan_fraction: float = 0.5,
-               shape: tuple[int, int] | None = None) -> BandImage:
+               shape: tuple[int, int] | None = None, variance: bool = False) -> BandImage:
     """Read the image HDUs named ``extnames`` into one (H, W, C) float32 cube.
 
     Parameters
@@ -729,6 +733,9 @@ def load_bands(path: str | os.PathLike, extnames: Sequence[str], *, nan_fill: st
     max_nan_fraction : a band with a larger fraction of non-finite pixels is rejected
         (``too_many_nan``); an entirely non-finite band is always rejected (``all_nan``).
     shape : expected (H, W); ``None`` accepts any shape common to all bands.
+    variance : also read each band's ``EXTNAME VARIANCE`` plane and ``VARSC`` header value
+        in the same open (:attr:`BandImage.variances`, :attr:`BandImage.var_scales`; the
+        sky noise that pads crops). A missing or unusable plane is None, never an error.
 
     Raises
     ------
@@ -756,8 +763,32 @@ def load_bands(path: str | os.PathLike, extnames: Sequence[str], *, nan_fill: st
             bands.append(band)
             counts.append(n_bad)
         meta = meta_from_header(f.header(indices[0]), str(path), f.names[indices[0]])
+        planes, scales = (_variance_planes(f, extnames, indices, bands[0].shape) if variance
+                          else ((), ()))
     data = np.stack(bands, axis=-1).astype(np.float32, copy=False)
-    return BandImage(str(path), tuple(extnames), data, tuple(counts), meta)
+    return BandImage(str(path), tuple(extnames), data, tuple(counts), meta, planes, scales)
+
+
+def _variance_planes(f, extnames: Sequence[str], indices: Sequence[int],
+                     shape: tuple[int, ...]) -> tuple[tuple, tuple[float, ...]]:
+    """(VARIANCE plane or None, VARSC or NaN) per band of an open file."""
+    planes, scales = [], []
+    for name, index in zip(extnames, indices):
+        key = (name + PLANE_SUFFIX["variance"]).strip().upper()
+        plane = None
+        if f.names.count(key) == 1:
+            try:
+                plane = f.data(f.names.index(key), key)
+            except BadImageError as err:
+                logger.debug("%s: variance plane %s unusable (%s); sky noise from the band",
+                             f.path, key, err.detail)
+            if plane is not None and plane.shape != tuple(shape):
+                logger.debug("%s: variance plane %s has shape %s, band %s", f.path, key,
+                             plane.shape, shape)
+                plane = None
+        planes.append(plane)
+        scales.append(_as_float(f.header(index).get("VARSC")) if plane is not None else math.nan)
+    return tuple(planes), tuple(scales)
 
 
 def read_bands(path: str | os.PathLike, extnames: Sequence[str], **kwargs) -> np.ndarray:
