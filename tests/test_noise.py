@@ -1,5 +1,5 @@
-"""Sky σ per band for padding: from the variance plane (× VARSC), else the MAD of the
-frame's outer strip, else 0."""
+"""Sky σ per band for padding: from the variance plane (× VARSC), else the MAD of
+neighbour differences on the frame's outer strip, else 0."""
 from __future__ import annotations
 
 import math
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from scripts.preprocessing.noise import (border_sigma, identity_seed, robust_sigma, sky_sigma,
-                                         variance_sigma)
+from scripts.preprocessing.noise import (border_sigma, identity_seed, outer_strip, robust_sigma,
+                                         sky_sigma, variance_sigma)
 
 
 def test_variance_plane_gives_sigma_times_varsc():
@@ -28,21 +28,23 @@ def test_variance_plane_gives_sigma_times_varsc():
     assert sigma[1] == pytest.approx(5.0, rel=0.1)
 
 
-def test_frame_border_mad_is_not_biased_by_a_frame_filling_galaxy():
+def test_frame_border_sigma_is_not_biased_by_a_frame_filling_galaxy():
     """A galaxy that fills its frame (the ones whose crops get padded) biases the MAD of
-    the whole frame; the MAD of the outer strip stays at the sky σ."""
+    the pixel values, even on the frame's outer strip; neighbouring-pixel differences of
+    the strip keep the sky σ."""
     rng = np.random.default_rng(2)
-    image = rng.normal(0, 0.3, (64, 64))
+    sky = rng.normal(0, 0.3, (64, 64))
     y, x = np.mgrid[0:64, 0:64]
-    image += 50 * np.exp(-np.hypot(x - 32, y - 32) / 4)   # a bright exponential disk
-    assert robust_sigma(image) > 0.4                        # the whole frame: biased
-    assert border_sigma(image) == pytest.approx(0.3, rel=0.1)
+    for scale in (4.0, 8.0):                  # compact; 5 σ of light at the frame's edge
+        image = sky + 50 * np.exp(-np.hypot(x - 32, y - 32) / scale)
+        assert robust_sigma(image) > 0.4                        # the whole frame: biased
+        assert border_sigma(image) == pytest.approx(0.3, rel=0.05)
+    strip_values = image[outer_strip(image.shape)]
+    assert robust_sigma(strip_values) > 0.5                     # the strip's values: biased too
     sigma, sources = sky_sigma(np.stack([image, np.zeros_like(image)], axis=-1))
     assert sources == ("mad", "none") and sigma[1] == 0.0
     assert sigma[0] == border_sigma(image)
-    assert border_sigma(image[:3, :3]) == robust_sigma(image[:3, :3])
-    with pytest.raises(ValueError, match="per band"):
-        sky_sigma(np.zeros((4, 4, 2)), [None], [1.0])
+    assert border_sigma(image[:1, :1]) == 0.0
 
 
 def test_identity_seed_is_stable_and_distinct():

@@ -21,7 +21,7 @@ Padding beyond the frame
 ------------------------
 Where the crop leaves the frame it is padded with **sky noise** (``pad_mode='noise'``,
 the default): white Gaussian noise of mean 0 and the image's own σ per band (from the
-variance plane, else the MAD of the frame's outer strip; see :mod:`noise`), from a generator seeded with
+variance plane, else a robust estimate from the frame's outer strip; see :mod:`noise`), from a generator seeded with
 the image's identity (``transform(image, noise_sigma=…, seed=…)``). Padding with exact
 zeros (``pad_mode='constant'``, what this module used to do) leaves a noiseless border
 around every galaxy larger than its frame — half of a simulated set in the demo — which
@@ -113,7 +113,7 @@ def crop_square(image: np.ndarray, center: tuple[float, float], size: int,
 
     ``pad_mode`` is ``'noise'`` or a :func:`numpy.pad` mode ('constant' pads with zeros).
     With ``'noise'`` the pixels outside the frame are Gaussian noise of mean 0 and σ
-    ``noise_sigma`` (scalar or one per band; default: the MAD of each band's outer strip) from
+    ``noise_sigma`` (scalar or one per band; default: :func:`noise.border_sigma` of each band) from
     ``numpy.random.default_rng(seed)`` (seed None = 0: pass the image's identity seed);
     the noise at a crop pixel depends only on (seed, crop shape, σ). Returns a copy.
     """
@@ -399,7 +399,7 @@ class _SquareCropper:
         """The crop of ``image`` (same frame shape as in ``fit``); full frame if failed.
 
         ``noise_sigma`` (per band) and ``seed`` set the noise padding (``pad_mode='noise'``,
-        see :func:`crop_square`); σ defaults to the MAD of each band's outer strip.
+        see :func:`crop_square`); σ defaults to :func:`noise.border_sigma` of each band.
         """
         if not hasattr(self, "frame_shape_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit(image) first")

@@ -14,8 +14,13 @@ sky noise of the image's own level, drawn from a generator seeded by the image's
   the farthest from the object: the median over the whole frame carries the source's
   Poisson variance exactly for the large objects whose crops leave the frame (+13 % in σ
   on the small mock);
-* else a robust estimate from the band itself: 1.4826 × the median absolute deviation
-  (:func:`robust_sigma`) of the same strip (:func:`border_sigma`), for the same reason;
+* else a robust estimate from the band itself (:func:`border_sigma`): 1.4826 × the
+  median absolute deviation of the differences between neighbouring pixels of the same
+  strip, / √2. Differencing removes the smooth light of an object that reaches the frame's
+  edge, which inflates the MAD of the pixel values themselves: on the padded galaxies of
+  the demo mock σ is +1 % off in the median (p90 3 %) against +6 % (p90 18 %) for the
+  values, and +6–12 % for the values on the real TNG–HSC mock. Correlated coadd noise
+  makes it read a few per cent low (−0.3 to −5 % on the real mock);
 * 0 for a noiseless band (synthetic or model images): padding with zeros is then no
   artefact, and no noise is invented.
 
@@ -58,9 +63,18 @@ def outer_strip(shape: tuple[int, ...], width: int | None = None) -> np.ndarray:
 
 
 def border_sigma(band: np.ndarray, width: int | None = None) -> float:
-    """:func:`robust_sigma` of the outer strip of a 2-D band (see :func:`outer_strip`)."""
-    band = np.asarray(band)
-    return robust_sigma(band[outer_strip(band.shape, width)])
+    """Pixel noise σ of a 2-D band from its outer strip (:func:`outer_strip`): the MAD
+    σ of the differences of horizontally and vertically neighbouring strip pixels, / √2
+    (exact for white noise; insensitive to smooth light). Falls back to
+    :func:`robust_sigma` of the values for bands too small to difference."""
+    band = np.asarray(band, dtype=np.float64)
+    strip = outer_strip(band.shape, width)
+    diffs = [(band[:, 1:] - band[:, :-1])[strip[:, 1:] & strip[:, :-1]],
+             (band[1:] - band[:-1])[strip[1:] & strip[:-1]]]
+    diffs = np.concatenate(diffs)
+    if diffs.size < 2:
+        return robust_sigma(band[strip])
+    return robust_sigma(diffs) / math.sqrt(2.0)
 
 
 def variance_sigma(variance: np.ndarray, var_scale: float = math.nan,
