@@ -613,3 +613,22 @@ def test_trailing_block_starting_with_end_is_a_reason_not_a_crash(tmp_path):
         assert err.reason in BadImageError.REASONS
     else:
         assert bands.data.shape[-1] == 2
+
+
+def test_variance_planes_and_varsc_come_with_the_bands_on_request(tmp_path):
+    """load_bands(variance=True) reads each band's VARIANCE plane and VARSC in the same
+    open (the sky noise that pads crops); a band without one gets None / NaN, no error."""
+    loaded = bands.load_bands(REAL, HSC, variance=True)
+    raw = _astropy_by_extname(REAL)
+    with fits.open(REAL) as hdul:
+        varsc = [hdul[name].header["VARSC"] for name in HSC]
+    for name, plane, scale, want in zip(HSC, loaded.variances, loaded.var_scales, varsc):
+        np.testing.assert_array_equal(plane, raw[f"{name} VARIANCE"])
+        assert scale == want
+    assert bands.load_bands(REAL, HSC).variances == ()
+    rng = np.random.default_rng(0)
+    path = _synthetic(tmp_path, A=rng.normal(size=(8, 8)), B=rng.normal(size=(8, 8)),
+                      **{"B VARIANCE": np.full((8, 8), 4.0, np.float32)})
+    partial = bands.load_bands(path, ["A", "B"], variance=True)
+    assert partial.variances[0] is None and np.isnan(partial.var_scales[0])
+    assert (partial.variances[1] == 4.0).all() and np.isnan(partial.var_scales[1])

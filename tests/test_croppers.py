@@ -278,8 +278,8 @@ def test_crop_square_is_centred_and_padded():
                 np.testing.assert_array_equal(crop[i, j], image[y, x] if inside else 0.0)
 
 
-def test_petrosian_crop_larger_than_frame_is_zero_padded(hsc_cube):
-    cropper = PetrosianCropper(factor=8.0, reference_band=2)
+def test_petrosian_crop_larger_than_frame_is_zero_padded_on_request(hsc_cube):
+    cropper = PetrosianCropper(factor=8.0, reference_band=2, pad_mode="constant")
     crop = cropper(hsc_cube)
     n = cropper.crop_size
     assert n > 88 and crop.shape == (n, n, 5)
@@ -287,6 +287,64 @@ def test_petrosian_crop_larger_than_frame_is_zero_padded(hsc_cube):
     np.testing.assert_array_equal(crop[-y0:-y0 + 88, -x0:-x0 + 88], hsc_cube)
     assert crop.sum() == pytest.approx(hsc_cube.sum(), rel=1e-12)
     assert (crop[: -y0] == 0).all() and (crop[:, : -x0] == 0).all()
+
+
+def test_petrosian_crop_larger_than_frame_is_noise_padded_by_default(hsc_cube):
+    """The default padding is sky noise of the frame's own σ per band, seeded: no border of
+    exact zeros, the frame itself untouched, the same noise for the same seed."""
+    cropper = PetrosianCropper(factor=8.0, reference_band=2).fit(hsc_cube)
+    n = cropper.crop_size
+    crop = cropper.transform(hsc_cube, seed=11)
+    y0, x0 = croppers.crop_origin(cropper.center, n)
+    np.testing.assert_array_equal(crop[-y0:-y0 + 88, -x0:-x0 + 88], hsc_cube)
+    outside = np.ones((n, n), bool)
+    outside[-y0:-y0 + 88, -x0:-x0 + 88] = False
+    assert cropper.record()["crop_outside_fraction"] == pytest.approx(outside.mean())
+    frame_sigma = np.array([croppers.border_sigma(hsc_cube[..., c]) for c in range(5)])
+    pad_sigma = crop[outside].std(axis=0)
+    np.testing.assert_allclose(pad_sigma, frame_sigma, rtol=0.03)
+    np.testing.assert_allclose(crop[outside].mean(axis=0), 0.0, atol=0.03 * frame_sigma.max())
+    for edge in (crop[0], crop[-1], crop[:, 0], crop[:, -1]):
+        assert not (edge == 0).all(axis=0).any()
+    np.testing.assert_array_equal(cropper.transform(hsc_cube, seed=11), crop)
+    assert not np.array_equal(cropper.transform(hsc_cube, seed=12), crop)
+    given = cropper.transform(hsc_cube, noise_sigma=[1.0, 2.0, 3.0, 4.0, 5.0], seed=11)
+    np.testing.assert_allclose(given[outside].std(axis=0), [1, 2, 3, 4, 5], rtol=0.03)
+
+
+def test_noiseless_frames_are_padded_with_zeros():
+    """σ = 0 (a model image): padding with zeros is no artefact, and no noise is invented."""
+    image = np.zeros((20, 20, 2))
+    image[8:12, 8:12] = 1.0
+    crop = croppers.crop_square(image, (9.5, 9.5), 30, "noise", seed=3)
+    assert crop.sum() == image.sum() and (crop[:5] == 0).all()
+    mixed = croppers.crop_square(image, (9.5, 9.5), 30, "noise", noise_sigma=[0.0, 1.0], seed=3)
+    assert (mixed[:5, :, 0] == 0).all() and (mixed[:5, :, 1] != 0).all()
+
+
+@pytest.mark.parametrize("frame, center, size, expected", [
+    ((10, 10), (4.5, 4.5), 10, 0.0),            # exactly the frame
+    ((10, 10), (4.5, 4.5), 4, 0.0),             # inside
+    ((10, 10), (0.0, 0.0), 4, 7 / 16),          # rows and columns -1..2: 3 × 3 of 16 inside
+    ((20, 20), (9.5, 9.5), 30, 1 - 400 / 900),  # 5 px beyond every edge
+    ((10, 16), (15.0, 4.5), 6, 0.5),            # half beyond the right edge
+    ((10, 10), (40.0, 40.0), 4, 1.0),           # entirely outside
+])
+def test_crop_outside_fraction_on_constructed_cases(frame, center, size, expected):
+    assert croppers.outside_fraction(frame, center, size) == pytest.approx(expected)
+    ones = np.ones(frame)
+    crop = croppers.crop_square(ones, center, size, "constant")
+    assert (crop == 0).mean() == pytest.approx(expected)
+
+
+def test_cropper_records_its_outside_fraction():
+    image = np.random.default_rng(0).normal(size=(20, 20))
+    cropper = R200cCropper(factor=1.0).fit(image, r200c_kpc=15.0, kpc_per_pixel=1.0)
+    assert cropper.crop_size == 30
+    assert cropper.record()["crop_outside_fraction"] == pytest.approx(1 - 400 / 900)
+    assert FractionCropper(0.5).fit(image).record()["crop_outside_fraction"] == 0.0
+    failed = R200cCropper().fit(image, r200c_kpc=-1.0, kpc_per_pixel=1.0)
+    assert failed.failed and failed.record()["crop_outside_fraction"] == 0.0
 
 
 def test_r200c_crop_from_kpc_per_pixel(hsc_cube):

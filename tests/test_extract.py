@@ -1,7 +1,9 @@
-"""Extract stage on the small mock universe: identities, labels, bad input, resume, workers."""
+"""Extract stage on the small mock universe: identities, labels, bad input, resume, workers,
+noise padding of crops that leave the frame."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import signal
 import subprocess
@@ -301,3 +303,95 @@ def test_no_image_with_a_catalogue_row_is_reported_not_a_crash(small_params, sma
     assert report["kept_images"] == 0 and report["images_selected"] == 0
     assert len(report["images_without_catalogue_row"]) == 4
     assert read_outputs(tmp_path / "out", STELLAR)[1].shape[0] == 0
+
+
+# --------------------------------------------------------------------------- padding
+
+NOISY = ("MOCK_FIDUCIAL", "MOCK_COMPACT", "MOCK_HSC")
+
+
+def zero_borders(images: np.ndarray) -> np.ndarray:
+    """(N, C) True where image n has a border row or column of band c exactly zero."""
+    edges = [images[:, 0], images[:, -1], images[:, :, 0], images[:, :, -1]]  # (N, W, C) each
+    return np.any([(e == 0).all(axis=1) for e in edges], axis=0)
+
+
+def header_sigma(path: Path, bands) -> np.ndarray:
+    """True sky σ per band of a mock file: √(VARSC × BGVAR) from its headers."""
+    with fits.open(path) as hdul:
+        return np.array([math.sqrt(hdul[f"SUBARU_HSC.{b}"].header["VARSC"]
+                                   * hdul[f"SUBARU_HSC.{b}"].header["BGVAR"]) for b in bands])
+
+
+def check_padding(table: pd.DataFrame, images: np.ndarray, report: dict, bands) -> None:
+    """No stored image has a border of exact zeros in a band with noise; the report's
+    distribution is that of the table's crop_outside_fraction."""
+    sigma = table[[f"pad_sigma_{b}" for b in bands]].to_numpy()
+    assert (sigma > 0).all() and (table["pad_sigma_source"] == "variance").all()
+    bad = zero_borders(images) & (sigma > 0)
+    assert not bad.any(), f"zero border in {table['file'][bad.any(axis=1)].tolist()}"
+    frac = table["crop_outside_fraction"].to_numpy()
+    assert ((frac >= 0) & (frac < 1)).all()
+    summary = report["crop_outside"]
+    assert summary["n"] == len(table) == report["kept_images"]
+    assert summary["padded_fraction"] == pytest.approx((frac > 0).mean())
+    assert summary["median"] == pytest.approx(np.median(frac))
+    assert summary["p90"] == pytest.approx(np.quantile(frac, 0.9))
+    assert summary["max"] == pytest.approx(frac.max())
+    assert summary["pad_sigma_source"] == {"variance": len(table)}
+
+
+def test_stored_images_have_no_zero_border_and_the_report_has_the_distribution(extracted):
+    out, reports = extracted
+    for name in NOISY:
+        table, images = read_outputs(out, name)
+        check_padding(table, images, reports[name], "GRI")
+        assert reports[name]["pad_mode"] == "noise"
+    xray, _ = read_outputs(out, "MOCK_XRAY")
+    assert reports["MOCK_XRAY"]["pad_mode"] == "constant"
+    assert (xray["crop_outside_fraction"] == 0).all()   # R200C_FACTOR 1 on 2 R200c frames
+
+
+def test_crops_beyond_the_frame_are_padded_with_the_frame_noise(small_params, small_universe, tmp_path):
+    """With crops twice as wide most of them leave the frame: padded with noise of the
+    image's own σ (the mock's true sky σ = √(VARSC × BGVAR)), never with zeros, and the
+    same for one and two workers (the noise is seeded by each image's identity)."""
+    raw_root, _ = small_universe
+    stores = {}
+    for workers in (1, 2):
+        root = tmp_path / f"w{workers}"
+        reports = run_extract(only(small_params, [STELLAR], PETRO_RADIUS_FACTOR=4, NUM_WORKERS=workers),
+                              small_universe, root)
+        stores[workers] = read_outputs(root, STELLAR)
+    table, images = stores[1]
+    pd.testing.assert_frame_equal(table, stores[2][0])
+    np.testing.assert_array_equal(images, stores[2][1])
+    check_padding(table, images, reports[STELLAR], "GRI")
+    assert reports[STELLAR]["crop_outside"]["padded_fraction"] > 0.5
+    # the σ used is the frame's true sky σ; a few per cent above it only where the galaxy
+    # fills its frame and its Poisson noise reaches the frame's edge
+    truth = np.array([header_sigma(raw_root / STELLAR / "images" / f, "GRI") for f in table["file"]])
+    used = table[["pad_sigma_G", "pad_sigma_R", "pad_sigma_I"]].to_numpy()
+    error = used / truth - 1
+    assert np.median(np.abs(error)) < 0.02 and np.abs(error).max() < 0.1
+    # zero padding, asked for, does leave zero borders: the check above can fail
+    file = table.loc[table["crop_outside_fraction"].idxmax(), "file"]
+    crop = extractor_spec(small_params, PETRO_RADIUS_FACTOR=4)
+    zero = extract.process_image(str(raw_root / STELLAR / "images" / file), EXTNAMES, tuple("GRI"),
+                                 {**crop, "pad_mode": "constant"}, 32, {})
+    noise = extract.process_image(str(raw_root / STELLAR / "images" / file), EXTNAMES, tuple("GRI"),
+                                  crop, 32, {}, pad_seed=5)
+    assert zero_borders(zero.image[None]).all()
+    assert not zero_borders(noise.image[None]).any()
+    again = extract.process_image(str(raw_root / STELLAR / "images" / file), EXTNAMES, tuple("GRI"),
+                                  crop, 32, {}, pad_seed=5)
+    np.testing.assert_array_equal(noise.image, again.image)
+
+
+EXTNAMES = tuple(f"SUBARU_HSC.{b}" for b in "GRI")
+
+
+def extractor_spec(raw: dict, **overrides) -> dict:
+    params = parse_params(only(raw, [STELLAR], **overrides))
+    return make_extractor(params.extract.dataset(STELLAR), params.extract, Path("."), Path("."),
+                          config.snapshot_redshifts_path).crop_spec()

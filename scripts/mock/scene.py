@@ -8,8 +8,13 @@ recent major merger, either a second nucleus (n = 2, half-light radius 0.6 R √
 0.45 μ/(1+μ) of the light, approaching the centre as the merger ages) or a one-sided tidal
 tail (exponential, q = 0.25 foreshortened by projection, offset 1.2 R, 3–18 % of the light
 fading over 2 Gyr). Both sit along the merger's fixed 3-D direction, so all projections of
-one galaxy agree. The cut-out covers 10 stellar half-mass radii, clipped to the size
-preset's pixel range (the real TNG50 example in data/: 50 kpc on 88 px).
+one galaxy agree. The cut-out covers 15 stellar half-mass radii, clipped to the size
+preset's pixel range: the extract stage's default crop (4 R90, ``PETRO_RADIUS_FACTOR`` 2)
+spans 9.5 half-mass radii for the median galaxy and 12.5 at the 90th percentile, so with
+the former 10 (and the demo's 96-px cap) half of the simulated images were padded beyond
+their frame; the real TNG–HSC mocks frame each galaxy generously too (the example in
+data/: 50 kpc on 88 px). Larger frames cost disk and I/O, not render time (the
+FFT size is set by the profiles).
 """
 from __future__ import annotations
 
@@ -22,12 +27,14 @@ from scripts.mock.physics import COMPANION_PHASE_GYR, RECENT_MERGER_GYR
 from scripts.mock.render import GalaxyScene, SersicComponent
 
 BULGE_Q0 = 0.75
-FOV_HALF_MASS_RADII = 10.0
+#: Cut-out side in stellar half-mass radii (see the module docstring).
+FOV_HALF_MASS_RADII = 15.0
 
 
 def cutout_npix(half_mass_radius_kpc: float, kpc_per_arcsec: float, pixel_scale: float,
                 npix_range: tuple[int, int]) -> int:
-    """Even cut-out side [px] covering 10 half-mass radii, clipped to ``npix_range``."""
+    """Even cut-out side [px] covering :data:`FOV_HALF_MASS_RADII` half-mass radii, clipped
+    to ``npix_range``."""
     want = FOV_HALF_MASS_RADII * half_mass_radius_kpc / kpc_per_arcsec / pixel_scale
     npix = 2 * int(round(want / 2.0))
     return int(np.clip(npix, npix_range[0], npix_range[1]))

@@ -17,8 +17,11 @@ class UniverseSize:
         conditions); n_empty_groups: extra small FoF groups without subhalos (GroupFirstSub = −1);
     n_hsc_groups: groups drawn for the observed survey; n_hsc: observed galaxies kept;
     n_clusters: groups in MockTNG-Cluster (≤ 352 rows of the real CCcriteria file);
-    galaxy_npix: (min, max) side of galaxy cut-outs in pixels (the field of view covers 10
-        stellar half-mass radii and is clipped to this range);
+    galaxy_npix: (min, max) side of galaxy cut-outs in pixels (the field of view covers 15
+        stellar half-mass radii, :data:`scripts.mock.scene.FOV_HALF_MASS_RADII`, and is
+        clipped to this range; the demo's cap lets the default crop of params.demo.yaml
+        stay inside the frame for all but a few per cent of the galaxies, the test
+        presets keep theirs small and rely on the extract stage's noise padding);
     xray_npix: side of the X-ray maps (field of view 2 R200c); num_files: chunk files per
         group catalogue.
     """
@@ -46,7 +49,7 @@ SIZES = {
     ),
     "demo": UniverseSize(
         name="demo", n_groups=130, n_empty_groups=40, n_hsc_groups=450, n_hsc=600,
-        n_clusters=200, galaxy_npix=(64, 96), xray_npix=96, num_files=4,
+        n_clusters=200, galaxy_npix=(64, 224), xray_npix=96, num_files=4,
     ),
 }
 

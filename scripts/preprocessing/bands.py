@@ -110,6 +110,10 @@ class BandImage:
     n_repaired: tuple[int, ...] = field(default=())
     #: Header values of the first band (redshift, pixel scales), read in the same open.
     meta: "ImageMeta | None" = None
+    #: With ``load_bands(variance=True)``: each band's VARIANCE plane (None where the file
+    #: has none or it is unusable) and its header ``VARSC`` (NaN where absent).
+    variances: tuple = field(default=())
+    var_scales: tuple[float, ...] = field(default=())
 
     @property
     def repaired(self) -> bool:
@@ -523,6 +527,25 @@ class _ScannedFits(_FitsBase):
             self._headers[index] = header
         return self._headers[index]
 
+    def header_value(self, index: int, keyword: str) -> Any:
+        """Value of one keyword of HDU ``index`` (None if absent), parsing only its card
+        unless the header is parsed already (a whole header costs ~1 ms in astropy)."""
+        if index in self._headers:
+            return self._headers[index].get(keyword)
+        raw, key = self.hdus[index].header_bytes, keyword.upper().encode("ascii").ljust(8)
+        for pos in range(0, len(raw), _CARD):
+            card = raw[pos:pos + _CARD]
+            if card == _END_CARD:
+                break
+            if card[:8] == key and card[8:10] == b"= ":
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    try:
+                        return fits.Card.fromstring(card.decode("ascii")).value
+                    except _ASTROPY_READ_ERRORS:
+                        return None
+        return None
+
     def data(self, index: int, extname: str) -> np.ndarray:
         """The 2-D numeric data of HDU ``index``, native byte order."""
         hdu = self.hdus[index]
@@ -583,6 +606,9 @@ class _AstropyFits(_FitsBase):
 
     def header(self, index: int) -> fits.Header:
         return self.hdul[index].header
+
+    def header_value(self, index: int, keyword: str) -> Any:
+        return self.hdul[index].header.get(keyword)
 
     def data(self, index: int, extname: str) -> np.ndarray:
         """The 2-D numeric data of HDU ``index``, native byte order."""
@@ -716,7 +742,7 @@ def _check_band(path: Path, extname: str, band: np.ndarray, nan_fill: str,
 
 def load_bands(path: str | os.PathLike, extnames: Sequence[str], *, nan_fill: str = "median",
                max_nan_fraction: float = 0.5,
-               shape: tuple[int, int] | None = None) -> BandImage:
+               shape: tuple[int, int] | None = None, variance: bool = False) -> BandImage:
     """Read the image HDUs named ``extnames`` into one (H, W, C) float32 cube.
 
     Parameters
@@ -729,6 +755,9 @@ def load_bands(path: str | os.PathLike, extnames: Sequence[str], *, nan_fill: st
     max_nan_fraction : a band with a larger fraction of non-finite pixels is rejected
         (``too_many_nan``); an entirely non-finite band is always rejected (``all_nan``).
     shape : expected (H, W); ``None`` accepts any shape common to all bands.
+    variance : also read each band's ``EXTNAME VARIANCE`` plane and ``VARSC`` header value
+        in the same open (:attr:`BandImage.variances`, :attr:`BandImage.var_scales`; the
+        sky noise that pads crops). A missing or unusable plane is None, never an error.
 
     Raises
     ------
@@ -756,8 +785,32 @@ def load_bands(path: str | os.PathLike, extnames: Sequence[str], *, nan_fill: st
             bands.append(band)
             counts.append(n_bad)
         meta = meta_from_header(f.header(indices[0]), str(path), f.names[indices[0]])
+        planes, scales = (_variance_planes(f, extnames, indices, bands[0].shape) if variance
+                          else ((), ()))
     data = np.stack(bands, axis=-1).astype(np.float32, copy=False)
-    return BandImage(str(path), tuple(extnames), data, tuple(counts), meta)
+    return BandImage(str(path), tuple(extnames), data, tuple(counts), meta, planes, scales)
+
+
+def _variance_planes(f, extnames: Sequence[str], indices: Sequence[int],
+                     shape: tuple[int, ...]) -> tuple[tuple, tuple[float, ...]]:
+    """(VARIANCE plane or None, VARSC or NaN) per band of an open file."""
+    planes, scales = [], []
+    for name, index in zip(extnames, indices):
+        key = (name + PLANE_SUFFIX["variance"]).strip().upper()
+        plane = None
+        if f.names.count(key) == 1:
+            try:
+                plane = f.data(f.names.index(key), key)
+            except BadImageError as err:
+                logger.debug("%s: variance plane %s unusable (%s); sky noise from the band",
+                             f.path, key, err.detail)
+            if plane is not None and plane.shape != tuple(shape):
+                logger.debug("%s: variance plane %s has shape %s, band %s", f.path, key,
+                             plane.shape, shape)
+                plane = None
+        planes.append(plane)
+        scales.append(_as_float(f.header_value(index, "VARSC")) if plane is not None else math.nan)
+    return tuple(planes), tuple(scales)
 
 
 def read_bands(path: str | os.PathLike, extnames: Sequence[str], **kwargs) -> np.ndarray:

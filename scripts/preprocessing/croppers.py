@@ -13,9 +13,26 @@ Conventions
   ``(x, y) = (column, row)`` in these coordinates (the photutils convention), so the
   centre of an 88-pixel frame is 43.5.
 * The crop is a square of ``crop_size`` whole pixels whose centre is the pixel-grid
-  position nearest to ``center`` (within half a pixel). Where it leaves the frame it is
-  padded (``pad_mode``, default zeros = the sky level of a sky-subtracted image), so the
-  output is always ``crop_size`` square.
+  position nearest to ``center`` (within half a pixel), so the output is always
+  ``crop_size`` square. ``record()['crop_outside_fraction']`` is the fraction of its
+  pixels that lie outside the frame.
+
+Padding beyond the frame
+------------------------
+Where the crop leaves the frame it is padded with **sky noise** (``pad_mode='noise'``,
+the default): white Gaussian noise of mean 0 and the image's own σ per band (from the
+variance plane, else a robust estimate from the frame's outer strip; see :mod:`noise`), from a generator seeded with
+the image's identity (``transform(image, noise_sigma=…, seed=…)``). Padding with exact
+zeros (``pad_mode='constant'``, what this module used to do) leaves a noiseless border
+around every galaxy larger than its frame — half of a simulated set in the demo — which
+the network and the realism measures pick up instead of physics. Capping the crop at the
+frame (the original pipeline) avoids the border but shrinks the crop of exactly those
+galaxies, so their apparent size after the resize to ``IMAGE_SIZE`` no longer follows
+``PETRO_RADIUS_FACTOR × R90``; noise keeps the crop the size the fit asks for and makes
+the border look like more sky, which is what a larger frame would have shown at the
+noise level (the light of the galaxy beyond the frame, ≲ a few per cent at 2 R90, is
+lost either way). A band with σ = 0 (a noiseless model image) is padded with zeros, which
+is then no artefact.
 * A failed fit never raises: ``failed`` is set, ``failure_reason`` says why, and
   ``transform`` returns the full frame unchanged (the extract stage counts these).
 
@@ -50,11 +67,13 @@ from typing import Any
 
 import numpy as np
 
+from scripts.preprocessing.noise import MAD_TO_SIGMA, border_sigma, robust_sigma  # noqa: F401
+
 logger = logging.getLogger(__name__)
 
-#: Scale from the median absolute deviation to σ of a Gaussian.
-MAD_TO_SIGMA = 1.482602218505602
 CENTER_METHODS = ("centroid", "peak", "frame")
+#: ``'noise'`` (sky noise, default) or any :func:`numpy.pad` mode ('constant' = zeros).
+DEFAULT_PAD_MODE = "noise"
 
 
 # --------------------------------------------------------------------------- geometry
@@ -71,15 +90,38 @@ def crop_origin(center: tuple[float, float], size: int) -> tuple[int, int]:
     return math.floor(cy - size / 2.0 + 1.0), math.floor(cx - size / 2.0 + 1.0)
 
 
+def _inside_span(origin: int, size: int, length: int) -> tuple[int, int]:
+    """(first, end) indices within a crop of ``size`` starting at ``origin`` that fall
+    inside ``[0, length)``."""
+    first = min(size, max(0, -origin))
+    return first, max(first, min(size, length - origin))
+
+
+def outside_fraction(frame_shape: tuple[int, ...], center: tuple[float, float], size: int) -> float:
+    """Fraction of the pixels of a ``size`` square crop about ``center`` outside the frame."""
+    size = int(size)
+    y0, x0 = crop_origin(center, size)
+    r0, r1 = _inside_span(y0, size, frame_shape[0])
+    c0, c1 = _inside_span(x0, size, frame_shape[1])
+    return 1.0 - (r1 - r0) * (c1 - c0) / float(size * size)
+
+
 def crop_square(image: np.ndarray, center: tuple[float, float], size: int,
-                pad_mode: str = "constant") -> np.ndarray:
+                pad_mode: str = "constant", *, noise_sigma=None, seed: int | None = None
+                ) -> np.ndarray:
     """``size`` × ``size`` crop of ``image`` about ``center`` (x, y), padded beyond the frame.
 
-    ``pad_mode`` is a :func:`numpy.pad` mode ('constant' pads with zeros). Returns a copy.
+    ``pad_mode`` is ``'noise'`` or a :func:`numpy.pad` mode ('constant' pads with zeros).
+    With ``'noise'`` the pixels outside the frame are Gaussian noise of mean 0 and σ
+    ``noise_sigma`` (scalar or one per band; default: :func:`noise.border_sigma` of each band) from
+    ``numpy.random.default_rng(seed)`` (seed None = 0: pass the image's identity seed);
+    the noise at a crop pixel depends only on (seed, crop shape, σ). Returns a copy.
     """
     size = int(size)
     if size < 1:
         raise ValueError(f"crop size must be >= 1 pixel, got {size}")
+    if pad_mode == "noise":
+        return _noise_padded(image, center, size, noise_sigma, seed)
     H, W = image.shape[:2]
     y0, x0 = crop_origin(center, size)
     y1, x1 = y0 + size, x0 + size
@@ -89,6 +131,31 @@ def crop_square(image: np.ndarray, center: tuple[float, float], size: int,
         image = np.pad(image, pad_width, mode=pad_mode)
         y0, y1, x0, x1 = y0 + pad[0][0], y1 + pad[0][0], x0 + pad[1][0], x1 + pad[1][0]
     return image[y0:y1, x0:x1].copy()
+
+
+def _noise_padded(image: np.ndarray, center: tuple[float, float], size: int, noise_sigma,
+                  seed: int | None) -> np.ndarray:
+    crop = crop_square(image, center, size, "constant")
+    y0, x0 = crop_origin(center, size)
+    r0, r1 = _inside_span(y0, size, image.shape[0])
+    c0, c1 = _inside_span(x0, size, image.shape[1])
+    if (r1 - r0) * (c1 - c0) == size * size:
+        return crop
+    bands = 1 if image.ndim == 2 else image.shape[2]
+    if noise_sigma is None:
+        cube = image[..., None] if image.ndim == 2 else image
+        noise_sigma = [border_sigma(cube[..., c]) for c in range(bands)]
+    sigma = np.broadcast_to(np.nan_to_num(np.asarray(noise_sigma, dtype=np.float64)), (bands,))
+    if (sigma < 0).any():
+        raise ValueError(f"noise_sigma must be >= 0, got {noise_sigma}")
+    if not sigma.any():
+        return crop
+    noise = np.random.default_rng(0 if seed is None else seed).standard_normal(crop.shape)
+    noise *= sigma if image.ndim == 3 else sigma[0]
+    outside = np.ones((size, size), dtype=bool)
+    outside[r0:r1, c0:c1] = False
+    crop[outside] = noise[outside]
+    return crop
 
 
 def _reference(image: np.ndarray, band: int) -> np.ndarray:
@@ -296,21 +363,13 @@ def petrosian_radius(profile: RadialProfile, eta: float = 0.2,
     return float(r_mid[k - 1] + t * (r_mid[k] - r_mid[k - 1])), ""
 
 
-def robust_sigma(values: np.ndarray) -> float:
-    """Gaussian-equivalent σ from the median absolute deviation."""
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return math.nan
-    return float(MAD_TO_SIGMA * np.median(np.abs(values - np.median(values))))
-
-
 # --------------------------------------------------------------------------- croppers
 
 
 class _SquareCropper:
     """Shared ``transform`` / ``fit_transform`` / ``record`` of the croppers."""
 
-    def __init__(self, min_size: int = 4, pad_mode: str = "constant"):
+    def __init__(self, min_size: int = 4, pad_mode: str = DEFAULT_PAD_MODE):
         if int(min_size) < 1:
             raise ValueError(f"min_size must be >= 1 pixel, got {min_size}")
         self.min_size = int(min_size)
@@ -335,8 +394,13 @@ class _SquareCropper:
     def _size_from_half(self, half_size: float) -> int:
         return max(self.min_size, int(math.floor(2.0 * half_size + 0.5)))
 
-    def transform(self, image: np.ndarray) -> np.ndarray:
-        """The crop of ``image`` (same frame shape as in ``fit``); full frame if failed."""
+    def transform(self, image: np.ndarray, *, noise_sigma=None, seed: int | None = None
+                  ) -> np.ndarray:
+        """The crop of ``image`` (same frame shape as in ``fit``); full frame if failed.
+
+        ``noise_sigma`` (per band) and ``seed`` set the noise padding (``pad_mode='noise'``,
+        see :func:`crop_square`); σ defaults to :func:`noise.border_sigma` of each band.
+        """
         if not hasattr(self, "frame_shape_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit(image) first")
         image = np.asarray(image)
@@ -345,7 +409,15 @@ class _SquareCropper:
                              f"{self.frame_shape_}")
         if self.failed:
             return image.copy()
-        return crop_square(image, self.center, self.crop_size, self.pad_mode)
+        return crop_square(image, self.center, self.crop_size, self.pad_mode,
+                           noise_sigma=noise_sigma, seed=seed)
+
+    @property
+    def outside_fraction(self) -> float:
+        """Fraction of the crop's pixels outside the frame (0 for a failed fit)."""
+        if self.failed:
+            return 0.0
+        return outside_fraction(self.frame_shape_, self.center, self.crop_size)
 
     def fit_transform(self, image: np.ndarray, **fit_kwargs) -> np.ndarray:
         return self.fit(image, **fit_kwargs).transform(image)
@@ -357,7 +429,8 @@ class _SquareCropper:
     def record(self) -> dict[str, Any]:
         """Per-image columns for ``objects.parquet`` (radii in pixels of the input frame)."""
         return {"crop_size": self.crop_size, "crop_failed": self.failed,
-                "crop_failure": self.failure_reason}
+                "crop_failure": self.failure_reason,
+                "crop_outside_fraction": self.outside_fraction}
 
 
 class PetrosianCropper(_SquareCropper):
@@ -375,7 +448,8 @@ class PetrosianCropper(_SquareCropper):
     min_snr : minimum S/N of the Petrosian flux against the pixel noise.
     min_frame_coverage : the η root is searched only where annuli are at least this
         fraction inside the frame.
-    min_size, pad_mode : smallest crop edge (pixels) and :func:`numpy.pad` mode.
+    min_size, pad_mode : smallest crop edge (pixels) and padding beyond the frame
+        ('noise' or a :func:`numpy.pad` mode; see the module docstring).
 
     Attributes after ``fit`` (pixels; NaN when failed): ``r_petrosian``, ``r50``, ``r90``;
     also ``flux_petrosian`` (image units) and ``snr`` (kept for diagnosis when the S/N
@@ -387,7 +461,7 @@ class PetrosianCropper(_SquareCropper):
                  petrosian_aperture: float = 2.0, center: str | tuple[float, float] = "centroid",
                  center_radius: float | None = None, dr: float = 1.0, oversample: int = 4,
                  min_snr: float = 5.0, min_frame_coverage: float = 0.5, min_size: int = 4,
-                 pad_mode: str = "constant"):
+                 pad_mode: str = DEFAULT_PAD_MODE):
         super().__init__(min_size, pad_mode)
         if not factor > 0:
             raise ValueError(f"factor must be > 0, got {factor}")
@@ -496,7 +570,7 @@ class R200cCropper(_SquareCropper):
     Non-finite or non-positive inputs fail the fit (full frame kept).
     """
 
-    def __init__(self, factor: float = 1.0, *, min_size: int = 4, pad_mode: str = "constant"):
+    def __init__(self, factor: float = 1.0, *, min_size: int = 4, pad_mode: str = DEFAULT_PAD_MODE):
         super().__init__(min_size, pad_mode)
         if not factor > 0:
             raise ValueError(f"factor must be > 0, got {factor}")
@@ -525,7 +599,8 @@ class R200cCropper(_SquareCropper):
 class FractionCropper(_SquareCropper):
     """Keep the central ``fraction`` of the frame: a square of round(fraction × shorter edge)."""
 
-    def __init__(self, fraction: float = 1.0, *, min_size: int = 1, pad_mode: str = "constant"):
+    def __init__(self, fraction: float = 1.0, *, min_size: int = 1,
+                 pad_mode: str = DEFAULT_PAD_MODE):
         super().__init__(min_size, pad_mode)
         if not 0 < fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")

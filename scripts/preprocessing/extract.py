@@ -47,13 +47,15 @@ from scripts.params import DatasetSpec, ExtractParams
 from scripts.preprocessing.bands import BadImageError, load_bands, read_band_planes
 from scripts.preprocessing.croppers import FractionCropper, PetrosianCropper, R200cCropper
 from scripts.preprocessing.extractors import IDENTITY, Extractor, image_field_names, make_extractor
+from scripts.preprocessing.noise import identity_seed, sky_sigma
 from scripts.preprocessing.resize import resize_area
 from scripts.stage import run_stage
 
 log = logging.getLogger("extract")
 
 #: Bump when the per-image processing changes, so old caches are not reused.
-PROCESSING_VERSION = 1
+#: 2: crops padded with sky noise instead of zeros; crop_outside_fraction and pad_sigma_*.
+PROCESSING_VERSION = 2
 #: AB zero point of images in nanomaggies.
 NANOMAGGY_ZEROPOINT = 22.5
 IMAGES_KEY = "images"
@@ -84,17 +86,25 @@ def _aperture_fluxes(image: np.ndarray, center, radius: float) -> np.ndarray:
 
 
 def process_image(path: str, extnames: tuple[str, ...], filters: tuple[str, ...], crop: dict,
-                  image_size: int, crop_inputs: dict) -> ImageResult:
-    """Read, crop, resize and measure one file. Never raises for a bad file."""
+                  image_size: int, crop_inputs: dict, pad_seed: int | None = None) -> ImageResult:
+    """Read, crop, resize and measure one file. Never raises for a bad file.
+
+    Crops leaving the frame are padded as ``crop['pad_mode']`` says (default sky noise of
+    the image's σ per band, recorded as ``pad_sigma_<band>``; see :mod:`croppers`), from
+    a generator seeded with ``pad_seed`` (extract passes the image's identity; None: the
+    file name).
+    """
     name = os.path.basename(path)
+    pad_mode = crop.get("pad_mode", "noise")
     try:
-        bands = load_bands(path, extnames)
+        bands = load_bands(path, extnames, variance=pad_mode == "noise")
     except BadImageError as err:
         return ImageResult(name, None, {}, err.reason, err.detail)
     image, meta = bands.data, bands.meta
     kind = crop["name"]
     if kind == "petrosian":
-        cropper = PetrosianCropper(crop["petro_radius_factor"], reference_band=crop["reference_band"])
+        cropper = PetrosianCropper(crop["petro_radius_factor"], reference_band=crop["reference_band"],
+                                   pad_mode=pad_mode)
         mask = None
         if crop.get("mask_bits"):
             try:
@@ -104,15 +114,22 @@ def process_image(path: str, extnames: tuple[str, ...], filters: tuple[str, ...]
             mask = (plane.astype(np.int64) & int(crop["mask_bits"])) != 0
         cropper.fit(image, mask=mask)
     elif kind == "r200c":
-        cropper = R200cCropper(crop["r200c_factor"])
+        cropper = R200cCropper(crop["r200c_factor"], pad_mode=pad_mode)
         cropper.fit(image, r200c_kpc=crop_inputs.get("r200c_kpc", math.nan),
                     kpc_per_pixel=meta.kpc_per_pixel)
     elif kind == "fraction":
-        cropper = FractionCropper(crop["crop_fraction"]).fit(image)
+        cropper = FractionCropper(crop["crop_fraction"], pad_mode=pad_mode).fit(image)
     else:
-        cropper = FractionCropper(1.0).fit(image)
+        cropper = FractionCropper(1.0, pad_mode=pad_mode).fit(image)
     record = cropper.record()
     record["nan_repaired"] = int(sum(bands.n_repaired))
+    if pad_mode == "noise":
+        sigma, sources = sky_sigma(image, bands.variances, bands.var_scales)
+    else:
+        sigma, sources = np.zeros(image.shape[-1]), ("none",) * image.shape[-1]
+    for band, value in zip(filters, sigma):
+        record[f"pad_sigma_{band}"] = float(value)
+    record["pad_sigma_source"] = ",".join(sorted(set(sources)))
     # image-derived FIELDS: Petrosian radii in arcsec/kpc and magnitudes within 2 r_P
     r_p = getattr(cropper, "r_petrosian", math.nan)
     record.setdefault("r_petrosian", r_p)
@@ -131,7 +148,8 @@ def process_image(path: str, extnames: tuple[str, ...], filters: tuple[str, ...]
         record[f"petro_r{r}_kpc"] = radius * meta.kpc_per_pixel
     record["redshift_header"] = meta.redshift
     try:
-        out = resize_area(cropper.transform(image), image_size)
+        seed = identity_seed(name) if pad_seed is None else pad_seed
+        out = resize_area(cropper.transform(image, noise_sigma=sigma, seed=seed), image_size)
     except ValueError as err:
         return ImageResult(name, None, {}, "wrong_shape", str(err))
     if not np.isfinite(out).all():
@@ -270,14 +288,16 @@ def extract_dataset(extractor: Extractor, params: ExtractParams, out_root: Path)
 
     inputs = extractor.crop_inputs(match.fields)
     ident = work.set_index("file")[["snapshot", "object_id"]]
+    work_ident = work.set_index("file")[list(IDENTITY)]
     extnames = tuple(spec.band_extnames[f] for f in spec.filters)
     image_shape = (params.image_size, params.image_size, len(spec.filters))
 
     def task(name):
         key = tuple(ident.loc[name])
         crop_in = inputs.loc[key].to_dict() if len(inputs.columns) else {}
+        seed = identity_seed(spec.name, *(int(v) for v in work_ident.loc[name]))
         return joblib.delayed(process_image)(str(images_dir / name), extnames, spec.filters, crop,
-                                             params.image_size, crop_in)
+                                             params.image_size, crop_in, seed)
 
     with tqdm(total=len(todo), desc=spec.name, unit="img", disable=None) as bar, \
             joblib.parallel_config(backend=params.joblib_backend, n_jobs=params.num_workers):
@@ -385,6 +405,7 @@ def _assemble(extractor, params, out_dir, work, files, unmatched, match, cache, 
     return {
         "dataset": spec.name,
         "extractor": spec.extractor,
+        "pad_mode": extractor.pad_mode,
         "images_found": int(len(files) + len(unmatched)),
         "objects_with_catalogue_row": int(len(match.fields)),
         "images_selected": int(len(work)),
@@ -400,8 +421,27 @@ def _assemble(extractor, params, out_dir, work, files, unmatched, match, cache, 
                                     "expected": spec.num_projections}
                                    for (s, o), n in incomplete.items()],
         "crop_failed": int(table["crop_failed"].sum()) if "crop_failed" in table else 0,
+        "crop_outside": outside_summary(table),
         "nan_repaired_images": int((table["nan_repaired"] > 0).sum()) if "nan_repaired" in table else 0,
     }
+
+
+def outside_summary(table: pd.DataFrame) -> dict:
+    """Distribution of ``crop_outside_fraction`` over the kept images, and how they were
+    padded: n, fraction of images with any padding, mean, median, p90, p99, max, pad mode
+    and σ source counts (the analyse report shows the same)."""
+    values = table["crop_outside_fraction"].to_numpy(np.float64) if "crop_outside_fraction" in table \
+        else np.zeros(0)
+    out = {"n": int(values.size)}
+    if values.size:
+        out.update({"padded_fraction": float((values > 0).mean()),
+                    "mean": float(values.mean()), "median": float(np.median(values)),
+                    "p90": float(np.quantile(values, 0.9)), "p99": float(np.quantile(values, 0.99)),
+                    "max": float(values.max())})
+    if "pad_sigma_source" in table:
+        out["pad_sigma_source"] = {str(k): int(v) for k, v in
+                                   table["pad_sigma_source"].value_counts().sort_index().items()}
+    return out
 
 
 def _log_summary(report: dict) -> None:
@@ -415,6 +455,12 @@ def _log_summary(report: dict) -> None:
              len(report["images_without_catalogue_row"]), len(report["images_outside_selection"]),
              len(report["catalogue_objects_without_image"]), len(report["incomplete_projections"]),
              report["crop_failed"])
+    outside = report.get("crop_outside", {})
+    if outside.get("n"):
+        log.info("%s: %.1f %% of crops reach beyond the frame (median %.3f, p90 %.3f, max %.3f of "
+                 "the crop outside; padded with %s)", report["dataset"],
+                 100 * outside["padded_fraction"], outside["median"], outside["p90"], outside["max"],
+                 report.get("pad_mode", "?"))
 
 
 # --------------------------------------------------------------------------- entry

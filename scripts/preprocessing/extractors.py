@@ -7,7 +7,8 @@ cropping, caching, parallelism, reports) the same way for every kind:
    name through a regex with named groups ``object_id``, ``snapshot``, ``projection``);
 2. which objects the catalogue selects and what their FIELDS are
    (:meth:`Extractor.catalogue`);
-3. how each image is cropped (:meth:`Extractor.crop_spec`).
+3. how each image is cropped (:meth:`Extractor.crop_spec`), including how a crop that
+   leaves the frame is padded (:attr:`Extractor.pad_mode`).
 
 Add your own dataset kind by subclassing :class:`Extractor` (see README, "Add your own
 dataset") and registering it in :data:`EXTRACTORS`.
@@ -62,6 +63,9 @@ class Extractor:
     kind = ""
     #: catalogue columns the cropper needs besides the requested FIELDS
     crop_fields: tuple[str, ...] = ()
+    #: padding of crops beyond the frame: sky noise of the image's σ (sky-subtracted
+    #: images; see :mod:`scripts.preprocessing.croppers`) or a numpy.pad mode
+    pad_mode = "noise"
 
     def __init__(self, spec: DatasetSpec, params: ExtractParams, raw_root: Path,
                  illustris_root: Path, snapshot_redshifts_path: Path):
@@ -134,7 +138,8 @@ class Extractor:
             reference = len(filters) // 2
         return {"name": self.spec.cropper, "petro_radius_factor": p.petro_radius_factor,
                 "reference_band": reference, "r200c_factor": p.r200c_factor,
-                "crop_fraction": p.crop_fraction, "mask_bits": p.mask_bits}
+                "crop_fraction": p.crop_fraction, "mask_bits": p.mask_bits,
+                "pad_mode": self.pad_mode}
 
     def crop_inputs(self, fields: pd.DataFrame) -> pd.DataFrame:
         """Per-object cropper inputs (e.g. r200c_kpc), indexed like ``fields``."""
@@ -202,6 +207,10 @@ class TNGXrayExtractor(_TNGExtractor):
 
     kind = "tng_xray"
     crop_fields = ("r200c_kpc",)
+    #: count maps are not sky-subtracted: zero-mean Gaussian padding would add negative
+    #: counts, while zeros sit at their faint background. The maps span 2 R200c, so the
+    #: default R200C_FACTOR = 1 never pads (crop_outside_fraction says when it does).
+    pad_mode = "constant"
 
     def reader(self, snapshot):
         from TNG.group import Group
