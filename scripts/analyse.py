@@ -59,6 +59,7 @@ from scripts.analysis.representation import (REPRESENTATION_FILE, Embedder, Repr
 from scripts.fingerprint import (check_splits_unchanged, encoder_fingerprint,
                                  read_run_fingerprints, splits_fingerprint)
 from scripts.params import Params
+from scripts.preprocessing.croppers import outside_summary
 from scripts.stage import run_stage
 
 log = logging.getLogger("analyse")
@@ -122,6 +123,23 @@ def attach_fields(meta: pd.DataFrame, params: Params, dataset_root: Path) -> tup
         parts.append(joined)
     fields_table = pd.concat(parts).reindex(meta.index) if parts else pd.DataFrame(index=meta.index)
     return pd.concat([meta, fields_table], axis=1), fields_by
+
+
+def crop_padding(meta: pd.DataFrame, dataset_root: Path) -> dict:
+    """Per embedded dataset, the distribution of the fraction of each image's crop that lay
+    outside its frame (extract's ``crop_outside_fraction``; padded with sky noise), over the
+    embedded images: a set that is padded far more often than another can be told apart by
+    its borders rather than its galaxies."""
+    out = {}
+    for name, part in meta.groupby("dataset", sort=False):
+        columns = [c for c in ("crop_outside_fraction", "pad_sigma_source")
+                   if c in _objects_columns(dataset_root, name)]
+        if "crop_outside_fraction" not in columns:
+            continue
+        objects = pd.read_parquet(dataset_root / name / "objects.parquet", columns=["row", *columns])
+        rows = objects.set_index("row").reindex(part["row"].to_numpy())
+        out[name] = outside_summary(rows)
+    return out
 
 
 def driver_fields_for(params: Params, fields: list[str], dataset: str) -> list[str]:
@@ -392,7 +410,8 @@ def _realism_text(splits) -> list[str]:
 
 def build_sections(params: Params, counts: pd.DataFrame, skipped: dict, dim: int, figures: dict,
                    realism: pd.DataFrame, drivers: pd.DataFrame, permanence: pd.DataFrame,
-                   analogues: pd.DataFrame, analogue_metrics: dict, seconds: dict) -> list[Section]:
+                   analogues: pd.DataFrame, analogue_metrics: dict, seconds: dict,
+                   padding: dict | None = None) -> list[Section]:
     an = params.analyse
     sections = []
     summary = Section("Summary", [
@@ -416,6 +435,14 @@ def build_sections(params: Params, counts: pd.DataFrame, skipped: dict, dim: int
                                                                  if c in permanence.columns]]))
     sections.append(summary)
     data = Section("Data", tables=[("Images embedded per dataset and split", counts)])
+    if padding:
+        data.text.append("Crops that reach beyond their frame are padded with the image's own sky "
+                         "noise (extract stage); the share of such crops per dataset shows whether "
+                         "a set's borders differ from another's.")
+        data.tables.append(("Fraction of each crop outside its frame (embedded images)", pd.DataFrame([
+            {"dataset": name, "images": v["n"], "padded": v.get("padded_fraction"),
+             "median": v.get("median"), "p90": v.get("p90"), "max": v.get("max")}
+            for name, v in padding.items()])))
     if skipped:
         data.tables.append(("Datasets not embedded", pd.DataFrame(
             [{"dataset": k, "reason": v} for k, v in skipped.items()])))
@@ -550,6 +577,7 @@ def run(params: Params, dataset_root: Path, models_root: Path, reports_root: Pat
     table["split_group"] = groups.reindex(pd.MultiIndex.from_frame(rep.meta[["dataset", "row"]])).to_numpy()
     counts = rep.meta.groupby(["dataset", "split"], sort=False).size().unstack(fill_value=0)
     counts = counts.reindex(columns=[s for s in an.splits if s in counts.columns]).reset_index()
+    padding = crop_padding(rep.meta, dataset_root)
     held_out = rep.meta["split"].isin(list(an.evaluation_splits)).to_numpy()
     rep_eval, table_eval = rep.subset(held_out), table[held_out].reset_index(drop=True)
     missing = [n for n in observed + simulated if not (rep_eval.meta["dataset"] == n).any()]
@@ -596,6 +624,7 @@ def run(params: Params, dataset_root: Path, models_root: Path, reports_root: Pat
         "images": {str(r["dataset"]): {k: int(v) for k, v in r.items() if k != "dataset"}
                    for r in counts.to_dict("records")},
         "skipped_datasets": skipped,
+        "crop_outside": padding,
         "maps": map_metrics,
         "realism": realism_metrics,
         "drivers": driver_metrics,
@@ -605,7 +634,7 @@ def run(params: Params, dataset_root: Path, models_root: Path, reports_root: Pat
     }
     figures = {**map_figs, **ana_figs, **real_figs, **drv_figs}
     sections = build_sections(params, counts, skipped, rep.vectors.shape[1], figures, realism, drivers,
-                              permanence, analogues, analogue_metrics, seconds)
+                              permanence, analogues, analogue_metrics, seconds, padding)
     metrics_path = write_metrics(metrics, report_dir / "metrics.json")
     html_path, md_path = write_report(report_dir, f"Analyse report: run {an.run_name}", sections,
                                       params.to_dict())

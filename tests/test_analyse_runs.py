@@ -117,3 +117,16 @@ def test_analogue_command_refuses_vectors_of_another_encoder(two_runs, tmp_path,
     with caplog.at_level(logging.ERROR):
         assert analogues.main(["--params", str(params_path), str(tmp_path / "any.fits")]) == 2
     assert "made by another encoder" in caplog.text
+
+
+def test_report_shows_the_padded_share_of_each_dataset(two_runs):
+    metrics = two_runs["metrics"][FIRST]
+    rep = read_representation(two_runs["root"] / "reports" / FIRST / "representation.parquet")
+    counts = rep.meta.groupby("dataset").size()
+    assert set(metrics["crop_outside"]) == set(counts.index)
+    for name, summary in metrics["crop_outside"].items():
+        objects = pd.read_parquet(two_runs["dataset"] / name / "objects.parquet")
+        assert summary["n"] == counts[name]
+        expected = (objects.set_index("row").loc[rep.of(name).meta["row"], "crop_outside_fraction"] > 0).mean()
+        assert summary["padded_fraction"] == pytest.approx(expected)
+    assert "outside its frame" in (two_runs["root"] / "reports" / FIRST / "report.md").read_text()

@@ -66,6 +66,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from scripts.preprocessing.noise import MAD_TO_SIGMA, border_sigma, robust_sigma  # noqa: F401
 
@@ -610,3 +611,21 @@ class FractionCropper(_SquareCropper):
         self._reset(image)
         self.crop_size = self._size_from_half(0.5 * self.fraction * min(self.frame_shape_))
         return self
+
+
+def outside_summary(table: pd.DataFrame) -> dict:
+    """Distribution of ``crop_outside_fraction`` over the kept images, and how they were
+    padded: n, fraction of images with any padding, mean, median, p90, p99, max, pad mode
+    and σ source counts (the analyse report shows the same)."""
+    values = table["crop_outside_fraction"].to_numpy(np.float64) if "crop_outside_fraction" in table \
+        else np.zeros(0)
+    out = {"n": int(values.size)}
+    if values.size:
+        out.update({"padded_fraction": float((values > 0).mean()),
+                    "mean": float(values.mean()), "median": float(np.median(values)),
+                    "p90": float(np.quantile(values, 0.9)), "p99": float(np.quantile(values, 0.99)),
+                    "max": float(values.max())})
+    if "pad_sigma_source" in table:
+        out["pad_sigma_source"] = {str(k): int(v) for k, v in
+                                   table["pad_sigma_source"].value_counts().sort_index().items()}
+    return out

@@ -45,7 +45,8 @@ from tqdm import tqdm
 import config
 from scripts.params import DatasetSpec, ExtractParams
 from scripts.preprocessing.bands import BadImageError, load_bands, read_band_planes
-from scripts.preprocessing.croppers import FractionCropper, PetrosianCropper, R200cCropper
+from scripts.preprocessing.croppers import (FractionCropper, PetrosianCropper, R200cCropper,
+                                            outside_summary)
 from scripts.preprocessing.extractors import IDENTITY, Extractor, image_field_names, make_extractor
 from scripts.preprocessing.noise import identity_seed, sky_sigma
 from scripts.preprocessing.resize import resize_area
@@ -424,24 +425,6 @@ def _assemble(extractor, params, out_dir, work, files, unmatched, match, cache, 
         "crop_outside": outside_summary(table),
         "nan_repaired_images": int((table["nan_repaired"] > 0).sum()) if "nan_repaired" in table else 0,
     }
-
-
-def outside_summary(table: pd.DataFrame) -> dict:
-    """Distribution of ``crop_outside_fraction`` over the kept images, and how they were
-    padded: n, fraction of images with any padding, mean, median, p90, p99, max, pad mode
-    and σ source counts (the analyse report shows the same)."""
-    values = table["crop_outside_fraction"].to_numpy(np.float64) if "crop_outside_fraction" in table \
-        else np.zeros(0)
-    out = {"n": int(values.size)}
-    if values.size:
-        out.update({"padded_fraction": float((values > 0).mean()),
-                    "mean": float(values.mean()), "median": float(np.median(values)),
-                    "p90": float(np.quantile(values, 0.9)), "p99": float(np.quantile(values, 0.99)),
-                    "max": float(values.max())})
-    if "pad_sigma_source" in table:
-        out["pad_sigma_source"] = {str(k): int(v) for k, v in
-                                   table["pad_sigma_source"].value_counts().sort_index().items()}
-    return out
 
 
 def _log_summary(report: dict) -> None:
