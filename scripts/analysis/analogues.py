@@ -168,10 +168,13 @@ def process_fits(paths: Sequence[str | Path], params, observed: str,
     """Read, crop and resize FITS files like extract does for dataset ``observed``.
 
     Returns the names that could be processed and their images (N, H, W, C); files that
-    cannot be used are logged with the extract stage's reason code.
+    cannot be used are logged with the extract stage's reason code. A file named like the
+    dataset's images gets the padding noise seed extract gives it (its identity), so an
+    image already in the dataset is processed exactly as it was stored.
     """
     from scripts.preprocessing.extract import process_image
-    from scripts.preprocessing.extractors import make_extractor
+    from scripts.preprocessing.extractors import IDENTITY, make_extractor
+    from scripts.preprocessing.noise import identity_seed
 
     spec = params.extract.dataset(observed)
     extractor = make_extractor(spec, params.extract, raw_root, illustris_root,
@@ -180,7 +183,10 @@ def process_fits(paths: Sequence[str | Path], params, observed: str,
     extnames = tuple(spec.band_extnames[f] for f in spec.filters)
     names, images = [], []
     for path in paths:
-        result = process_image(str(path), extnames, spec.filters, crop, params.extract.image_size, {})
+        ident = extractor.parse_name(Path(path).name)
+        seed = identity_seed(observed, *(int(ident[c]) for c in IDENTITY)) if ident else None
+        result = process_image(str(path), extnames, spec.filters, crop, params.extract.image_size, {},
+                               seed)
         if result.image is None:
             logger.error("%s: skipped (%s: %s)", path, result.reason, result.detail)
             continue
