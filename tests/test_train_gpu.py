@@ -1,8 +1,11 @@
 """GPU-oriented training options, checked on the CPU with a tiny model: the XLA-compiled
 step gives the uncompiled step's numbers, mixed precision keeps the loss close to float32
-and finite, and JIT_COMPILE resolves as documented."""
+and finite, JIT_COMPILE resolves as documented, and ``bench/bench_gpu.py --smoke`` runs."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +101,34 @@ def test_mixed_precision_tracks_float32_without_nan(synth, tmp_path):
             assert isinstance(inner, keras.optimizers.LossScaleOptimizer)
             inner = inner.inner_optimizer
         assert {v.dtype for v in inner.momentums} == {"float32"}
+
+
+def test_bench_gpu_smoke_runs_on_cpu(tmp_path):
+    """``bench/bench_gpu.py --smoke``: the whole benchmark, tiny, on the CPU."""
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "bench.bench_gpu", "--smoke", "--json", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    import json
+
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert {r["model"] for r in rows} == {"resnet18", "resnet50"}
+    assert {r["loop"] for r in rows} == {"ours", "keras_fit"}
+    assert any(r["xla"] for r in rows) and any(r["precision"] == "mixed_bfloat16" for r in rows)
+    for r in rows:
+        assert r["pairs_per_s"] > 0 and r["flops_per_pair"] > 0
+
+
+def test_prefetch_to_device_keeps_the_batches(synth, tmp_path):
+    """Batches copied ahead to a device (the GPU in training; the CPU here) are the same."""
+    from scripts.model.trainer import prefetch_to
+
+    trainer = _trainer(make_params(batch_size=8), synth, tmp_path / "p")
+    assert trainer.prefetch_device is None  # no GPU here
+    ds = trainer._dataset(trainer.sampler, 2, 2, 0)
+    moved = prefetch_to(ds, "/device:CPU:0")
+    for (a1, b1), (a2, b2) in zip(ds, moved):
+        np.testing.assert_array_equal(a1.numpy(), a2.numpy())
+        np.testing.assert_array_equal(b1.numpy(), b2.numpy())

@@ -181,6 +181,14 @@ def pair_views_dataset(sampler: PairSampler, reader: HDF5Images, start_step: int
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
+def prefetch_to(ds: tf.data.Dataset, device: str | None, buffer_size: int = 2) -> tf.data.Dataset:
+    """``ds`` copied to ``device`` (e.g. ``/device:GPU:0``) ``buffer_size`` batches ahead of
+    the consumer, so the host-to-device copy overlaps the step; unchanged when None."""
+    if device is None:
+        return ds
+    return ds.apply(tf.data.experimental.prefetch_to_device(device, buffer_size=buffer_size))
+
+
 # --------------------------------------------------------------------------- model & optimizer
 
 def resolve_jit_compile(setting: str, replicas: int, gpus: int | None = None) -> tuple[bool, str]:
@@ -337,6 +345,10 @@ class Trainer:
         self.normalisation = normalisation_from_params(params)
         self._views = make_views_fn(self.augment, self.normalisation)
         self.jit_compile, why = resolve_jit_compile(params.jit_compile, self.replicas)
+        # one GPU, default strategy: batches are copied to it ahead of the step (several
+        # replicas: experimental_distribute_dataset already prefetches to each device)
+        gpus = tf.config.list_logical_devices("GPU")
+        self.prefetch_device = gpus[0].name if gpus and self.replicas == 1 else None
         log.info("train step %s with XLA (%s); precision %s", "compiled" if self.jit_compile
                  else "not compiled", why, params.mixed_precision)
 
@@ -408,8 +420,9 @@ class Trainer:
                            self.params.seed)
 
     def _dataset(self, sampler, start, num, salt) -> tf.data.Dataset:
-        return pair_views_dataset(sampler, self.reader, start, num, self._views, self.params.seed,
-                                  salt=salt, augment=self.augment_on == "input")
+        ds = pair_views_dataset(sampler, self.reader, start, num, self._views, self.params.seed,
+                                salt=salt, augment=self.augment_on == "input")
+        return prefetch_to(ds, self.prefetch_device)
 
     def _replica_views(self, batch, salt):
         """Views on the device (``augment_on="device"``): this replica's slice, with its seed."""
