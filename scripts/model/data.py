@@ -94,9 +94,11 @@ class HDF5Images:
             per store); ``"auto"`` does so when all stores together take at most
             :data:`CACHE_AUTO_FRACTION` of the available memory; ``"off"`` (default)
             reads from the files each time. The pixels are the same in every mode.
+        direct: read rows by byte offset where the layout allows (default); False: always
+            through h5py (for comparisons).
     """
 
-    def __init__(self, stores: dict[str, str | Path], cache: str | bool = "off"):
+    def __init__(self, stores: dict[str, str | Path], cache: str | bool = "off", direct: bool = True):
         if isinstance(cache, bool):
             cache = "on" if cache else "off"
         if cache not in CACHE_CHOICES:
@@ -114,7 +116,7 @@ class HDF5Images:
         self.image_shape = next(iter(shapes.values())) if shapes else None
         self.cached = self._want_cache(cache)
         for name in self.names:
-            self._offsets[name] = None if self.cached else row_offsets(self._dataset(name))
+            self._offsets[name] = row_offsets(self._dataset(name)) if direct and not self.cached else None
 
     def _want_cache(self, cache: str) -> bool:
         if cache != "auto":
@@ -160,32 +162,19 @@ class HDF5Images:
     def __len__(self) -> int:
         return sum(self._dataset(n).shape[0] for n in self.names)
 
-    def _read_rows(self, name: str, rows: np.ndarray, block: np.ndarray) -> None:
-        """Rows ``rows`` (sorted, unique) of store ``name`` into ``block``."""
-        if self.cached:
-            np.take(self._cube(name), rows, axis=0, out=block)
+    def _pread_row(self, name: str, row: int, dest: np.ndarray) -> None:
+        """Row ``row`` of store ``name`` into the C-contiguous image ``dest``, by offset."""
+        offset = int(self._offsets[name][row])
+        if offset < 0:  # never written: h5py returns the fill value
+            self._dataset(name).read_direct(dest[np.newaxis], np.s_[row:row + 1])
             return
-        offsets = self._offsets[name]
-        dataset = self._dataset(name)
-        if offsets is None:
-            # h5py: one read per row (the store is chunked per image, and h5py's fancy
-            # indexing with a list of rows is ~20x slower than reading chunk by chunk)
-            for i, row in enumerate(rows):
-                dataset.read_direct(block, np.s_[row], np.s_[i])
-            return
-        fd, nbytes = self._fd(name), block[0].nbytes if len(block) else 0
-        for i, row in enumerate(rows):
-            offset = offsets[row]
-            if offset < 0:  # never written: h5py returns the fill value
-                dataset.read_direct(block, np.s_[row], np.s_[i])
-                continue
-            view = memoryview(block[i]).cast("B")
-            got = os.preadv(fd, [view], int(offset))
-            while got < nbytes:  # short reads are legal; finish the row
-                more = os.preadv(fd, [view[got:]], int(offset) + got)
-                if more <= 0:
-                    raise OSError(f"{self.paths[name]}: unexpected end of file at row {row}")
-                got += more
+        view, fd = memoryview(dest).cast("B"), self._fd(name)
+        got = os.preadv(fd, [view], offset)
+        while got < len(view):  # short reads are legal; finish the row
+            more = os.preadv(fd, [view[got:]], offset + got)
+            if more <= 0:
+                raise OSError(f"{self.paths[name]}: unexpected end of file at row {row}")
+            got += more
 
     def read(self, store_index: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Images for (store index, row) pairs, in the order given; float32 (N, H, W, C)."""
@@ -193,11 +182,26 @@ class HDF5Images:
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows),) + tuple(self.image_shape), dtype=np.float32)
         for s in np.unique(store_index):
+            name = self.names[s]
             where = np.flatnonzero(store_index == s)
-            unique, inverse = np.unique(rows[where], return_inverse=True)
-            block = np.empty((len(unique),) + tuple(self.image_shape), dtype=np.float32)
-            self._read_rows(self.names[s], unique, block)
-            out[where] = block[inverse]
+            wanted = rows[where]
+            if self.cached and len(where) == len(rows):  # one store: gather straight into out
+                np.take(self._cube(name), wanted, axis=0, out=out)
+            elif self.cached:
+                out[where] = self._cube(name)[wanted]
+            elif self._offsets[name] is not None:
+                # straight into the output, in file order (no intermediate copy)
+                for i in np.argsort(wanted, kind="stable"):
+                    self._pread_row(name, int(wanted[i]), out[where[i]])
+            else:
+                # h5py: one read per distinct row (the store is chunked per image, and h5py's
+                # fancy indexing with a list of rows is ~20x slower than chunk by chunk)
+                dataset = self._dataset(name)
+                unique, inverse = np.unique(wanted, return_inverse=True)
+                block = np.empty((len(unique),) + tuple(self.image_shape), dtype=np.float32)
+                for i, row in enumerate(unique):
+                    dataset.read_direct(block, np.s_[row], np.s_[i])
+                out[where] = block[inverse]
         return out
 
     def close(self) -> None:

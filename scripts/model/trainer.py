@@ -26,7 +26,7 @@ XLA (``JIT_COMPILE``, :func:`resolve_jit_compile`): the network, the loss, the g
 and the optimizer update of a replica are one ``tf.function(jit_compile=True)`` nested in
 the step; the views are made before it (``ImageProjectiveTransformV3`` has no XLA kernel),
 so ``augment_on="device"`` stays possible. ``auto`` compiles on a GPU only: on the 2-core
-CPU box XLA made this step ~10× slower. XLA cannot compile a step whose variables live on
+CPU box XLA made this step ~12× slower. XLA cannot compile a step whose variables live on
 several devices (MirroredStrategy) nor a nested function with cross-replica
 synchronisation, so it is used with one replica per process only.
 
@@ -194,7 +194,7 @@ def prefetch_to(ds: tf.data.Dataset, device: str | None, buffer_size: int = 2) -
 def resolve_jit_compile(setting: str, replicas: int, gpus: int | None = None) -> tuple[bool, str]:
     """Whether the step is XLA-compiled for ``train.JIT_COMPILE`` = ``setting``, and why.
 
-    ``auto``: on when a GPU is visible and the strategy has one replica (XLA was ~10× slower
+    ``auto``: on when a GPU is visible and the strategy has one replica (XLA was ~12× slower
     for this step on the 2-core CPU box); ``on``: always (one replica; raises
     :class:`TrainInputError` otherwise); ``off``: never. ``gpus`` defaults to the visible
     GPUs.
