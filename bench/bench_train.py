@@ -72,24 +72,28 @@ def write_store(root: Path, n: int, size: int, chunk: int = 64) -> None:
                   "snapshot": 0, "projection": 0, "split": "train"}).to_parquet(root / "splits.parquet")
 
 
-def our_step(root: Path):
+def our_step(root: Path, params=None, image: int = IMAGE, views=None):
     """``(step, views)``: ``step()`` runs the Trainer's compiled step once on one fixed batch
-    of views (read, augmented and normalised by the real pipeline) and waits for it."""
+    of views (read, augmented and normalised by the real pipeline, or ``views`` when given)
+    and waits for it. ``params`` default :func:`bench_params`; the store holds two batches
+    of ``image``-pixel images."""
     import tensorflow as tf
 
     from scripts.model.trainer import Trainer
     from scripts.train import read_inputs
 
-    params = bench_params()
+    params = params or bench_params()
     if not (root / "splits.parquet").exists():
-        write_store(root, 2 * BATCH, IMAGE)
+        write_store(root, 2 * params.train.batch_size, image)
     table, stores = read_inputs(params, root)
     trainer = Trainer(params.train, stores, table, root / "run", progress=False)
-    views = tuple(tf.identity(v) for v in next(iter(trainer._dataset(trainer.sampler, 0, 1, 0))))
+    if views is None:
+        views = tuple(tf.identity(v) for v in next(iter(trainer._dataset(trainer.sampler, 0, 1, 0))))
 
     def step():
         loss, _ = trainer._train_step(views)
         float(loss)
+    step.trainer = trainer
     return step, views
 
 
@@ -105,9 +109,10 @@ def our_step_times(steps: int, root: Path) -> list[float]:
     return [timed(step) for _ in range(steps + 1)]
 
 
-def fit_step(views, params):
+def fit_step(views, params, jit_compile: bool = False):
     """``step()`` running one batch of ``keras.Model.fit`` of the same SimCLR model, NT-Xent
-    and optimizer on ``views``; returns the batch's own time (fit's per-call set-up excluded)."""
+    and optimizer (and precision policy) on ``views``; returns the batch's own time (fit's
+    per-call set-up excluded)."""
     import keras
     import tensorflow as tf
 
@@ -115,7 +120,7 @@ def fit_step(views, params):
     from scripts.model.trainer import build_model, build_optimizer, learning_rate_schedule
 
     p = params.train
-    model = build_model(p, (IMAGE, IMAGE, 3))
+    model = build_model(p, tuple(int(s) for s in views[0].shape[1:]))
 
     class Pairs(keras.Model):
         def __init__(self, simclr):
@@ -134,8 +139,8 @@ def fit_step(views, params):
     wrapper = Pairs(model)
     schedule = learning_rate_schedule(p, steps_per_epoch=1000, total_steps=1000)
     wrapper.compile(optimizer=build_optimizer(p, schedule, model.trainable_variables),
-                    loss=loss_fn, jit_compile=False)
-    data = tf.data.Dataset.from_tensors(((views[0], views[1]), tf.zeros((BATCH,))))
+                    loss=loss_fn, jit_compile=jit_compile)
+    data = tf.data.Dataset.from_tensors(((views[0], views[1]), tf.zeros((int(views[0].shape[0]),))))
     stamps = []
 
     class Stamp(keras.callbacks.Callback):
@@ -149,6 +154,7 @@ def fit_step(views, params):
     def step() -> float:
         wrapper.fit(data, epochs=1, verbose=0, shuffle=False, callbacks=[Stamp()])
         return stamps[-1] - stamps[-2]
+    step.model = wrapper
     return step
 
 

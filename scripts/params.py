@@ -536,7 +536,15 @@ class TrainParams:
     normalisation: NormalisationParams = key(section(NormalisationParams),
                                              "Per-band normalisation (below).", NormalisationParams)
     mixed_precision: str = key(string(("off", "mixed_float16", "mixed_bfloat16")),
-                               "Keras mixed-precision policy.", "off", "mixed_bfloat16")
+                               "Keras mixed-precision policy: layers compute in bfloat16 / "
+                               "float16, variables, NT-Xent and LARS stay float32; float16 "
+                               "adds dynamic loss scaling. off: float32.", "off", "mixed_bfloat16")
+    jit_compile: str = key(string(("auto", "on", "off")), "XLA-compile the train and validation "
+                           "steps (augmentation stays outside): auto = on a GPU with one "
+                           "replica, off on the CPU (slower there).", "auto", "auto")
+    cache_images: str = key(string(("off", "on", "auto")), "Hold the training image stores in "
+                            "memory (raw pixels, read once): auto = when they take at most a "
+                            "quarter of the available memory.", "off", "auto")
     seed: int = key(integer(0), "Seed for weights, shuffling and augmentations.", 0, "0")
     checkpoint_every: int = key(integer(1), "Checkpoint interval in steps.", 500, "500")
     patience: int = key(integer(1), "Early stopping: epochs without validation improvement.", 20, "20")

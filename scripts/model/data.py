@@ -3,12 +3,22 @@
 Training batches are a pure function of (seed, global step): :class:`PairSampler` decides
 which rows form batch ``k``, so a run resumed from a checkpoint at step ``k`` sees exactly
 the batches an uninterrupted run would have seen. Reading happens in a ``tf.data`` map
-with parallel calls (h5py reads of one batch, rows sorted per store), followed by
-prefetch, so the accelerator never waits on the file system.
+with parallel calls, followed by prefetch, so the accelerator never waits on the file
+system.
+
+Parallel reads: h5py serialises every call behind one process-wide lock, so tf.data's
+reader threads would queue on it. The stores extract writes are uncompressed float32,
+one chunk per image (or contiguous), so :class:`HDF5Images` looks up each image's byte
+offset in the file once and reads rows with ``os.preadv`` straight into the output
+array; that system call releases the GIL, and reader threads really run in parallel
+(the operating system's page cache keeps a store that fits in memory there after the
+first epoch). Stores with filters (compression, shuffle, checksums) or other chunk
+shapes fall back to h5py. ``cache=True`` instead loads the stores into memory once.
 """
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,22 +32,107 @@ log = logging.getLogger(__name__)
 IMAGES_KEY = "images"
 
 
+CACHE_CHOICES = ("off", "on", "auto")
+#: ``cache="auto"`` loads the stores into memory when they take at most this fraction of
+#: the memory available when the reader opens them.
+CACHE_AUTO_FRACTION = 0.25
+
+
+def available_memory_bytes() -> int | None:
+    """Memory available to new allocations (Linux ``MemAvailable``), or None if unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def row_offsets(dataset: h5py.Dataset) -> np.ndarray | None:
+    """Byte offset in the file of every row of ``dataset`` (−1: row never written), when
+    rows can be read as raw bytes: no filters, native little-endian float32, and either
+    contiguous storage or one chunk per row. None otherwise (read through h5py)."""
+    if dataset.dtype != np.dtype("<f4") or dataset.ndim < 2 or dataset.shape[0] == 0:
+        return None
+    if dataset.compression or dataset.shuffle or dataset.fletcher32 or dataset.scaleoffset is not None:
+        return None
+    n = dataset.shape[0]
+    row_bytes = int(np.prod(dataset.shape[1:])) * 4
+    if dataset.chunks is None:
+        start = dataset.id.get_offset()
+        return None if start is None else start + row_bytes * np.arange(n, dtype=np.int64)
+    if tuple(dataset.chunks) != (1,) + tuple(dataset.shape[1:]):
+        return None
+    offsets = np.full(n, -1, dtype=np.int64)
+
+    def visit(info):
+        offsets[info.chunk_offset[0]] = info.byte_offset
+
+    try:
+        dataset.id.chunk_iter(visit)
+    except (AttributeError, RuntimeError):  # HDF5 < 1.12.3 has no chunk iteration
+        for i in range(dataset.id.get_num_chunks()):
+            info = dataset.id.get_chunk_info(i)
+            offsets[info.chunk_offset[0]] = info.byte_offset
+    return offsets
+
+
 class HDF5Images:
     """Row-addressed reader over several ``images.h5`` stores (one per dataset).
 
-    Files are opened lazily and kept open; h5py serialises access internally, so the
-    reader may be called from tf.data's worker threads.
+    Files are opened lazily and kept open. Safe to call from tf.data's worker threads:
+    raw-offset reads (see the module docstring) run in parallel, h5py fallback reads are
+    serialised by h5py's lock.
+
+    Args:
+        stores: ``{dataset name: path to images.h5}``.
+        cache: ``"on"`` loads every store into memory when first read (one float32 cube
+            per store); ``"auto"`` does so when all stores together take at most
+            :data:`CACHE_AUTO_FRACTION` of the available memory; ``"off"`` (default)
+            reads from the files each time. The pixels are the same in every mode.
+        direct: read rows by byte offset where the layout allows (default); False: always
+            through h5py (for comparisons).
     """
 
-    def __init__(self, stores: dict[str, str | Path]):
+    def __init__(self, stores: dict[str, str | Path], cache: str | bool = "off", direct: bool = True):
+        if isinstance(cache, bool):
+            cache = "on" if cache else "off"
+        if cache not in CACHE_CHOICES:
+            raise ValueError(f"cache = {cache!r}: expected one of {CACHE_CHOICES}")
         self.paths = {name: Path(path) for name, path in stores.items()}
         self.names = list(self.paths)
         self._files: dict[str, h5py.File] = {}
+        self._fds: dict[str, int] = {}
+        self._offsets: dict[str, np.ndarray | None] = {}
+        self._cubes: dict[str, np.ndarray] = {}
         shapes = {name: self._dataset(name).shape[1:] for name in self.names}
         if len(set(shapes.values())) > 1:
             raise ValueError(f"image stores have different image shapes {shapes}; extract them "
                              "with the same IMAGE_SIZE and the same number of FILTERS")
         self.image_shape = next(iter(shapes.values())) if shapes else None
+        self.cached = self._want_cache(cache)
+        for name in self.names:
+            self._offsets[name] = row_offsets(self._dataset(name)) if direct and not self.cached else None
+
+    def _want_cache(self, cache: str) -> bool:
+        if cache != "auto":
+            return cache == "on"
+        need = self.nbytes
+        available = available_memory_bytes()
+        fits = available is not None and need <= CACHE_AUTO_FRACTION * available
+        log.info("image stores take %.2f GiB, %s GiB available: %s", need / 2**30,
+                 "?" if available is None else f"{available / 2**30:.1f}",
+                 "cached in memory" if fits else "read from the files")
+        return fits
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of all images of all stores (as float32)."""
+        return sum(int(np.prod(self._dataset(n).shape)) * 4 for n in self.names)
 
     def _dataset(self, name: str) -> h5py.Dataset:
         if name not in self._files:
@@ -48,8 +143,38 @@ class HDF5Images:
                                         f"{name} ({err}); run the extract stage first") from None
         return self._files[name][IMAGES_KEY]
 
+    def _cube(self, name: str) -> np.ndarray:
+        if name not in self._cubes:
+            dataset = self._dataset(name)
+            cube = np.empty(dataset.shape, dtype=np.float32)
+            step = max(1, (256 << 20) // max(1, int(np.prod(dataset.shape[1:])) * 4))  # ~256 MiB reads
+            for start in range(0, dataset.shape[0], step):
+                stop = min(dataset.shape[0], start + step)
+                dataset.read_direct(cube, np.s_[start:stop], np.s_[start:stop])
+            self._cubes[name] = cube
+        return self._cubes[name]
+
+    def _fd(self, name: str) -> int:
+        if name not in self._fds:
+            self._fds[name] = os.open(self.paths[name], os.O_RDONLY)
+        return self._fds[name]
+
     def __len__(self) -> int:
         return sum(self._dataset(n).shape[0] for n in self.names)
+
+    def _pread_row(self, name: str, row: int, dest: np.ndarray) -> None:
+        """Row ``row`` of store ``name`` into the C-contiguous image ``dest``, by offset."""
+        offset = int(self._offsets[name][row])
+        if offset < 0:  # never written: h5py returns the fill value
+            self._dataset(name).read_direct(dest[np.newaxis], np.s_[row:row + 1])
+            return
+        view, fd = memoryview(dest).cast("B"), self._fd(name)
+        got = os.preadv(fd, [view], offset)
+        while got < len(view):  # short reads are legal; finish the row
+            more = os.preadv(fd, [view[got:]], offset + got)
+            if more <= 0:
+                raise OSError(f"{self.paths[name]}: unexpected end of file at row {row}")
+            got += more
 
     def read(self, store_index: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Images for (store index, row) pairs, in the order given; float32 (N, H, W, C)."""
@@ -57,21 +182,36 @@ class HDF5Images:
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows),) + tuple(self.image_shape), dtype=np.float32)
         for s in np.unique(store_index):
+            name = self.names[s]
             where = np.flatnonzero(store_index == s)
-            unique, inverse = np.unique(rows[where], return_inverse=True)
-            dataset = self._dataset(self.names[s])
-            # one read per row: the store is chunked per image, and h5py's fancy indexing
-            # with a list of rows is ~20x slower than reading the chunks one by one
-            block = np.empty((len(unique),) + tuple(self.image_shape), dtype=np.float32)
-            for i, row in enumerate(unique):
-                dataset.read_direct(block, np.s_[row], np.s_[i])
-            out[where] = block[inverse]
+            wanted = rows[where]
+            if self.cached and len(where) == len(rows):  # one store: gather straight into out
+                np.take(self._cube(name), wanted, axis=0, out=out)
+            elif self.cached:
+                out[where] = self._cube(name)[wanted]
+            elif self._offsets[name] is not None:
+                # straight into the output, in file order (no intermediate copy)
+                for i in np.argsort(wanted, kind="stable"):
+                    self._pread_row(name, int(wanted[i]), out[where[i]])
+            else:
+                # h5py: one read per distinct row (the store is chunked per image, and h5py's
+                # fancy indexing with a list of rows is ~20x slower than chunk by chunk)
+                dataset = self._dataset(name)
+                unique, inverse = np.unique(wanted, return_inverse=True)
+                block = np.empty((len(unique),) + tuple(self.image_shape), dtype=np.float32)
+                for i, row in enumerate(unique):
+                    dataset.read_direct(block, np.s_[row], np.s_[i])
+                out[where] = block[inverse]
         return out
 
     def close(self) -> None:
         for handle in self._files.values():
             handle.close()
+        for fd in self._fds.values():
+            os.close(fd)
         self._files.clear()
+        self._fds.clear()
+        self._cubes.clear()
 
 
 @dataclass

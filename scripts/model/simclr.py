@@ -2,7 +2,8 @@
 
 - :func:`build_projection_head`: the SimCLR MLP head (Chen et al. 2020, google-research/simclr
   ``tf2/model.py``): ``num_layers`` dense layers, the hidden ones Dense → BN → ReLU, the last
-  Dense → BN with no centre (``center=False``) and no ReLU. Dense layers carry no bias (the
+  Dense → BN with no centre (``center=False``) and no ReLU; that last BN computes and
+  outputs float32 under a mixed-precision policy too. Dense layers carry no bias (the
   batch norm that follows shifts instead). Batch-norm layer names contain
   ``batch_normalization`` so LARS finds them by ``variable.path``.
 - :class:`SimCLRModel`: encoder + head; ``model(images)`` returns ``(representation,
@@ -65,8 +66,10 @@ def build_projection_head(
         x = layers.ReLU(name=f"head_relu{i}")(x)
     x = layers.Dense(int(output_dim), use_bias=False, kernel_initializer="he_normal",
                      name=f"head_dense{num_layers}")(x)
+    # float32 even under mixed precision: the projection enters NT-Xent, whose logits are
+    # cosines / temperature (a bfloat16 projection would round them by ~0.4 % / τ)
     x = batch_norm_factory(name=f"head_batch_normalization{num_layers}", momentum=BN_MOMENTUM,
-                           epsilon=BN_EPSILON, center=False)(x)
+                           epsilon=BN_EPSILON, center=False, dtype="float32")(x)
     return keras.Model(inputs, x, name=name)
 
 

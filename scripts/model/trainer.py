@@ -22,6 +22,18 @@ step (each replica augments its slice with a seed folded from its replica id): u
 the host CPUs cannot keep up with the accelerators (``bench/bench_input.py`` measures the
 ratio).
 
+XLA (``JIT_COMPILE``, :func:`resolve_jit_compile`): the network, the loss, the gradients
+and the optimizer update of a replica are one ``tf.function(jit_compile=True)`` nested in
+the step; the views are made before it (``ImageProjectiveTransformV3`` has no XLA kernel),
+so ``augment_on="device"`` stays possible. ``auto`` compiles on a GPU only: on the 2-core
+CPU box XLA made this step ~12× slower. XLA cannot compile a step whose variables live on
+several devices (MirroredStrategy) nor a nested function with cross-replica
+synchronisation, so it is used with one replica per process only.
+
+Mixed precision (``MIXED_PRECISION``): layers compute in bfloat16/float16, variables,
+gradients, the optimizer (LARS norms and trust ratios included) and NT-Xent stay float32;
+``mixed_float16`` scales the loss dynamically (``keras.optimizers.LossScaleOptimizer``).
+
 Numbers: the loss is the paper's mean over the 2N anchors of the global batch (DESIGN §5);
 the contrast accuracy is the fraction of anchors whose most similar other view is their
 positive (chance ``1/(2N−1)``). Steps are counted from 1: "step k" is the state after k
@@ -67,6 +79,7 @@ SAVED_MODEL_DIR = "saved_model"
 SUMMARY_FILE = "train_summary.json"
 CHECKPOINT_DIR = "checkpoints"
 AUGMENT_ON = ("input", "device")
+JIT_COMPILE = ("auto", "on", "off")
 
 
 class TrainInputError(ValueError):
@@ -168,7 +181,40 @@ def pair_views_dataset(sampler: PairSampler, reader: HDF5Images, start_step: int
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
+def prefetch_to(ds: tf.data.Dataset, device: str | None, buffer_size: int = 2) -> tf.data.Dataset:
+    """``ds`` copied to ``device`` (e.g. ``/device:GPU:0``) ``buffer_size`` batches ahead of
+    the consumer, so the host-to-device copy overlaps the step; unchanged when None."""
+    if device is None:
+        return ds
+    return ds.apply(tf.data.experimental.prefetch_to_device(device, buffer_size=buffer_size))
+
+
 # --------------------------------------------------------------------------- model & optimizer
+
+def resolve_jit_compile(setting: str, replicas: int, gpus: int | None = None) -> tuple[bool, str]:
+    """Whether the step is XLA-compiled for ``train.JIT_COMPILE`` = ``setting``, and why.
+
+    ``auto``: on when a GPU is visible and the strategy has one replica (XLA was ~12× slower
+    for this step on the 2-core CPU box); ``on``: always (one replica; raises
+    :class:`TrainInputError` otherwise); ``off``: never. ``gpus`` defaults to the visible
+    GPUs.
+    """
+    if setting not in JIT_COMPILE:
+        raise TrainInputError(f"train.JIT_COMPILE = {setting!r}: expected one of {JIT_COMPILE}")
+    if setting == "off":
+        return False, "train.JIT_COMPILE is off"
+    if replicas > 1:
+        if setting == "on":
+            raise TrainInputError(
+                f"train.JIT_COMPILE = on with {replicas} replicas: XLA cannot compile a step whose "
+                "variables live on several devices (MirroredStrategy) or that synchronises replicas "
+                "inside the compiled part; use JIT_COMPILE: auto or off, or one device per process")
+        return False, f"{replicas} replicas (XLA compiles one-replica steps only)"
+    if setting == "on":
+        return True, "train.JIT_COMPILE is on"
+    gpus = len(tf.config.list_logical_devices("GPU")) if gpus is None else gpus
+    return (True, "a GPU is visible") if gpus else (False, "no GPU (XLA is slower on the CPU)")
+
 
 def depth_of(architecture: str) -> int:
     depth = int(architecture.replace("resnet", ""))
@@ -298,6 +344,13 @@ class Trainer:
         self.augment = augment_config(params)
         self.normalisation = normalisation_from_params(params)
         self._views = make_views_fn(self.augment, self.normalisation)
+        self.jit_compile, why = resolve_jit_compile(params.jit_compile, self.replicas)
+        # one GPU, default strategy: batches are copied to it ahead of the step (several
+        # replicas: experimental_distribute_dataset already prefetches to each device)
+        gpus = tf.config.list_logical_devices("GPU")
+        self.prefetch_device = gpus[0].name if gpus and self.replicas == 1 else None
+        log.info("train step %s with XLA (%s); precision %s", "compiled" if self.jit_compile
+                 else "not compiled", why, params.mixed_precision)
 
         with self.strategy.scope():
             self.model = build_model(params, self.image_shape, params.sync_batch_norm)
@@ -339,7 +392,7 @@ class Trainer:
         missing = [name for name in used if name not in stores]
         if missing:
             raise ValueError(f"no image store given for dataset(s) {missing}")
-        self.reader = HDF5Images({name: stores[name] for name in used})
+        self.reader = HDF5Images({name: stores[name] for name in used}, cache=params.cache_images)
         self.store_names = self.reader.names
         self.image_shape = tuple(int(s) for s in self.reader.image_shape)
         self.sampler = PairSampler(self.train_table, self.store_names, params.batch_size,
@@ -367,8 +420,9 @@ class Trainer:
                            self.params.seed)
 
     def _dataset(self, sampler, start, num, salt) -> tf.data.Dataset:
-        return pair_views_dataset(sampler, self.reader, start, num, self._views, self.params.seed,
-                                  salt=salt, augment=self.augment_on == "input")
+        ds = pair_views_dataset(sampler, self.reader, start, num, self._views, self.params.seed,
+                                salt=salt, augment=self.augment_on == "input")
+        return prefetch_to(ds, self.prefetch_device)
 
     def _replica_views(self, batch, salt):
         """Views on the device (``augment_on="device"``): this replica's slice, with its seed."""
@@ -382,11 +436,15 @@ class Trainer:
             seeds = tf.stack([tf.random.experimental.stateless_fold_in(s, rid) for s in tf.unstack(seeds)])
         return self._views(a, b, seeds)
 
+    def _compiled(self, fn):
+        """``fn`` as a nested XLA-compiled ``tf.function`` when :attr:`jit_compile`."""
+        return tf.function(fn, jit_compile=True) if self.jit_compile else fn
+
     def _make_train_step(self):
         model, optimizer, temperature = self.model, self.optimizer, self.params.temperature
 
-        def replica_step(batch):
-            a, b = self._replica_views(batch, 0)
+        def update(a, b):
+            """Network, loss, gradients and optimizer update: the part XLA compiles."""
             n = tf.shape(a)[0]
             with tf.GradientTape() as tape:
                 _, z = model(tf.concat([a, b], axis=0), training=True)  # BN over both views
@@ -395,6 +453,12 @@ class Trainer:
             grads = tape.gradient(scaled, model.trainable_variables)
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
             return loss, accuracy
+
+        update = self._compiled(update)
+
+        def replica_step(batch):
+            a, b = self._replica_views(batch, 0)  # outside XLA: no kernel for the resampling
+            return update(a, b)
 
         @tf.function
         def train_step(batch):
@@ -407,11 +471,15 @@ class Trainer:
     def _make_val_step(self):
         model, temperature = self.model, self.params.temperature
 
-        def replica_step(batch):
-            a, b = self._replica_views(batch, VALIDATION_SALT)
+        def evaluate(a, b):
             n = tf.shape(a)[0]
             _, z = model(tf.concat([a, b], axis=0), training=False)
             return nt_xent_loss(z[:n], z[n:], temperature, return_accuracy=True)
+
+        evaluate = self._compiled(evaluate)
+
+        def replica_step(batch):
+            return evaluate(*self._replica_views(batch, VALIDATION_SALT))
 
         @tf.function
         def val_step(batch):
@@ -626,6 +694,8 @@ class Trainer:
             "images_per_second": float(np.median(rates[1:] if len(rates) > 1 else rates)) if rates else None,
             "wall_seconds": time.monotonic() - wall0,
             "augment_on": self.augment_on,
+            "jit_compile": bool(self.jit_compile),
+            "mixed_precision": self.params.mixed_precision,
         }
 
     # ------------------------------------------------------------------ export
