@@ -1,4 +1,4 @@
-"""Benchmark: FITS band reader (header scan + numpy reads) against the astropy readers.
+"""Benchmark: FITS band reader (fitsio) against the astropy readers.
 
 Reads bands G, R, I of ``--n`` copies of two layouts:
 
@@ -10,24 +10,31 @@ Reads bands G, R, I of ``--n`` copies of two layouts:
 Three readers, timed in alternating rounds (machine-load drift hits all alike; the median
 round is reported):
 
-* ``new``: :func:`scripts.preprocessing.bands.load_bands` (validation, NaN checks, meta);
-* ``old``: the previous implementation, copied below (astropy, lazily loaded HDUList,
-  every header parsed to index EXTNAMEs), same validation — the like-for-like baseline;
+* ``new``: :func:`scripts.preprocessing.bands.load_bands` (fitsio; validation, NaN checks,
+  meta);
+* ``old``: the astropy implementation, copied below (lazily loaded HDUList, every header
+  parsed to index EXTNAMEs), same validation — the like-for-like baseline;
 * ``naive``: plain ``fits.open`` + ``hdul[name].data`` (what a straightforward loop does,
   no validation).
 
-Before timing, new and old must give identical cubes and meta on both layouts.
+* ``rev`` (with ``--rev REV``): ``load_bands`` of ``scripts/preprocessing/bands.py`` as of
+  git revision REV (e.g. ``dc4ab6f``, the hand-written header scanner fitsio replaced).
+
+Before timing, every reader must give the cube and meta of ``new`` on both layouts.
 
     .venv/bin/python -m bench.bench_bands              # n=300 per layout, 3 rounds, < 1 min
-    .venv/bin/python -m bench.bench_bands --n 2000 --rounds 5
+    .venv/bin/python -m bench.bench_bands --n 2000 --rounds 5 --rev dc4ab6f
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -141,12 +148,30 @@ def make_files(root: Path, n: int) -> dict[str, list[Path]]:
     return layouts
 
 
-def check_equal(files: list[Path]) -> None:
-    """New and old readers agree on cube, repairs and meta (else the timing is moot)."""
-    new, old = bands.load_bands(files[0], EXTNAMES), old_load_bands(files[0], EXTNAMES)
-    if not (np.array_equal(new.data, old.data) and new.meta == old.meta
-            and new.n_repaired == old.n_repaired):
-        raise SystemExit(f"new and old readers disagree on {files[0]}")
+def load_at_revision(rev: str, root: Path):
+    """``load_bands`` of scripts/preprocessing/bands.py at git revision ``rev``."""
+    source = subprocess.run(["git", "show", f"{rev}:scripts/preprocessing/bands.py"],
+                            cwd=Path(__file__).resolve().parents[1], check=True,
+                            capture_output=True, text=True).stdout
+    path = root / f"bands_{rev}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(f"bands_{rev}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.load_bands
+
+
+def check_equal(files: list[Path], readers: dict) -> None:
+    """Every reader agrees with ``new`` on cube, repairs and meta (else the timing is moot)."""
+    new = bands.load_bands(files[0], EXTNAMES)
+    for name, read in readers.items():
+        if name in ("new", "naive"):
+            continue
+        other = read(files[0], EXTNAMES)
+        if not (np.array_equal(new.data, other.data) and repr(new.meta) == repr(other.meta)
+                and new.n_repaired == other.n_repaired):
+            raise SystemExit(f"readers new and {name} disagree on {files[0]}")
     np.testing.assert_array_equal(new.data, naive_read(files[0], EXTNAMES))
 
 
@@ -161,17 +186,20 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=300, help="files per layout")
     parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
+    parser.add_argument("--rev", help="also time bands.py as of this git revision")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     readers = {"new": bands.load_bands, "old": old_load_bands, "naive": naive_read}
-    logger.info("band reader: G, R, I of %d files per layout, %d rounds (median), %d CPUs",
-                args.n, args.rounds, os.cpu_count())
+    logger.info("band reader: G, R, I of %d files per layout, %d rounds (median), %d CPUs, "
+                "load %.1f", args.n, args.rounds, os.cpu_count(), os.getloadavg()[0])
     with tempfile.TemporaryDirectory() as tmp:
+        if args.rev:
+            readers["rev"] = load_at_revision(args.rev, Path(tmp))
         layouts = make_files(Path(tmp), args.n)
-        logger.info("%-7s %10s %10s %10s %10s %12s", "layout", "new f/s", "old f/s",
-                    "naive f/s", "new/old", "new/naive")
+        logger.info("%-7s %10s %10s %10s %10s %10s %12s", "layout", "new f/s", "old f/s",
+                    "naive f/s", "rev f/s", "new/old", "new/naive" + ("  new/rev" if args.rev else ""))
         for layout, files in layouts.items():
-            check_equal(files)
+            check_equal(files, readers)
             for read in readers.values():  # warm file cache and imports
                 time_reader(read, files[:20])
             seconds = {name: [] for name in readers}
@@ -179,9 +207,11 @@ def main(argv=None) -> None:
                 for name, read in readers.items():
                     seconds[name].append(time_reader(read, files))
             rate = {name: len(files) / statistics.median(s) for name, s in seconds.items()}
-            logger.info("%-7s %10.0f %10.0f %10.0f %9.2fx %11.2fx", layout, rate["new"],
-                        rate["old"], rate["naive"], rate["new"] / rate["old"],
-                        rate["new"] / rate["naive"])
+            rev = rate.get("rev", float("nan"))
+            logger.info("%-7s %10.0f %10.0f %10.0f %10.0f %9.2fx %11.2fx %8.2fx", layout,
+                        rate["new"], rate["old"], rate["naive"], rev, rate["new"] / rate["old"],
+                        rate["new"] / rate["naive"], rate["new"] / rev)
+        logger.info("load after: %.1f", os.getloadavg()[0])
 
 
 if __name__ == "__main__":

@@ -196,6 +196,18 @@ def _case_not_found(tmp_path):
     return tmp_path / "does_not_exist.fits", HSC[:1]
 
 
+def _case_directory(tmp_path):
+    path = tmp_path / "galaxy.fits"
+    path.mkdir()
+    return path, HSC[:1]
+
+
+def _case_dangling_symlink(tmp_path):
+    path = tmp_path / "galaxy.fits"
+    path.symlink_to(tmp_path / "moved_away.fits")
+    return path, HSC[:1]
+
+
 def _case_missing_band(tmp_path):
     return REAL, ["SUBARU_HSC.G", "SUBARU_HSC.U"]
 
@@ -261,6 +273,8 @@ BAD_CASES = {
     "not_fits_binary": ("not_fits", _case_not_fits_binary),
     "zero_bytes": ("empty_file", _case_empty),
     "not_found": ("not_found", _case_not_found),
+    "directory": ("not_a_regular_file", _case_directory),
+    "dangling_symlink": ("not_a_regular_file", _case_dangling_symlink),
     "missing_band": ("missing_band", _case_missing_band),
     "duplicate_band": ("duplicate_band", _case_duplicate_band),
     "all_nan": ("all_nan", _case_all_nan),
@@ -372,13 +386,13 @@ def test_load_bands_returns_header_meta_of_the_first_band():
     assert bands.meta.kpc_per_pixel > 0 and bands.meta.redshift > 0.19
 
 
-# --------------------------------------------------------------------------- fast reader
-# The reader walks headers from their raw bytes and reads image data with numpy; files it
-# does not fully understand go through astropy. These tests pin the fast path to astropy.
+# --------------------------------------------------------------------------- fitsio reader
+# fitsio locates HDUs and reads image data; files it cannot read (or not to their end) go
+# through astropy. These tests pin the fitsio path to astropy.
 
 
 def _reader(path: Path) -> str:
-    """Which reader handles ``path``: '_ScannedFits' (fast) or '_AstropyFits' (fallback)."""
+    """Which reader handles ``path``: '_FitsioFits' or '_AstropyFits' (fallback)."""
     with bands._Fits(path) as f:
         return type(f).__name__
 
@@ -403,7 +417,7 @@ def _raw_image_file(path: Path, data: np.ndarray, bitpix: int, extname: str,
 FITS_BLOCK = bands.FITS_BLOCK
 
 
-def test_scan_locates_every_hdu_like_astropy(tmp_path):
+def test_fitsio_locates_every_hdu_like_astropy(tmp_path):
     rng = np.random.default_rng(7)
     heap = fits.BinTableHDU.from_columns(  # variable-length column: PCOUNT > 0 (a heap)
         [fits.Column("v", "PJ()", array=[np.arange(n) for n in (3, 70, 500)])], name="HEAP")
@@ -413,16 +427,18 @@ def test_scan_locates_every_hdu_like_astropy(tmp_path):
                                                 array=np.arange(4.0))], name="ASCII"),
         fits.ImageHDU(rng.integers(0, 9, size=(3, 4, 5)).astype(np.int16)),
         fits.ImageHDU(name="EMPTY")])
+    types = {"BINARY_TBL": "BinTableHDU", "ASCII_TBL": "TableHDU", "IMAGE_HDU": "ImageHDU"}
     for path in (REAL, mixed):
-        with open(path, "rb") as handle:
-            layout = bands._scan(handle, path.stat().st_size)
+        with bands._Fits(path) as f:
+            layout = [(o["header_start"], o["data_start"], f._unpadded_end(i) - o["data_start"],
+                       "PrimaryHDU" if i == 0 else types[h.get_exttype()], name)
+                      for i, (o, h, name) in enumerate(zip(f.offsets, f.hdus, f.names))]
         with fits.open(path) as hdul:
             expected = [(h.fileinfo()["hdrLoc"], h.fileinfo()["datLoc"], h.size,
                          type(h).__name__, str(h.header.get("EXTNAME", "")).upper())
                         for h in hdul]
-        assert [(h.header_offset, h.data_offset, h.data_size, h.type_name, h.extname)
-                for h in layout] == expected
-        assert _reader(path) == "_ScannedFits"
+        assert layout == expected
+        assert _reader(path) == "_FitsioFits"
     assert heap.header["PCOUNT"] > 0
 
 
@@ -455,7 +471,7 @@ def test_scaled_images_equal_astropy(tmp_path, case):
     path = _raw_image_file(tmp_path / f"{case}.fits", raw, bitpix, "S MASK", **keys)
     with fits.open(path) as hdul:
         expected = np.array(hdul[0].data)
-    assert _reader(path) == "_ScannedFits"
+    assert _reader(path) == "_FitsioFits"
     stored = bands.read_band_planes(path, "S", planes=["mask"])["mask"]  # as stored
     assert stored.dtype == expected.dtype.newbyteorder("=")
     np.testing.assert_array_equal(stored, expected)
@@ -480,7 +496,7 @@ def test_image_after_bintable_and_ascii_table(tmp_path):
         fits.TableHDU.from_columns([fits.Column(name="t", format="E12.4",
                                                 array=np.arange(4.0))], name="ASC"),
         fits.ImageHDU(image * 2, name="B")])
-    assert _reader(path) == "_ScannedFits"
+    assert _reader(path) == "_FitsioFits"
     reference = _astropy_by_extname(path)
     cube = bands.read_bands(path, ["B", "a"])
     np.testing.assert_array_equal(cube[..., 0], reference["B"])
@@ -491,18 +507,36 @@ def test_image_after_bintable_and_ascii_table(tmp_path):
         assert err.value.reason == "wrong_shape" and kind in err.value.detail
 
 
-def test_compressed_image_goes_through_astropy(tmp_path):
+def test_compressed_image_equals_astropy(tmp_path):
+    """cfitsio decompresses tile-compressed HDUs itself; pixels and meta equal astropy's."""
     rng = np.random.default_rng(4)
     plain = rng.normal(size=(20, 16))
+    rice = fits.CompImageHDU(rng.normal(size=(20, 16)).astype(np.float32), name="RICE")
+    rice.header["FOVKPC"] = 32.0
     path = _write(tmp_path / "mixed_rice.fits", [
-        fits.PrimaryHDU(), fits.ImageHDU(plain, name="PLAIN"),
-        fits.CompImageHDU(rng.normal(size=(20, 16)).astype(np.float32), name="RICE")])
-    assert _reader(path) == "_AstropyFits"
+        fits.PrimaryHDU(), fits.ImageHDU(plain, name="PLAIN"), rice])
+    assert _reader(path) == "_FitsioFits"
+    meta = bands.read_image_meta(path, "RICE")  # the image's header, not the BINTABLE's
+    assert (meta.shape, meta.kpc_per_pixel) == ((20, 16), 2.0)
     reference = _astropy_by_extname(path)
     cube = bands.read_bands(path, ["PLAIN", "RICE"])
     np.testing.assert_array_equal(cube[..., 0], reference["PLAIN"].astype(np.float32))
     np.testing.assert_array_equal(cube[..., 1], reference["RICE"])
     assert bands.list_extnames(path) == ["", "PLAIN", "RICE"]
+
+
+def test_files_fitsio_cannot_read_to_the_end_go_through_astropy(tmp_path):
+    """Bytes after the last HDU that fitsio finds (it stops there without a word) and files
+    cfitsio refuses are read by astropy, which decides what they mean."""
+    assert _reader(REAL) == "_FitsioFits"
+    tail = tmp_path / "tail.fits"
+    tail.write_bytes(REAL.read_bytes() + b"garbage" * 10)
+    assert _reader(tail) == "_AstropyFits"
+    np.testing.assert_array_equal(bands.read_bands(tail, HSC), bands.read_bands(REAL, HSC))
+    end_blanked = _case_header_without_end(tmp_path)[0]  # cfitsio fails to open it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert _reader(end_blanked) == "_AstropyFits"
 
 
 @pytest.mark.parametrize("tail", [b"garbage" * 10, b"\0" * FITS_BLOCK,
@@ -594,7 +628,7 @@ def test_header_values_equal_astropy_including_extend(tmp_path):
     keys = ["EXTEND", "NAXIS", "REDSHIFT", "FOVKPC", "EXTNAME", "NOT_A_KEY"]
     with fits.open(path) as hdul:
         expected = {k: hdul[0].header.get(k) for k in keys}
-    assert _reader(path) == "_ScannedFits"
+    assert _reader(path) == "_FitsioFits"
     assert bands.read_header_values(path, keys) == expected and expected["EXTEND"] is True
     meta = bands.read_image_meta(path)
     assert (meta.extname, meta.redshift, meta.kpc_per_pixel) == ("P", 0.0815, 5.0)

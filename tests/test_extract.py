@@ -163,6 +163,31 @@ def test_bad_input_never_stops_the_run(small_params, small_universe, tmp_path):
     assert not set(bad) & set(table["file"])
 
 
+def test_entries_named_like_images_that_are_not_files_are_reported(small_params, small_universe,
+                                                                   tmp_path):
+    """A directory or a dangling symlink named like an image is listed with its reason."""
+    raw_root, illustris = small_universe
+    raw = tmp_path / "raw"
+    shutil.copytree(raw_root / STELLAR, raw / STELLAR)
+    images = raw / STELLAR / "images"
+    files = sorted(images.glob("*.fits"))
+    directory = images / "shalo_084-999998_v0_HSC_GRIZY.fits"
+    directory.mkdir()
+    moved = files[0]
+    moved.rename(tmp_path / "elsewhere.fits")
+    moved.symlink_to(tmp_path / "gone.fits")  # dangling, under an image's own name
+    (images / "not_an_image_dir").mkdir()     # named like nothing: ignored as before
+    report = run_extract(only(small_params, [STELLAR]), (raw, illustris),
+                         tmp_path / "dataset")[STELLAR]
+    listed = {s["file"]: (s["reason"], s["detail"]) for s in report["skipped_files"]}
+    assert listed == {directory.name: ("not_a_regular_file", "a directory"),
+                      moved.name: ("not_a_regular_file",
+                                   f"dangling symlink to {tmp_path / 'gone.fits'}")}
+    assert report["skipped_counts"] == {"not_a_regular_file": 2}
+    assert report["images_found"] == len(files) + 1 and report["unmatched_names"] == []
+    assert report["kept_images"] == report["images_selected"] > 0
+
+
 def test_no_usable_object_exits_nonzero(small_params, small_universe, tmp_path):
     raw_root, illustris = small_universe
     raw = tmp_path / "raw"

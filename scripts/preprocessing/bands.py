@@ -6,14 +6,14 @@ One reader for every image dataset (SKIRT/HSC galaxy mocks, survey cut-outs, X-r
   HSC mocks store the G image in the primary HDU with ``EXTNAME = 'SUBARU_HSC.G'``).
   Matching ignores case and surrounding blanks. ``MASK`` / ``VARIANCE`` HDUs are never read
   unless asked for with :func:`read_band_planes`.
-* Headers are walked from their raw 2880-byte blocks, reading only the keywords that give
-  each HDU's name, type and data size; only the requested HDUs' headers are parsed by
-  astropy (``Header.fromstring``) and only their data is read (numpy, at the known offset,
-  BSCALE/BZERO/BLANK applied as astropy does). A file the scan does not fully understand
-  (tile-compressed images, random groups, odd keywords, bytes after the last HDU, …) is
-  read through astropy (``fits.open(memmap=False, lazy_load_hdus=True)``) instead, so
-  values and reasons are astropy's either way. (Indexing a lazily loaded HDUList by
-  EXTNAME instead parses every header in full, which dominated the extract stage.)
+* Files are opened with fitsio (cfitsio), which walks every header and gives each HDU's
+  name, type, dimensions and byte offsets; only the requested HDUs' data are read.
+  Headers are parsed by astropy (``Header.fromstring`` of the stored bytes) and only when
+  needed, so header values are astropy's; BSCALE/BZERO/BLANK are applied as astropy does.
+  A file fitsio cannot open, or whose last bytes it does not reach (trailing garbage, a
+  header cut short), is read through astropy (``fits.open(memmap=False,
+  lazy_load_hdus=True)``) instead. Truncation is judged from the HDU offsets against the
+  file size, since cfitsio itself reports a cut file as a missing extension or a read error.
 * Every way a file can be unusable raises :class:`BadImageError` with a short ``reason``
   code (see :data:`BadImageError.REASONS`), so extract can skip the file, count skips by
   reason and write them to its report.
@@ -29,12 +29,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+import fitsio
 import numpy as np
 from astropy.io import fits
 from astropy.io.fits.verify import VerifyError
@@ -51,6 +52,15 @@ _FITS_MAGIC = b"SIMPLE  ="
 #: ("'_BaseHDU' object has no attribute 'size'"), and one bad file must not stop a run.
 _ASTROPY_READ_ERRORS = (OSError, ValueError, TypeError, IndexError, KeyError, VerifyError,
                         UnicodeDecodeError, AttributeError)
+#: Exceptions that fitsio raises on input it cannot read: cfitsio errors are OSError, and
+#: fitsio raises UnicodeDecodeError when cfitsio's message quotes non-ASCII header bytes.
+_FITSIO_ERRORS = (OSError, ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError)
+_CARD = 80
+_END_CARD = b"END" + b" " * 77
+#: Keywords that make astropy rescale image data (as they stand in a card, 8 bytes).
+_SCALING_KEYS = (b"BSCALE  ", b"BZERO   ", b"BLANK   ")
+#: astropy's class names for fitsio's HDU types (messages name them as before).
+_TABLE_TYPES = {"BINARY_TBL": "BinTableHDU", "ASCII_TBL": "TableHDU"}
 #: Suffix of the extra planes that accompany an image band (HSC / SKIRT mock layout).
 PLANE_SUFFIX = {"image": "", "mask": " MASK", "variance": " VARIANCE"}
 #: How non-finite pixels are handled by :func:`load_bands`.
@@ -72,6 +82,7 @@ class BadImageError(Exception):
 
     REASONS = (
         "not_found",          # no such file
+        "not_a_regular_file", # a directory, a dangling symlink, a device, …
         "empty_file",         # zero bytes
         "not_fits",           # does not start with the SIMPLE card
         "truncated",          # shorter than its headers announce
@@ -147,11 +158,17 @@ class ImageMeta:
 def _check_file(path: Path) -> int:
     """Existence, size and FITS signature; returns the file size in bytes."""
     try:
-        size = path.stat().st_size
+        info = path.stat()
     except FileNotFoundError:
+        if path.is_symlink():
+            raise BadImageError(path, "not_a_regular_file",
+                                f"dangling symlink to {os.readlink(path)}") from None
         raise BadImageError(path, "not_found", "no such file") from None
     except OSError as exc:
         raise BadImageError(path, "not_found", f"cannot stat file: {exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise BadImageError(path, "not_a_regular_file", f"{_file_kind(info.st_mode)}, not a file")
+    size = info.st_size
     if size == 0:
         raise BadImageError(path, "empty_file", "file has 0 bytes")
     try:
@@ -165,6 +182,16 @@ def _check_file(path: Path) -> int:
         raise BadImageError(path, "not_fits",
                             f"does not start with 'SIMPLE  =' (first bytes {head!r})")
     return size
+
+
+def _file_kind(mode: int) -> str:
+    """'a directory', 'a FIFO', … for a stat mode that is not a regular file."""
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
 
 
 def _header_failure(path: Path, size: int, exc: Exception) -> BadImageError:
@@ -201,192 +228,7 @@ def _check_mandatory(path: Path, header: fits.Header, extname: str) -> None:
                             f"{', '.join(missing)}")
 
 
-# --------------------------------------------------------------------------- header scan
-#
-# The fast path walks the file from its raw header bytes: only the keywords that give an
-# HDU's type, name and data size are looked at, so a file of 15 HDUs costs 15 small reads
-# instead of 15 fully parsed astropy headers. Anything the scanner is not sure astropy
-# would read the same way raises _Unsupported, and the whole file goes through astropy
-# (_AstropyFits): the reasons and values are then astropy's by construction.
-
-_CARD = 80
-_END_CARD = b"END" + b" " * 77
-#: Header bytes must be printable ASCII for the fast path (FITS standard 4.0, §4.1.2.1).
-_PRINTABLE = bytes(range(0x20, 0x7F))
-#: Value fields (card columns 11-80) the scanner understands; anything else is unusual.
-_INT_VALUE = re.compile(rb" *([+-]?[0-9]+) *(?:/.*)?")
-_LOGICAL_VALUE = re.compile(rb" *([TF]) *(?:/.*)?")
-_STRING_VALUE = re.compile(rb" *'([^']*)' *(?:/.*)?")  # no quote inside: astropy agrees
-_ANY_VALUE = re.compile(rb" *([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[ED][+-]?[0-9]+)?|[TF]|'[^']*')"
-                        rb" *(?:/.*)?")
-#: Keywords the scanner reads (padded to 8 bytes as they stand in a card).
-_STRUCTURAL = {k.ljust(8).encode(): k for k in
-               ("SIMPLE", "XTENSION", "BITPIX", "NAXIS", "PCOUNT", "GCOUNT", "EXTNAME",
-                "BSCALE", "BZERO", "BLANK", "GROUPS", "ZIMAGE", "EXTEND")}
-_STRUCTURAL.update({f"NAXIS{n}".ljust(8).encode(): f"NAXIS{n}" for n in range(1, 1000)})
-_STRUCTURAL_NAMES = {name.encode() for name in _STRUCTURAL.values()}
-#: XTENSION values walked by the fast path, with astropy's class name for messages.
-_XTENSIONS = {"IMAGE": "ImageHDU", "BINTABLE": "BinTableHDU", "TABLE": "TableHDU"}
-_BITPIX_DTYPE = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
-
-
-class _Unsupported(Exception):
-    """The scanner met something it does not handle; astropy reads the file instead."""
-
-
-@dataclass(frozen=True)
-class _HDU:
-    """Where one HDU lies in the file, from its structural keywords (offsets in bytes)."""
-
-    header_bytes: bytes             # whole 2880-byte blocks, END card included
-    header_offset: int
-    data_offset: int
-    data_size: int                  # without the padding to a whole block
-    type_name: str                  # astropy's class for this HDU (PrimaryHDU, ImageHDU, …)
-    extname: str                    # upper-case, stripped; '' if none
-    bitpix: int
-    axes: tuple[int, ...]           # NAXIS1 … NAXISn, FITS order
-    scaled: bool                    # BSCALE, BZERO or BLANK present: astropy may rescale
-
-    @property
-    def is_image(self) -> bool:
-        return self.type_name in ("PrimaryHDU", "ImageHDU")
-
-    @property
-    def end(self) -> int:
-        """Offset where the data ends, without the block padding (as astropy's size)."""
-        return self.data_offset + self.data_size
-
-    @property
-    def next_offset(self) -> int:
-        return self.data_offset + -(-self.data_size // FITS_BLOCK) * FITS_BLOCK
-
-
-def _card_value(card: bytes, pattern: re.Pattern, keyword: str):
-    match = pattern.fullmatch(card, 10)
-    if match is None:
-        raise _Unsupported(f"{keyword} value {card[10:].strip()!r}")
-    return match.group(1)
-
-
-def _read_header(handle, offset: int, size: int) -> tuple[bytes, int]:
-    """Header blocks at ``offset`` up to the END card's block, and the END card's position."""
-    blocks = []
-    start = offset
-    while True:
-        if offset + FITS_BLOCK > size:
-            raise _Unsupported(f"header at byte {start} runs past the end of the file")
-        handle.seek(offset)
-        block = handle.read(FITS_BLOCK)
-        if len(block) != FITS_BLOCK:
-            raise _Unsupported(f"short read at byte {offset}")
-        blocks.append(block)
-        offset += FITS_BLOCK
-        at = block.find(_END_CARD)
-        while at >= 0 and at % _CARD:
-            at = block.find(_END_CARD, at + 1)
-        if at >= 0:
-            if block[at + _CARD:].strip(b" "):
-                raise _Unsupported("bytes after the END card")
-            return b"".join(blocks), (len(blocks) - 1) * FITS_BLOCK + at
-
-
-def _parse_header(raw: bytes, end: int, header_offset: int, first: bool) -> _HDU:
-    """Structural keywords of one header (END card at ``end``); _Unsupported if unusual."""
-    if raw.translate(None, _PRINTABLE):
-        raise _Unsupported("non-ASCII header bytes")
-    found: dict[str, bytes] = {}
-    previous_structural = False
-    for pos in range(0, end, _CARD):
-        card = raw[pos:pos + _CARD]
-        key8 = card[:8]
-        name = _STRUCTURAL.get(key8)
-        if name is None:
-            if key8 == b"CONTINUE":
-                if previous_structural:
-                    raise _Unsupported("CONTINUE after a structural keyword")
-                continue
-            previous_structural = False
-            stripped = key8.strip().upper()
-            if b"=" in key8 or stripped in _STRUCTURAL_NAMES or stripped == b"END":
-                raise _Unsupported(f"unusual keyword field {key8!r}")
-            if stripped == b"HIERARCH":
-                keyword = card[9:card.find(b"=")].strip().upper()
-                if keyword in _STRUCTURAL_NAMES or keyword.startswith(b"NAXIS"):
-                    raise _Unsupported(f"HIERARCH card for {keyword!r}")
-            continue
-        previous_structural = True
-        if card[8:10] != b"= ":
-            raise _Unsupported(f"{name} without a value indicator")
-        if name in found:
-            raise _Unsupported(f"{name} appears twice")
-        if (pos == 0) != (name in ("SIMPLE", "XTENSION")):
-            raise _Unsupported(f"{name} in card {pos // _CARD + 1}")
-        found[name] = card
-    if "GROUPS" in found or "ZIMAGE" in found:
-        raise _Unsupported("random groups or tile-compressed HDU")
-    if "EXTEND" in found:  # astropy's update_extend() reads it on open
-        _card_value(found["EXTEND"], _LOGICAL_VALUE, "EXTEND")
-    for name in ("BSCALE", "BZERO", "BLANK"):  # astropy reads them on open: must parse
-        if name in found:
-            _card_value(found[name], _ANY_VALUE, name)
-    if first:
-        if "SIMPLE" not in found or _card_value(found["SIMPLE"], _LOGICAL_VALUE,
-                                                "SIMPLE") != b"T":
-            raise _Unsupported("primary header without SIMPLE = T")
-        type_name = "PrimaryHDU"
-    else:
-        if "XTENSION" not in found:
-            raise _Unsupported("extension header without XTENSION")
-        xtension = _card_value(found["XTENSION"], _STRING_VALUE, "XTENSION")
-        type_name = _XTENSIONS.get(xtension.decode().rstrip())
-        if type_name is None:
-            raise _Unsupported(f"XTENSION = {xtension!r}")
-    ints = {}
-    for name in ("BITPIX", "NAXIS", "PCOUNT", "GCOUNT"):
-        if name in found:
-            ints[name] = int(_card_value(found[name], _INT_VALUE, name))
-    if "BITPIX" not in ints or "NAXIS" not in ints:
-        raise _Unsupported("BITPIX or NAXIS missing")
-    bitpix, naxis = ints["BITPIX"], ints["NAXIS"]
-    if bitpix not in _BITPIX_DTYPE or not 0 <= naxis <= 999:
-        raise _Unsupported(f"BITPIX = {bitpix}, NAXIS = {naxis}")
-    axes = []
-    for n in range(1, naxis + 1):
-        if f"NAXIS{n}" not in found:
-            raise _Unsupported(f"NAXIS{n} missing")
-        axes.append(int(_card_value(found[f"NAXIS{n}"], _INT_VALUE, f"NAXIS{n}")))
-    pcount, gcount = ints.get("PCOUNT", 0), ints.get("GCOUNT", 1)
-    if min(axes, default=0) < 0 or pcount < 0 or gcount < 0:
-        raise _Unsupported("negative NAXISn, PCOUNT or GCOUNT")
-    if type_name in ("PrimaryHDU", "ImageHDU") and (pcount, gcount) != (0, 1):
-        raise _Unsupported(f"image with PCOUNT = {pcount}, GCOUNT = {gcount}")
-    data_size = abs(bitpix) * gcount * (pcount + math.prod(axes)) // 8 if naxis else 0
-    extname = ""
-    if "EXTNAME" in found:
-        value = _card_value(found["EXTNAME"], _STRING_VALUE, "EXTNAME").decode()
-        if value.rstrip().endswith("&") or ":" in value:  # long string / record-valued
-            raise _Unsupported(f"EXTNAME = {value!r}")
-        extname = value.strip().upper()
-    return _HDU(raw, header_offset, header_offset + len(raw), data_size, type_name, extname,
-                bitpix, tuple(axes), any(k in found for k in ("BSCALE", "BZERO", "BLANK")))
-
-
-def _scan(handle, size: int) -> list[_HDU]:
-    """Every HDU of the file from its headers alone (no data read).
-
-    The walk stops where astropy stops: at the end of the file or past it (the last HDU's
-    data then runs beyond the file: truncated). Extra bytes after the last HDU that are
-    not a complete, clean header (garbage, a header cut short) raise _Unsupported, since
-    astropy's reaction to them depends on what they are.
-    """
-    hdus: list[_HDU] = []
-    offset = 0
-    while offset < size:
-        raw, end = _read_header(handle, offset, size)
-        hdus.append(_parse_header(raw, end, offset, not hdus))
-        offset = hdus[-1].next_offset
-    return hdus
+# --------------------------------------------------------------------------- scaling
 
 
 def _dtype_for_bitpix(bitpix: int, bscale, bzero) -> np.dtype | None:
@@ -492,27 +334,99 @@ class _FitsBase:
         return data.astype(data.dtype.newbyteorder("="), copy=False)
 
 
-class _ScannedFits(_FitsBase):
-    """Fast reader: HDUs located by :func:`_scan`, image data read with numpy at its offset.
+def _fitsio_message(exc: Exception) -> str:
+    """First line of a fitsio error (cfitsio appends its whole error stack)."""
+    return f"fitsio: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
 
-    Only the requested HDUs' headers are parsed by astropy (``Header.fromstring``), and
-    only when needed (meta, header values, BSCALE/BZERO/BLANK).
+
+class _FitsioCannotRead(Exception):
+    """fitsio cannot read this file (or not all of it); astropy reads it instead."""
+
+
+class _FitsioFits(_FitsBase):
+    """Reader for the files cfitsio understands: HDUs located and image data read by fitsio.
+
+    Opening walks every header (cfitsio), which gives each HDU's name, type, dimensions and
+    byte offsets; only the requested HDUs' data are read. Headers are parsed by astropy
+    (``Header.fromstring`` of the raw header bytes) only when needed (meta, header values,
+    BSCALE/BZERO/BLANK), so header values equal astropy's. Scaled images are read raw and
+    scaled by :func:`_scale_like_astropy` (cfitsio ignores BLANK and returns other dtypes).
     """
 
-    def __init__(self, path: Path, size: int, handle, hdus: list[_HDU]):
-        self.path, self.size, self.handle, self.hdus = path, size, handle, hdus
-        self.names = [h.extname for h in hdus]
-        self.last_end = hdus[-1].end if hdus else 0
+    def __init__(self, path: Path, size: int):
+        self.path, self.size = path, size
+        self._handle = None
+        self._raw: dict[int, bytes] = {}
         self._headers: dict[int, fits.Header] = {}
+        try:
+            self.fits = fitsio.FITS(str(path))
+        except _FITSIO_ERRORS as exc:
+            raise _FitsioCannotRead(_fitsio_message(exc)) from None
+        try:
+            self.hdus = list(self.fits)
+            self.names = [h.get_extname().strip().upper() for h in self.hdus]
+            self.offsets = [h.get_offsets() for h in self.hdus]
+            padded_end = self.offsets[-1]["data_end"]
+            if padded_end < size:  # astropy's reaction depends on what the extra bytes are
+                raise _FitsioCannotRead(f"fitsio stops at byte {padded_end} of {size}")
+            self.last_end = padded_end if padded_end == size else self._unpadded_end(-1)
+        except _FITSIO_ERRORS as exc:
+            self.close()
+            raise _FitsioCannotRead(_fitsio_message(exc)) from None
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
-        self.handle.close()
+        self.fits.close()
+        if self._handle is not None:
+            self._handle.close()
+
+    def _raw_header(self, index: int) -> bytes:
+        """Header blocks of HDU ``index`` as stored (END card and padding included)."""
+        if index not in self._raw:
+            if self._handle is None:
+                self._handle = open(self.path, "rb")
+            start = self.offsets[index]["header_start"]
+            self._handle.seek(start)
+            self._raw[index] = self._handle.read(self.offsets[index]["data_start"] - start)
+        return self._raw[index]
+
+    def _cards(self, index: int):
+        """The 80-character cards of HDU ``index`` up to its END card (bytes)."""
+        raw = self._raw_header(index)
+        for pos in range(0, len(raw), _CARD):
+            card = raw[pos:pos + _CARD]
+            if card == _END_CARD:
+                return
+            yield card
+
+    def _unpadded_end(self, index: int) -> int:
+        """Where HDU ``index``'s data ends without block padding (FITS standard 4.0, §4.4.1):
+        ``|BITPIX| × GCOUNT × (PCOUNT + NAXIS1 × … × NAXISn) / 8`` bytes after its header."""
+        index %= len(self.hdus)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                header = fits.Header.fromstring(self._raw_header(index))
+                naxis = header["NAXIS"]
+                size = abs(header["BITPIX"]) * header.get("GCOUNT", 1) * (
+                    header.get("PCOUNT", 0) + math.prod(header[f"NAXIS{n}"]
+                                                        for n in range(1, naxis + 1))) // 8
+            except (*_ASTROPY_READ_ERRORS, ArithmeticError) as exc:
+                raise _FitsioCannotRead(f"size of HDU {index}: {exc}") from None
+        return self.offsets[index]["data_start"] + (size if naxis else 0)
 
     def header(self, index: int) -> fits.Header:
         if index not in self._headers:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                header = fits.Header.fromstring(self.hdus[index].header_bytes.decode("ascii"))
+                if self.hdus[index].get_exttype() == "IMAGE_HDU" and self.hdus[index].is_compressed():
+                    # on disk a BINTABLE header: astropy translates it to the image's
+                    with fits.open(self.path, memmap=False, lazy_load_hdus=True) as hdul:
+                        header = hdul[index].header.copy()
+                else:
+                    header = fits.Header.fromstring(self._raw_header(index))
                 if index == 0 and len(self.hdus) > 1:
                     # astropy's HDUList.update_extend(), applied on open
                     if "EXTEND" in header:
@@ -530,13 +444,10 @@ class _ScannedFits(_FitsBase):
     def header_value(self, index: int, keyword: str) -> Any:
         """Value of one keyword of HDU ``index`` (None if absent), parsing only its card
         unless the header is parsed already (a whole header costs ~1 ms in astropy)."""
-        if index in self._headers:
-            return self._headers[index].get(keyword)
-        raw, key = self.hdus[index].header_bytes, keyword.upper().encode("ascii").ljust(8)
-        for pos in range(0, len(raw), _CARD):
-            card = raw[pos:pos + _CARD]
-            if card == _END_CARD:
-                break
+        if index in self._headers or self.hdus[index].is_compressed():
+            return self.header(index).get(keyword)
+        key = keyword.upper().encode("ascii").ljust(8)
+        for card in self._cards(index):
             if card[:8] == key and card[8:10] == b"= ":
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -549,32 +460,36 @@ class _ScannedFits(_FitsBase):
     def data(self, index: int, extname: str) -> np.ndarray:
         """The 2-D numeric data of HDU ``index``, native byte order."""
         hdu = self.hdus[index]
-        if not hdu.is_image:
+        kind = hdu.get_exttype()
+        if kind != "IMAGE_HDU":
             raise BadImageError(self.path, "wrong_shape",
-                                f"HDU {extname!r} is a {hdu.type_name}, not an image")
-        if hdu.end > self.size:
-            raise BadImageError(self.path, "truncated",
-                                f"data of HDU {extname!r} ends at byte {hdu.end}, file "
-                                f"has {self.size}")
-        if not hdu.axes:
+                                f"HDU {extname!r} is a {_TABLE_TYPES.get(kind, kind)}, not an image")
+        shape = tuple(hdu.get_dims())
+        if not shape:
             return self._check_array(self.path, None, extname)
-        shape = tuple(reversed(hdu.axes))
         if len(shape) != 2:  # astropy would read it all only to fail the same test
             raise BadImageError(self.path, "wrong_shape",
                                 f"HDU {extname!r} has shape {shape}; expected a 2-D image")
-        raw = np.empty(shape, dtype=_BITPIX_DTYPE[hdu.bitpix])
+        scaled = not hdu.is_compressed() and any(card[:8] in _SCALING_KEYS
+                                                 for card in self._cards(index))
+        header = None
+        if scaled:  # astropy reads these keywords when it opens the HDU: they must parse
+            header = self.header(index)
+            try:
+                for key in _SCALING_KEYS:
+                    header.get(key.decode().strip())
+            except _ASTROPY_READ_ERRORS as exc:
+                raise BadImageError(self.path, "unreadable_header",
+                                    f"HDU {extname!r}: {type(exc).__name__}: {exc}") from None
         try:
-            self.handle.seek(hdu.data_offset)
-            got = self.handle.readinto(memoryview(raw).cast("B")) if raw.size else 0
-        except OSError as exc:
+            hdu.ignore_scaling = scaled
+            data = hdu.read()
+        except _FITSIO_ERRORS as exc:
             raise BadImageError(self.path, "unreadable_data",
-                                f"HDU {extname!r}: {type(exc).__name__}: {exc}") from None
-        if got != hdu.data_size:
-            raise BadImageError(self.path, "unreadable_data",
-                                f"HDU {extname!r}: read {got} of {hdu.data_size} bytes")
-        if hdu.scaled:
-            raw = _scale_like_astropy(raw, hdu.bitpix, self.header(index))
-        return self._check_array(self.path, raw, extname)
+                                f"HDU {extname!r}: {_fitsio_message(exc)}") from None
+        if scaled:
+            data = _scale_like_astropy(data, hdu.get_info()["img_type"], header)
+        return self._check_array(self.path, data, extname)
 
 
 class _AstropyFits(_FitsBase):
@@ -634,23 +549,19 @@ class _AstropyFits(_FitsBase):
 class _Fits:
     """Open a FITS file and index its HDUs by EXTNAME (a context manager).
 
-    Yields a :class:`_ScannedFits` when the header scan understands the whole file, else
-    an :class:`_AstropyFits`; both raise the same :class:`BadImageError` reasons.
+    Yields a :class:`_FitsioFits` when fitsio reads the whole file, else an
+    :class:`_AstropyFits`; both raise the same :class:`BadImageError` reasons.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.size = _check_file(self.path)
-        self._reader: _ScannedFits | _AstropyFits | None = None
+        self._reader: _FitsioFits | _AstropyFits | None = None
 
-    def __enter__(self) -> _ScannedFits | _AstropyFits:
-        handle = None
+    def __enter__(self) -> _FitsioFits | _AstropyFits:
         try:
-            handle = open(self.path, "rb")
-            reader = _ScannedFits(self.path, self.size, handle, _scan(handle, self.size))
-        except (_Unsupported, OSError) as why:
-            if handle is not None:
-                handle.close()
+            reader = _FitsioFits(self.path, self.size)
+        except _FitsioCannotRead as why:
             logger.debug("%s: read through astropy (%s)", self.path, why)
             reader = _AstropyFits(self.path, self.size)
         try:

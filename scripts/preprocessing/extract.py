@@ -255,8 +255,9 @@ def extract_dataset(extractor: Extractor, params: ExtractParams, out_root: Path)
     start = time.perf_counter()
     out_dir = out_root / spec.name
     out_dir.mkdir(parents=True, exist_ok=True)
-    files, unmatched = extractor.list_images()
-    log.info("%s: %d image files (%d names not matching the pattern)", spec.name, len(files), len(unmatched))
+    files, unmatched, irregular = extractor.list_images()
+    log.info("%s: %d image files (%d names not matching the pattern, %d not regular files)",
+             spec.name, len(files), len(unmatched), len(irregular))
 
     match = extractor.catalogue(files)
     keys = pd.MultiIndex.from_frame(files[["snapshot", "object_id"]])
@@ -316,8 +317,8 @@ def extract_dataset(extractor: Extractor, params: ExtractParams, out_root: Path)
     if records.empty:  # nothing selected: an empty store and a report that says why
         records = pd.DataFrame(columns=["file", "size", "mtime_ns", "reason", "detail", "index",
                                         "record", "chunk"])
-    report = _assemble(extractor, params, out_dir, work, files, unmatched, match, cache, fingerprint,
-                       records)
+    report = _assemble(extractor, params, out_dir, work, files, unmatched, irregular, match, cache,
+                       fingerprint, records)
     report["seconds"] = round(time.perf_counter() - start, 2)
     report["reused_from_cache"] = len(work) - len(todo)
     report["processed"] = len(todo)
@@ -327,18 +328,20 @@ def extract_dataset(extractor: Extractor, params: ExtractParams, out_root: Path)
     return report
 
 
-def _assemble(extractor, params, out_dir, work, files, unmatched, match, cache, fingerprint,
-              records: pd.DataFrame) -> dict:
+def _assemble(extractor, params, out_dir, work, files, unmatched, irregular, match, cache,
+              fingerprint, records: pd.DataFrame) -> dict:
     """Write objects.parquet and images.h5 in identity order.
 
     ``records`` has one up-to-date record per file of ``work``: the reusable ones found at
     the start (previous run, interrupted chunks) plus those of the chunks written now.
+    ``irregular``: entries named like images that are not regular files (skipped with
+    reason ``not_a_regular_file``, listed first).
     """
     spec = extractor.spec
     rec = records.set_index("file").loc[work["file"]]
     ok = (rec["reason"] == "").to_numpy()
-    skipped = [{"file": f, "reason": r, "detail": d}
-               for f, r, d in zip(rec.index[~ok], rec["reason"][~ok], rec["detail"][~ok])]
+    skipped = list(irregular) + [{"file": f, "reason": r, "detail": d} for f, r, d in
+                                 zip(rec.index[~ok], rec["reason"][~ok], rec["detail"][~ok])]
     kept = work[ok].reset_index(drop=True)
     sources = rec[ok]
 
@@ -407,7 +410,7 @@ def _assemble(extractor, params, out_dir, work, files, unmatched, match, cache, 
         "dataset": spec.name,
         "extractor": spec.extractor,
         "pad_mode": extractor.pad_mode,
-        "images_found": int(len(files) + len(unmatched)),
+        "images_found": int(len(files) + len(unmatched) + len(irregular)),
         "objects_with_catalogue_row": int(len(match.fields)),
         "images_selected": int(len(work)),
         "kept_images": int(len(kept)),

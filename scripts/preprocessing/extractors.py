@@ -16,6 +16,7 @@ dataset") and registering it in :data:`EXTRACTORS`.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,15 @@ class CatalogueMatch:
     without_image: list[tuple[int, int]] = field(default_factory=list)
 
 
+def _not_a_file(path: Path) -> str:
+    """Why ``path`` (for which ``is_file()`` is False) is not a readable image file."""
+    if path.is_symlink() and not path.exists():
+        return f"dangling symlink to {os.readlink(path)}"
+    if path.is_dir():
+        return "a directory"
+    return "not a regular file (device, FIFO or socket)"
+
+
 class Extractor:
     """Base class; subclasses set :attr:`kind` and implement :meth:`catalogue`."""
 
@@ -96,17 +106,27 @@ class Extractor:
                 "snapshot": int(groups.get("snapshot", NO_SNAPSHOT if self.kind == "survey" else 0)),
                 "projection": int(groups.get("projection", 0))}
 
-    def list_images(self) -> tuple[pd.DataFrame, list[str]]:
+    def list_images(self) -> tuple[pd.DataFrame, list[str], list[dict]]:
         """(table of file, object_id, snapshot, projection sorted by identity; names that
-        do not match the pattern)."""
+        do not match the pattern; entries named like an image that are not regular files,
+        as ``{"file", "reason": "not_a_regular_file", "detail"}``).
+
+        A directory or a dangling symlink named like an image is reported rather than
+        dropped: it usually means an image that failed to copy or was moved away.
+        """
         if not self.images_dir.is_dir():
             raise FileNotFoundError(f"dataset {self.spec.name}: image folder {self.images_dir} "
                                     "does not exist")
-        rows, unmatched = [], []
+        rows, unmatched, irregular = [], [], []
         for path in sorted(self.images_dir.iterdir()):
-            if not path.is_file() or path.name.startswith("."):
+            if path.name.startswith("."):
                 continue
             ident = self.parse_name(path.name)
+            if not path.is_file():
+                if ident is not None:
+                    irregular.append({"file": path.name, "reason": "not_a_regular_file",
+                                      "detail": _not_a_file(path)})
+                continue
             if ident is None:
                 unmatched.append(path.name)
                 continue
@@ -116,7 +136,7 @@ class Extractor:
             table = table[table["snapshot"].isin(self.spec.snapshots)]
         table = table.astype({c: np.int64 for c in IDENTITY})
         table = table.sort_values(["snapshot", "object_id", "projection", "file"])
-        return table.reset_index(drop=True), unmatched
+        return table.reset_index(drop=True), unmatched, irregular
 
     # ------------------------------------------------------------------ catalogue
     def catalogue_fields(self) -> list[str]:
