@@ -41,13 +41,65 @@ def run_stages(params_path: Path, stages=STAGES) -> list[tuple[str, float]]:
     return done
 
 
+def _r2(entry: dict) -> str:
+    r = entry.get("r2")
+    return "–" if r is None else f"{r:.2f} ± {entry.get('r2_std') or 0:.2f}"
+
+
+def readme_table(metrics: dict, observed: str, simulated: list[str]) -> str:
+    """The README's demo table (Markdown) from an analyse ``metrics.json``: realism of each
+    simulated set against ``observed``, driver R² (± spread over folds) and object
+    permanence, all on the run's evaluation splits."""
+    splits = ", ".join(metrics.get("evaluation_splits", []))
+    rows = [f"| measured on the {splits} split | " + " | ".join(simulated) + " |",
+            "|---|" + "---|" * len(simulated)]
+
+    def row(label, cell):
+        rows.append(f"| {label} | " + " | ".join(cell(s) for s in simulated) + " |")
+
+    def realism(s):
+        return metrics["realism"].get(s, {}).get(observed, {})
+
+    def fmt(s, f):
+        r = realism(s)
+        return f"skipped: {r['skipped']}" if "skipped" in r else (f(r) if r else "–")
+
+    images = metrics.get("images", {})
+    row("test images (objects in the OOD score)", lambda s: f"{images.get(s, {}).get('test', '–')} "
+        f"({realism(s).get('ood_sim', {}).get('n_subsample', '–')})")
+    row(f"in-domain fraction vs {observed} (sim scored / obs scored)", lambda s: fmt(
+        s, lambda r: f"{r['ood_sim']['in_domain_fraction']:.2f} / {r['ood_obs']['in_domain_fraction']:.2f}"))
+    row("classifier two-sample AUC [95 % interval]", lambda s: fmt(
+        s, lambda r: f"{r['c2st']['auc']:.2f} [{r['c2st']['ci_low']:.2f}, {r['c2st']['ci_high']:.2f}]"))
+    row("MMD² (permutation p)", lambda s: fmt(
+        s, lambda r: f"{r['mmd']['mmd2']:.3g} ({r['mmd']['p_value']:.2g})"))
+    fields = sorted({f for s in simulated for f in metrics.get("drivers", {}).get(s, {})})
+    for field in fields:
+        def cell(s, field=field):
+            entry = metrics["drivers"].get(s, {}).get(field)
+            return "–" if entry is None else f"{_r2(entry['representation'])} / {_r2(entry['baseline'])}"
+        row(f"{field} R²: representation / pixel baseline", cell)
+    row("object permanence top-1 / top-5 (chance top-5)", lambda s: "–" if s not in metrics.get(
+        "permanence", {}) else "{top1:.2f} / {top5:.2f} ({chance_top5:.3f})".format(**metrics["permanence"][s]))
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description=__doc__)
     add_params_argument(parser)
     parser.add_argument("--stages", nargs="+", choices=[m.rsplit(".", 1)[-1] for m in STAGES],
                         help="run only these stages (default: all, in order)")
+    parser.add_argument("--table", action="store_true",
+                        help="print the README's demo table from the run's metrics.json and exit")
     args = parser.parse_args(argv)
+    if args.table:
+        params = load_params(args.params)
+        an = params.analyse
+        metrics = json.loads((config.reports_path / an.run_name / "metrics.json").read_text())
+        observed = an.observed_sets[0] if an.observed_sets else ""
+        print(readme_table(metrics, observed, list(an.simulated_sets)))
+        return 0
     params = load_params(args.params)  # fail early, before any stage starts
     try:
         stages = [m for m in STAGES if not args.stages or m.rsplit(".", 1)[-1] in args.stages]
