@@ -65,14 +65,17 @@ def readme_table(metrics: dict, observed: str, simulated: list[str]) -> str:
         return f"skipped: {r['skipped']}" if "skipped" in r else (f(r) if r else "–")
 
     images = metrics.get("images", {})
-    row("test images (objects in the OOD score)", lambda s: f"{images.get(s, {}).get('test', '–')} "
-        f"({realism(s).get('ood_sim', {}).get('n_subsample', '–')})")
-    row(f"in-domain fraction vs {observed} (sim scored / obs scored)", lambda s: fmt(
-        s, lambda r: f"{r['ood_sim']['in_domain_fraction']:.2f} / {r['ood_obs']['in_domain_fraction']:.2f}"))
-    row("classifier two-sample AUC [95 % interval]", lambda s: fmt(
-        s, lambda r: f"{r['c2st']['auc']:.2f} [{r['c2st']['ci_low']:.2f}, {r['c2st']['ci_high']:.2f}]"))
-    row("MMD² (permutation p)", lambda s: fmt(
-        s, lambda r: f"{r['mmd']['mmd2']:.3g} ({r['mmd']['p_value']:.2g})"))
+    if not observed:                    # no observed set: no realism to report
+        row("test images", lambda s: f"{images.get(s, {}).get('test', '–')}")
+    else:
+        row("test images (objects in the OOD score)", lambda s: f"{images.get(s, {}).get('test', '–')} "
+            f"({realism(s).get('ood_sim', {}).get('n_subsample', '–')})")
+        row(f"in-domain fraction vs {observed} (sim scored / obs scored)", lambda s: fmt(
+            s, lambda r: f"{r['ood_sim']['in_domain_fraction']:.2f} / {r['ood_obs']['in_domain_fraction']:.2f}"))
+        row("classifier two-sample AUC [95 % interval]", lambda s: fmt(
+            s, lambda r: f"{r['c2st']['auc']:.2f} [{r['c2st']['ci_low']:.2f}, {r['c2st']['ci_high']:.2f}]"))
+        row("MMD² (permutation p)", lambda s: fmt(
+            s, lambda r: f"{r['mmd']['mmd2']:.3g} ({r['mmd']['p_value']:.2g})"))
     fields = sorted({f for s in simulated for f in metrics.get("drivers", {}).get(s, {})})
     for field in fields:
         def cell(s, field=field):

@@ -22,3 +22,10 @@ def test_table_reports_each_measure_with_its_split_and_skips():
     assert "| in-domain fraction vs OBS (sim scored / obs scored) | 0.95 / 0.94 | skipped: need at least 18 objects |" in table
     assert "| stellar_mass R²: representation / pixel baseline | 0.80 ± 0.05 / 0.60 ± 0.10 | – |" in table
     assert "| object permanence top-1 / top-5 (chance top-5) | 0.30 / 0.50 (0.010) | – |" in table
+
+
+def test_table_without_an_observed_set_has_no_realism_rows():
+    metrics = {"evaluation_splits": ["test"], "images": {"XRAY": {"test": 9}}, "realism": {"XRAY": {}},
+               "drivers": {}, "permanence": {}}
+    table = readme_table(metrics, "", ["XRAY"])
+    assert "| test images | 9 |" in table and "in-domain" not in table and "AUC" not in table
