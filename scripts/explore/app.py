@@ -177,7 +177,7 @@ def build_document(doc, data: RunData, prefix: str = "/", arguments: dict | None
                        key=lambda n: (n != "umap", n))
     hover_fields = [f for f in data.fields if f != OOD][:N_HOVER_FIELDS]
     columns = {"pos": shown, "dataset": t["dataset"].to_numpy()[shown],
-               "split": t["split"].to_numpy()[shown], "object_id": t["object_id"].to_numpy()[shown],
+               "split": t["split"].to_numpy()[shown], "object_id": t["object_id"].astype(str).to_numpy()[shown],
                "value": np.full(len(shown), np.nan)}
     columns.update({c: t[c].to_numpy()[shown] for c in data.map_columns})
     columns.update({f: t[f].to_numpy(dtype=np.float64)[shown] for f in hover_fields})
