@@ -131,7 +131,8 @@ def test_page_draws_the_map_and_answers_queries_in_chromium(run_folder, server, 
         pytest.fail("Chromium is not installed (apt-get install -y chromium)")
     data = run_folder["data"]
     port = server["port"]
-    assert _listening_address(port) in ("127.0.0.1", None)   # bound to this machine only
+    if os.path.exists("/proc/net/tcp"):                      # bound to this machine only
+        assert _listening_address(port) == "127.0.0.1"
     thumb = urllib.request.urlopen(f"http://127.0.0.1:{port}/thumb/0.png", timeout=30).read()
     assert thumb[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -145,7 +146,8 @@ def test_page_draws_the_map_and_answers_queries_in_chromium(run_folder, server, 
     assert report["points"] == len(data.table)
     assert report["canvases"] >= 1 and report["coloured_pixels"] > 0
     strips = data.neighbours(position)
-    assert report["neighbours"] == ",".join(f"{d}:{o}" for d, o in zip(strips["dataset"], strips["object_id"]))
+    assert report["neighbours"] == ",".join(f"{d}:{o}" for d, o in
+                                            zip(strips["dataset"], strips["object_id"]))
     want = _expected_analogues(run_folder, row)
     shown = set(report["neighbours"].split(","))
     assert {f"{d}:{o}" for d, o in zip(want["simulated_dataset"], want["simulated_object_id"])} <= shown

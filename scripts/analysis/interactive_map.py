@@ -89,7 +89,7 @@ def write_interactive_map(coords: pd.DataFrame, table: pd.DataFrame, images, pat
         hover_renderers.append(plot.scatter("x", "y", source=source, size=6, color=colour,
                                             line_color="black", line_width=0.5, legend_label=name))
     field_rows = "".join(f"<div>{f}: @{{{f}}}{{0.[00]}}</div>" for f in hover_fields)
-    plot.add_tools(HoverTool(renderers=hover_renderers, tooltips=(
+    plot.add_tools(HoverTool(renderers=hover_renderers, limit=1, tooltips=(
         f'<div style="width:{THUMB_PX * 2}px"><img src="@thumb" width="{THUMB_PX * 2}" '
         f'height="{THUMB_PX * 2}" style="image-rendering:pixelated"><div><b>@dataset</b> '
         f'#@object_id (@split)</div>{field_rows}</div>')))

@@ -12,7 +12,8 @@
   neighbours, or the page shows the extract stage's skip reason.
 
 URL arguments (for links and headless checks): ``?select=<dataset>:<row>`` opens the
-neighbours of one image, ``?fits=<path>`` adds a FITS file from the server's disk.
+neighbours of one image, ``?colour=<FIELD>`` colours the map, ``?fits=<path>`` adds a FITS
+file from the server's disk.
 """
 from __future__ import annotations
 
@@ -38,14 +39,14 @@ logger = logging.getLogger(__name__)
 
 #: Hover tooltip: the thumbnail comes from the server only when a point is hovered.
 TOOLTIP = """
-<div style="width:{px}px">
+<div style="width:{width}px">
   <img src="{prefix}thumb/@pos.png" width="{px}" height="{px}" style="image-rendering:pixelated">
   <div><b>@dataset</b> #@object_id (@split)</div>
   {fields}
 </div>
 """
 #: Fields shown in the hover box besides the colour value.
-N_HOVER_FIELDS = 3
+N_HOVER_FIELDS = 4
 #: Observed images listed in the realism tab.
 N_UNMATCHED = 48
 GREY = "#bbbbbb"
@@ -110,7 +111,7 @@ def colour_values(data: RunData, key: str, shown: np.ndarray) -> tuple[list[str]
     values = t[key].to_numpy(dtype=np.float64)[shown]
     finite = values[np.isfinite(values)]
     if key == OOD:        # diverging around 1 (in domain below, no counterpart above)
-        lo, hi, palette, log = 0.1, 10.0, list(reversed(RdBu11)), True
+        lo, hi, palette, log = 0.1, 10.0, list(RdBu11), True     # blue (low) to red
         scaled = (np.log10(np.clip(values, lo, hi)) + 1.0) / 2.0
     else:
         lo, hi = (np.percentile(finite, [2, 98]) if len(finite) else (0.0, 1.0))
@@ -141,7 +142,8 @@ def strip_html(data: RunData, query_label: str, query_image, table: pd.DataFrame
            f'<b>{html.escape(query_label)}</b></div>']
     for i, (_, hit) in enumerate(table.iterrows(), start=1):
         if hit["rank"] == 1:
-            out.append(f'<div style="font-size:12px;margin-top:4px"><b>{html.escape(hit["dataset"])}</b></div>')
+            out.append('<div style="font-size:12px;margin-top:4px">'
+                       f'<b>{html.escape(hit["dataset"])}</b></div>')
         out.append(f'<div style="display:inline-block;margin:2px;text-align:center;font-size:11px">'
                    f'<img src="{_data_uri(png_bytes(shown[i], 72))}" width="72" height="72"><br>'
                    f'#{hit["object_id"]} d={hit["distance"]:.2f}</div>')
@@ -175,9 +177,10 @@ def build_document(doc, data: RunData, prefix: str = "/", arguments: dict | None
     t, shown = data.table, data.shown
     map_names = sorted({c.rsplit("_", 1)[0] for c in data.map_columns},
                        key=lambda n: (n != "umap", n))
-    hover_fields = [f for f in data.fields if f != OOD][:N_HOVER_FIELDS]
+    hover_fields = data.hover_fields(N_HOVER_FIELDS)
     columns = {"pos": shown, "dataset": t["dataset"].to_numpy()[shown],
-               "split": t["split"].to_numpy()[shown], "object_id": t["object_id"].astype(str).to_numpy()[shown],
+               "split": t["split"].to_numpy()[shown],
+               "object_id": t["object_id"].astype(str).to_numpy()[shown],     # int64 > 2**53
                "value": np.full(len(shown), np.nan)}
     columns.update({c: t[c].to_numpy()[shown] for c in data.map_columns})
     columns.update({f: t[f].to_numpy(dtype=np.float64)[shown] for f in hover_fields})
@@ -191,16 +194,16 @@ def build_document(doc, data: RunData, prefix: str = "/", arguments: dict | None
                   active_scroll="wheel_zoom", name="map")
     size = float(np.clip(12 - 2 * np.log10(max(len(shown), 1)), 2, 8))
     points = plot.scatter("umap_1", "umap_2", source=source, view=view, size=size, fill_color="colour",
-                          line_color=None, fill_alpha=0.8, nonselection_fill_alpha=0.15,
+                          line_color=None, fill_alpha=0.8, nonselection_fill_alpha=0.3,
                           selection_line_color="black")
     field_rows = "".join(f"<div>{html.escape(f)}: @{{{f}}}{{0.[00]}}</div>" for f in hover_fields)
-    plot.add_tools(HoverTool(renderers=[points], tooltips=TOOLTIP.format(
-        px=96, prefix=prefix, fields='<div>colour value: @value{0.[000]}</div>' + field_rows)))
+    plot.add_tools(HoverTool(renderers=[points], limit=1, tooltips=TOOLTIP.format(
+        px=96, width=200, prefix=prefix, fields='<div>colour value: @value{0.[000]}</div>' + field_rows)))
     new_source = ColumnDataSource({**{c: [] for c in data.map_columns}, "name": [], "index": []},
                                   name="new_points")
     new_points = plot.scatter("umap_1", "umap_2", source=new_source, marker="star", size=20,
                               fill_color="gold", line_color="black")
-    plot.add_tools(HoverTool(renderers=[new_points], tooltips=(
+    plot.add_tools(HoverTool(renderers=[new_points], limit=1, tooltips=(
         f'<div><img src="{prefix}new/@index.png" width="96" height="96"><div>@name (new)</div></div>')))
     mapper = LinearColorMapper(palette=Viridis256, low=0, high=1)
     colour_bar = ColorBar(color_mapper=mapper, visible=False, width=10)
@@ -356,14 +359,13 @@ def build_document(doc, data: RunData, prefix: str = "/", arguments: dict | None
     doc.template = PROBE
 
     arguments = arguments or {}
+    if arguments.get("colour") in colour_by.options:
+        colour_by.value = arguments["colour"]
     if "select" in arguments:
         dataset, _, row_id = arguments["select"].rpartition(":")
         hit = np.flatnonzero((t["dataset"] == dataset).to_numpy() & (t["row"].to_numpy() == int(row_id)))
         if len(hit):
             show_neighbours(int(hit[0]))
-            where = np.flatnonzero(shown == hit[0])
-            if len(where):
-                source.selected.indices = [int(where[0])]
     if "fits" in arguments:
         add_new(data.add_fits(arguments["fits"]))
 

@@ -199,6 +199,7 @@ class RunData:
         table = pd.concat([table, posterior], axis=1)
         self.table, self.vectors = table, rep.vectors
         self.rep = Representation(meta, rep.vectors)
+        self.fields_by = fields_by
         field_names = list(dict.fromkeys(f for fs in fields_by.values() for f in fs))
         self.fields = field_names + list(posterior.columns) + ([OOD] if with_ood else [])
         self.datasets = list(pd.unique(meta["dataset"]))
@@ -211,6 +212,17 @@ class RunData:
         self._finders: dict = {}
         self.thumbnail = lru_cache(maxsize=4096)(self._thumbnail)
         self.new_images: list[NewImage] = []
+
+    def hover_fields(self, n: int) -> list[str]:
+        """Up to ``n`` FIELDS, taken in turn from each dataset's own, so every dataset's
+        points show some of theirs."""
+        out: list[str] = []
+        lists = [list(f) for f in self.fields_by.values()]
+        for i in range(max((len(f) for f in lists), default=0)):
+            for fields in lists:
+                if i < len(fields) and fields[i] not in out and len(out) < n:
+                    out.append(fields[i])
+        return out
 
     # ------------------------------------------------------------------ images
     def display(self, positions) -> list[np.ndarray]:
