@@ -273,3 +273,38 @@ def test_report_links_a_standalone_interactive_map(run_folder):
     assert not re.search(r"<script[^>]+src=\"https?:", page)          # no CDN: opens offline
     assert f'href="{INTERACTIVE_MAP}"' in (report_dir / "report.html").read_text()
     assert f"]({INTERACTIVE_MAP})" in (report_dir / "report.md").read_text()
+    from tests.headless import Browser
+
+    with Browser(900, 700) as browser:                                # drawn from disk, no server
+        assert browser.open((report_dir / INTERACTIVE_MAP).resolve().as_uri(), COLOURED_PIXELS, 30) > 0
+
+
+#: Non-white pixels on every canvas of a Bokeh page (canvases live in shadow roots).
+COLOURED_PIXELS = """(function () {
+  function canvases(root) {
+    var out = Array.prototype.slice.call(root.querySelectorAll("canvas"));
+    root.querySelectorAll("*").forEach(function (e) { if (e.shadowRoot) out = out.concat(canvases(e.shadowRoot)); });
+    return out;
+  }
+  var n = 0;
+  canvases(document).forEach(function (c) {
+    var px = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    for (var i = 0; i < px.length; i += 4) if (px[i + 3] > 0 && !(px[i] > 240 && px[i + 1] > 240 && px[i + 2] > 240)) n++;
+  });
+  return n;
+})()"""
+
+
+def test_selecting_a_region_compares_its_field_distribution(run_folder):
+    data = run_folder["data"]
+    doc = _document(data)
+    points = doc.select_one({"name": "points"})
+    field = doc.select_one({"name": "region_field"})
+    field.value = "stellar_mass"
+    picked = np.flatnonzero(points.data["dataset"] == "MOCK_FIDUCIAL")[:20]
+    points.selected.indices = picked.tolist()
+    hist = doc.select_one({"name": "region_hist"}).data
+    edges, sel, every = data.region_histogram("stellar_mass", data.shown[picked])
+    np.testing.assert_allclose(hist["sel"], sel)
+    np.testing.assert_allclose(hist["all"], every)
+    assert sel.sum() > 0 and "MOCK_FIDUCIAL 20" in doc.select_one({"name": "region_text"}).text

@@ -224,15 +224,15 @@ def build_document(doc, data: RunData, prefix: str = "/", arguments: dict | None
                           "lasso a region to compare its FIELD distribution with all points.</p>",
                      name="neighbours", width=560)
     region_field = Select(title="Region FIELD", value=data.fields[0] if data.fields else "",
-                          options=list(data.fields))
+                          options=list(data.fields), name="region_field")
     hist = figure(width=540, height=240, title="selection vs all drawn points (density)",
                   tools="", toolbar_location=None)
-    hist_source = ColumnDataSource({"left": [], "right": [], "all": [], "sel": []})
+    hist_source = ColumnDataSource({"left": [], "right": [], "all": [], "sel": []}, name="region_hist")
     hist.quad(left="left", right="right", bottom=0, top="all", source=hist_source, fill_color=GREY,
               line_color=None, fill_alpha=0.6, legend_label="all")
     hist.quad(left="left", right="right", bottom=0, top="sel", source=hist_source, fill_color=None,
               line_color="crimson", line_width=2, legend_label="selection")
-    region_text = Div(text="")
+    region_text = Div(text="", name="region_text")
     realism = Div(text=realism_html(data, prefix), width=560, name="realism")
     new_strip = Div(text="", width=560, name="new_neighbours")
 
