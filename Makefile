@@ -9,7 +9,7 @@ DEMO_XRAY_PARAMS ?= params.demo.xray.yaml
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv test chromium demo mock dashboard bench clean-demo
+.PHONY: venv test chromium demo mock dashboard explore bench clean-demo
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ demo: mock
 
 dashboard: $(STAMP)
 	$(PY) -m scripts.tracking dashboard
+
+# The interactive explorer of an analysed run on http://127.0.0.1:5006/ (make explore
+# RUN=demo_xray PORT=5007 for another run or port).
+EXPLORE_PARAMS ?= $(DEMO_PARAMS)
+PORT ?= 5006
+explore: $(STAMP)
+	$(PY) -m scripts.explore --params $(EXPLORE_PARAMS) --port $(PORT) $(if $(RUN),--run $(RUN))
 
 bench: $(STAMP)
 	for b in bench/bench_*.py; do $(PY) -m bench.$$(basename $$b .py) || exit 1; done

@@ -47,6 +47,7 @@ from scripts.analysis import plots
 from scripts.analysis.analogues import (analogue_shares, choose_queries, find_analogues,
                                         panel_entries)
 from scripts.analysis.drivers import driver_r2, pixel_baseline_features
+from scripts.analysis.interactive_map import INTERACTIVE_MAP, write_interactive_map
 from scripts.analysis.maps import fit_pca, fit_umap, thumbnail_grid
 from scripts.analysis.permanence import object_permanence
 from scripts.analysis.realism import compare_sets, summarise
@@ -450,7 +451,9 @@ def build_sections(params: Params, counts: pd.DataFrame, skipped: dict, dim: int
     sections.append(data)
     maps = Section("Maps", [f"UMAP (n_neighbors {an.umap.n_neighbors}, min_dist {an.umap.min_dist}, "
                             f"fitted on at most {an.umap.fit_subsample} images, the rest transformed) "
-                            "and PCA of the standardised representation."])
+                            "and PCA of the standardised representation."],
+                   links=[("Interactive map: hover a point for its thumbnail (opens from disk; "
+                           "python -m scripts.explore serves the full explorer)", INTERACTIVE_MAP)])
     for key, caption in (("umap_datasets", "UMAP by dataset"), ("umap_contours", "UMAP density contours: "
                          "simulated (lines) vs observed (grey)"), ("umap_thumbnails", "UMAP thumbnail map"),
                          ("umap_fields", "UMAP coloured by FIELD"), ("pca_datasets", "PCA by dataset"),
@@ -591,6 +594,8 @@ def run(params: Params, dataset_root: Path, models_root: Path, reports_root: Pat
             map_figs, map_metrics, coords = step_maps(rep, table, fields_by, params, plots_dir, images,
                                                       observed, simulated)
             coords.to_parquet(report_dir / "map_coordinates.parquet", index=False)
+            write_interactive_map(coords, table, images, report_dir / INTERACTIVE_MAP,
+                                  fields=[f for fs in fields_by.values() for f in fs], seed=an.seed)
         with _timed("analogues", seconds):
             if observed and simulated:
                 analogues, analogue_metrics, ana_figs = step_analogues(

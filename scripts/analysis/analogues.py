@@ -163,14 +163,12 @@ def panel_entries(table: pd.DataFrame, query_images: dict, query_labels: dict,
 
 
 # --------------------------------------------------------------------------- CLI
-def process_fits(paths: Sequence[str | Path], params, observed: str,
-                 raw_root: Path, illustris_root: Path) -> tuple[list[str], np.ndarray]:
-    """Read, crop and resize FITS files like extract does for dataset ``observed``.
-
-    Returns the names that could be processed and their images (N, H, W, C); files that
-    cannot be used are logged with the extract stage's reason code. A file named like the
-    dataset's images gets the padding noise seed extract gives it (its identity), so an
-    image already in the dataset is processed exactly as it was stored.
+def fits_reader(params, observed: str, raw_root: Path, illustris_root: Path) -> Callable:
+    """A function ``path -> ImageResult`` that reads, crops and resizes one FITS file like
+    extract does for dataset ``observed``: ``result.image`` (H, W, C), or ``None`` with the
+    extract stage's skip ``reason`` and ``detail``; it never raises for a bad file. A file
+    named like the dataset's images gets the padding noise seed extract gives it (its
+    identity), so an image already in the dataset is processed exactly as it was stored.
     """
     from scripts.preprocessing.extract import process_image
     from scripts.preprocessing.extractors import IDENTITY, make_extractor
@@ -181,17 +179,34 @@ def process_fits(paths: Sequence[str | Path], params, observed: str,
                                config.snapshot_redshifts_path)
     crop = extractor.crop_spec()
     extnames = tuple(spec.band_extnames[f] for f in spec.filters)
-    names, images = [], []
-    for path in paths:
+
+    def read(path):
         ident = extractor.parse_name(Path(path).name)
         seed = identity_seed(observed, *(int(ident[c]) for c in IDENTITY)) if ident else None
-        result = process_image(str(path), extnames, spec.filters, crop, params.extract.image_size, {},
-                               seed)
+        return process_image(str(path), extnames, spec.filters, crop, params.extract.image_size, {},
+                             seed)
+
+    return read
+
+
+def process_fits(paths: Sequence[str | Path], params, observed: str,
+                 raw_root: Path, illustris_root: Path) -> tuple[list[str], np.ndarray]:
+    """Read, crop and resize FITS files like extract does for dataset ``observed``
+    (:func:`fits_reader`).
+
+    Returns the names that could be processed and their images (N, H, W, C); files that
+    cannot be used are logged with the extract stage's reason code.
+    """
+    read = fits_reader(params, observed, raw_root, illustris_root)
+    names, images = [], []
+    for path in paths:
+        result = read(path)
         if result.image is None:
             logger.error("%s: skipped (%s: %s)", path, result.reason, result.detail)
             continue
         names.append(str(path))
         images.append(result.image)
+    spec = params.extract.dataset(observed)
     shape = (0, params.extract.image_size, params.extract.image_size, len(spec.filters))
     return names, (np.stack(images) if images else np.empty(shape, np.float32))
 

@@ -40,12 +40,14 @@ FIGURES_DIR = "figures"
 
 @dataclass
 class Section:
-    """One part of the report: a heading, paragraphs, tables and figures (in that order)."""
+    """One part of the report: a heading, paragraphs, links (caption, path relative to the
+    report), tables and figures (in that order)."""
 
     title: str
     text: list[str] = field(default_factory=list)
     tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
     figures: list[tuple[str, Path]] = field(default_factory=list)
+    links: list[tuple[str, str]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -201,6 +203,8 @@ def render_html(title: str, sections: Sequence[Section], params_yaml: str,
     for section in sections:
         out.append(f"<h2 id=\"{_anchor(section.title)}\">{html.escape(section.title)}</h2>")
         out += [f"<p>{html.escape(p)}</p>" for p in section.text]
+        out += [f"<p><a href=\"{html.escape(href)}\">{html.escape(caption)}</a></p>"
+                for caption, href in section.links]
         for caption, table in section.tables:
             out.append(f"<div class=\"caption\">{html.escape(caption)}</div>")
             out.append(html_table(table))
@@ -225,6 +229,8 @@ def render_markdown(title: str, sections: Sequence[Section], params_yaml: str,
         out += [f"## {section.title}", ""]
         for p in section.text:
             out += [p, ""]
+        for caption, href in section.links:
+            out += [f"[{caption}]({href})", ""]
         for caption, table in section.tables:
             out += [f"*{caption}*", "", markdown_table(table), ""]
         for caption, path in section.figures:
