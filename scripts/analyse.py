@@ -46,6 +46,8 @@ import config
 from scripts.analysis import plots
 from scripts.analysis.analogues import (analogue_shares, choose_queries, find_analogues,
                                         panel_entries)
+from scripts.analysis.baselines import (FEATURE_SETS, WITH_Z, combine, photometry_columns,
+                                        photometry_features, pooled_pixel_pca, with_redshift)
 from scripts.analysis.drivers import driver_r2, pixel_baseline_features
 from scripts.analysis.interactive_map import INTERACTIVE_MAP, write_interactive_map
 from scripts.analysis.maps import fit_pca, fit_umap, thumbnail_grid
@@ -190,6 +192,44 @@ class ImageAccess:
         self.reader.close()
 
 
+# --------------------------------------------------------------------------- baselines
+#: FIELDS tried, in order, as an image's redshift for the "+z" feature sets.
+REDSHIFT_FIELDS = ("z", "photoz", "redshift")
+
+
+def feature_sets(rep: Representation, table: pd.DataFrame, params: Params,
+                 dataset_root: Path) -> tuple[dict, dict]:
+    """The representation and its honest baselines (:mod:`scripts.analysis.baselines`) for
+    every dataset of ``rep``, row-aligned with ``rep.of(dataset)``: ``{dataset: {set: (n, d)}}``,
+    and each dataset's redshift column (None without one)."""
+    datasets = list(pd.unique(rep.meta["dataset"]))
+    rows = {n: rep.meta.loc[rep.meta["dataset"] == n, "row"].to_numpy() for n in datasets}
+    stores = {n: StoreRows(store_path(dataset_root, n), rows[n]) for n in datasets}
+    try:
+        pixels = pooled_pixel_pca(stores, seed=params.analyse.seed)
+    finally:
+        for store in stores.values():
+            store.close()
+    sets, redshifts = {}, {}
+    for name in datasets:
+        sel = rep.meta["dataset"].to_numpy() == name
+        filters = params.extract.dataset(name).filters
+        columns = photometry_columns(_objects_columns(dataset_root, name), filters)
+        objects = pd.read_parquet(dataset_root / name / "objects.parquet", columns=["row", *columns])
+        photometry = photometry_features(objects.set_index("row").reindex(rows[name]), filters)
+        sets[name] = {"representation": rep.vectors[sel].astype(np.float64), "pixels": pixels[name],
+                      "photometry": photometry,
+                      "representation+photometry": combine(rep.vectors[sel], photometry)}
+        part = table[sel]
+        z = next((c for c in REDSHIFT_FIELDS if c in part.columns and part[c].notna().any()), None)
+        redshifts[name] = part[z].to_numpy(np.float64) if z else None
+    return sets, redshifts
+
+
+def _r2_entry(row: pd.Series) -> dict:
+    return {"r2": row["r2"], "r2_std": row["r2_std"], "n": int(row["n"])}
+
+
 # --------------------------------------------------------------------------- steps
 def step_maps(rep: Representation, table: pd.DataFrame, fields_by: dict, params: Params,
               plots_dir: Path, images: ImageAccess, observed, simulated) -> tuple[dict, dict, pd.DataFrame]:
@@ -260,52 +300,67 @@ def step_analogues(rep: Representation, params: Params, observed, simulated, rep
 
 
 def step_realism(rep: Representation, table: pd.DataFrame, params: Params, observed, simulated,
-                 plots_dir: Path, mmd_max_samples: int) -> tuple[pd.DataFrame, dict, dict]:
+                 plots_dir: Path, mmd_max_samples: int,
+                 sets: dict | None = None) -> tuple[pd.DataFrame, dict, dict]:
     """compare_sets for every (simulated, observed) pair, each image grouped with the other
-    images of its object (``split_group``); table, metrics, figures."""
+    images of its object (``split_group``), on the representation and (``sets``) on each
+    baseline feature set; table, metrics, figures."""
     r = params.analyse.realism
     seed = params.analyse.seed
     groups = table["split_group"].to_numpy() if "split_group" in table.columns else None
     datasets = rep.meta["dataset"].to_numpy()
 
-    def of(name):
+    def of(name, features="representation"):
         mask = datasets == name
-        return rep.vectors[mask], (groups[mask] if groups is not None else None)
+        vectors = rep.vectors[mask] if features == "representation" else _filled(sets[name][features])
+        return vectors, (groups[mask] if groups is not None else None)
 
+    def compare(sim, obs, features):
+        cap = r.subsample
+        (sim_vectors, sim_groups), (obs_vectors, obs_groups) = of(sim, features), of(obs, features)
+        return compare_sets(
+            sim_vectors, obs_vectors, seed=seed, k=r.k,
+            percentile=r.percentile, ood_max_samples=cap, n_splits=r.cv_folds,
+            c2st_max_samples=cap, mmd_max_samples=min(cap or mmd_max_samples, mmd_max_samples),
+            n_permutations=r.n_permutations, c2st_permutations=r.c2st_permutations,
+            sim_groups=sim_groups, obs_groups=obs_groups)
+
+    feature_names = FEATURE_SETS if sets else FEATURE_SETS[:1]
     rows, metrics, figures = [], {}, {}
     for sim in simulated:
         metrics[sim] = {}
         for obs in observed:
-            cap = r.subsample
-            (sim_vectors, sim_groups), (obs_vectors, obs_groups) = of(sim), of(obs)
-            try:
-                comparison = compare_sets(
-                    sim_vectors, obs_vectors, seed=seed, k=r.k,
-                    percentile=r.percentile, ood_max_samples=cap, n_splits=r.cv_folds,
-                    c2st_max_samples=cap, mmd_max_samples=min(cap or mmd_max_samples, mmd_max_samples),
-                    n_permutations=r.n_permutations, c2st_permutations=r.c2st_permutations,
-                    sim_groups=sim_groups, obs_groups=obs_groups)
-            except ValueError as err:  # too few objects for k, the folds or the halves
-                log.warning("realism of %s against %s skipped: %s", sim, obs, err)
-                metrics[sim][obs] = {"skipped": str(err)}
-                rows.append({"simulated": sim, "observed": obs, "note": f"skipped: {err}"})
-                continue
-            metrics[sim][obs] = {name: res.summary() for name, res in comparison.items()}
-            flat = summarise(comparison)
-            rows.append({
-                "simulated": sim, "observed": obs,
-                "in-domain (sim in obs)": flat["ood_sim.in_domain_fraction"],
-                "in-domain (obs in sim)": flat["ood_obs.in_domain_fraction"],
-                "calibration sim": flat["ood_sim.calibration"],
-                "calibration obs": flat["ood_obs.calibration"],
-                "C2ST AUC": flat["c2st.auc"], "AUC low": flat["c2st.ci_low"],
-                "AUC high": flat["c2st.ci_high"], "C2ST p": flat["c2st.p_value"],
-                "MMD²": flat["mmd.mmd2"], "MMD p": flat["mmd.p_value"],
-                "objects per set (OOD)": flat["ood_sim.n_subsample"],
-                "sim images / objects": f"{int(flat['mmd.n_x'])} / {int(flat['mmd.n_groups_x'])} (MMD)",
-            })
-            figures[f"realism_{sim}_{obs}"] = plots.plot_realism(
-                comparison, sim, obs, plots_dir / f"realism_{sim}_vs_{obs}.png")
+            for features in feature_names:
+                try:
+                    comparison = compare(sim, obs, features)
+                except ValueError as err:  # too few objects for k, the folds or the halves
+                    log.warning("realism of %s against %s skipped (%s): %s", sim, obs, features, err)
+                    if features == "representation":
+                        metrics[sim][obs] = {"skipped": str(err)}
+                        rows.append({"simulated": sim, "observed": obs, "features": features,
+                                     "note": f"skipped: {err}"})
+                        break
+                    continue
+                summary = {name: res.summary() for name, res in comparison.items()}
+                if features == "representation":
+                    metrics[sim][obs] = summary
+                    figures[f"realism_{sim}_{obs}"] = plots.plot_realism(
+                        comparison, sim, obs, plots_dir / f"realism_{sim}_vs_{obs}.png")
+                else:
+                    metrics[sim][obs].setdefault("baselines", {})[features] = summary
+                flat = summarise(comparison)
+                rows.append({
+                    "simulated": sim, "observed": obs, "features": features,
+                    "in-domain (sim in obs)": flat["ood_sim.in_domain_fraction"],
+                    "in-domain (obs in sim)": flat["ood_obs.in_domain_fraction"],
+                    "calibration sim": flat["ood_sim.calibration"],
+                    "calibration obs": flat["ood_obs.calibration"],
+                    "C2ST AUC": flat["c2st.auc"], "AUC low": flat["c2st.ci_low"],
+                    "AUC high": flat["c2st.ci_high"], "C2ST p": flat["c2st.p_value"],
+                    "MMD²": flat["mmd.mmd2"], "MMD p": flat["mmd.p_value"],
+                    "objects per set (OOD)": flat["ood_sim.n_subsample"],
+                    "sim images / objects": f"{int(flat['mmd.n_x'])} / {int(flat['mmd.n_groups_x'])} (MMD)",
+                })
     return pd.DataFrame(rows), metrics, figures
 
 
@@ -321,8 +376,10 @@ def _baseline_softening(images: StoreRows, n: int = 256, seed: int = 0) -> float
 
 def step_drivers(rep: Representation, table: pd.DataFrame, fields_by: dict, params: Params,
                  dataset_root: Path, plots_dir: Path, umap_xy: np.ndarray,
-                 max_samples: int | None) -> tuple[pd.DataFrame, dict, dict]:
-    """Driver R^2 from the representation and from the pixel baseline, per dataset."""
+                 max_samples: int | None, sets: dict, redshifts: dict) -> tuple[pd.DataFrame, dict, dict]:
+    """Driver R^2 per dataset from the representation, the pixel baseline (binned-pixel PCA
+    + image statistics, per dataset) and each honest baseline feature set (``sets``, from
+    `feature_sets`); distance-dependent FIELDS also with the redshift added."""
     an = params.analyse
     rows, metrics, figures = [], {}, {}
     splits_groups = table["split_group"].to_numpy() if "split_group" in table.columns else None
@@ -339,35 +396,59 @@ def step_drivers(rep: Representation, table: pd.DataFrame, fields_by: dict, para
         with StoreRows(store_path(dataset_root, name), part["row"].to_numpy()) as images:
             baseline = pixel_baseline_features(images, softening=_baseline_softening(images, seed=an.seed),
                                                seed=an.seed)
-        rep_r2 = driver_r2(rep.vectors[sel], part, fields, k=an.knn_k, folds=an.cv_folds,
-                           seed=an.seed, groups=groups, max_samples=max_samples)
-        base_r2 = driver_r2(baseline, part, fields, k=an.knn_k, folds=an.cv_folds, seed=an.seed,
-                            groups=groups, max_samples=max_samples)
-        both = rep_r2.merge(base_r2, on="field", suffixes=("_representation", "_baseline"))
+        r2 = {"representation": driver_r2(rep.vectors[sel], part, fields, k=an.knn_k, folds=an.cv_folds,
+                                          seed=an.seed, groups=groups, max_samples=max_samples),
+              "baseline": driver_r2(baseline, part, fields, k=an.knn_k, folds=an.cv_folds, seed=an.seed,
+                                    groups=groups, max_samples=max_samples)}
+        for set_name in FEATURE_SETS[1:]:
+            r2[set_name] = driver_r2(sets[name][set_name], part, fields, k=an.knn_k, folds=an.cv_folds,
+                                     seed=an.seed, groups=groups, max_samples=max_samples)
+        distance = [f for f in fields if f in an.distance_fields]
+        if distance and redshifts.get(name) is not None:
+            for set_name in FEATURE_SETS:
+                r2[set_name + WITH_Z] = driver_r2(
+                    with_redshift(sets[name][set_name], redshifts[name]), part, distance, k=an.knn_k,
+                    folds=an.cv_folds, seed=an.seed, groups=groups, max_samples=max_samples)
+        both = r2["representation"].merge(r2["baseline"], on="field", suffixes=("_representation", "_baseline"))
         metrics[name] = {}
-        for _, row in both.iterrows():
-            metrics[name][row["field"]] = {
-                "representation": {"r2": row["r2_representation"], "r2_std": row["r2_std_representation"],
-                                   "n": int(row["n_representation"])},
-                "baseline": {"r2": row["r2_baseline"], "r2_std": row["r2_std_baseline"],
-                             "n": int(row["n_baseline"])}}
-            rows.append({"dataset": name, "field": row["field"],
-                         "r2_representation": row["r2_representation"],
-                         "r2_representation_std": row["r2_std_representation"],
-                         "r2_baseline": row["r2_baseline"], "r2_baseline_std": row["r2_std_baseline"],
-                         "n": int(row["n_representation"])})
+        for field in fields:
+            metrics[name][field] = {
+                set_name: _r2_entry(frame.set_index("field").loc[field])
+                for set_name, frame in r2.items() if field in set(frame["field"])}
+            entry = metrics[name][field]
+            row = {"dataset": name, "field": field,
+                   "r2_representation": entry["representation"]["r2"],
+                   "r2_representation_std": entry["representation"]["r2_std"],
+                   "r2_baseline": entry["baseline"]["r2"], "r2_baseline_std": entry["baseline"]["r2_std"],
+                   "n": entry["representation"]["n"]}
+            for set_name in [k for k in entry if k not in ("representation", "baseline")]:
+                row[f"r2_{set_name}"] = entry[set_name]["r2"]
+            rows.append(row)
         values = {f: part[f].to_numpy(dtype=np.float64) for f in fields}
         figures[f"drivers_{name}"] = plots.plot_driver_maps(
             umap_xy[sel], values, both, name, plots_dir / f"drivers_{name}.png", "UMAP")
-    out = pd.DataFrame(rows, columns=["dataset", "field", "r2_representation", "r2_representation_std",
-                                      "r2_baseline", "r2_baseline_std", "n"])
+    out = pd.DataFrame(rows)
+    if not len(out):
+        out = pd.DataFrame(columns=["dataset", "field", "r2_representation", "r2_representation_std",
+                                    "r2_baseline", "r2_baseline_std", "n"])
     if len(out):
         figures["drivers_r2"] = plots.plot_driver_bars(out, plots_dir / "drivers_r2.png")
     return out, metrics, figures
 
 
-def step_permanence(rep: Representation, datasets, seed: int) -> tuple[pd.DataFrame, dict]:
-    """Top-1/top-5 same-object neighbour rates per dataset with several projections."""
+def _filled(X) -> np.ndarray:
+    """``X`` with NaN replaced by its column medians (a failed photometric measurement, ~0.1 %
+    of images), for the neighbour searches that cannot skip a row."""
+    X = np.asarray(X, dtype=np.float64)
+    if np.isnan(X).any():
+        X = np.where(np.isnan(X), np.nanmedian(X, axis=0), X)
+    return X
+
+
+def step_permanence(rep: Representation, datasets, seed: int,
+                    sets: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """Top-1/top-5 same-object neighbour rates per dataset with several projections, for the
+    representation and (``sets``) each baseline feature set."""
     rows, metrics = [], {}
     for name in datasets:
         part = rep.of(name)
@@ -380,7 +461,17 @@ def step_permanence(rep: Representation, datasets, seed: int) -> tuple[pd.DataFr
         ks = [k for k in (1, 5) if k <= len(part.meta) - 1]
         result = object_permanence((part.vectors - mean) / std, groups, ks=ks, seed=seed)
         metrics[name] = {k: v for k, v in result.items() if k not in ("hits", "scored_rows")}
-        rows.append({"dataset": name, **metrics[name]})
+        row = {"dataset": name, **metrics[name]}
+        baselines = {}
+        for set_name in FEATURE_SETS[1:] if sets and name in sets else ():
+            X = _filled(sets[name][set_name])
+            m, sd = standardiser(X)
+            other = object_permanence((X - m) / sd, groups, ks=ks, seed=seed)
+            baselines[set_name] = {f"top{k}": other[f"top{k}"] for k in ks}
+            row.update({f"top{k} ({set_name})": other[f"top{k}"] for k in ks})
+        if baselines:
+            metrics[name]["baselines"] = baselines
+        rows.append(row)
     return pd.DataFrame(rows), metrics
 
 
@@ -422,14 +513,17 @@ def build_sections(params: Params, counts: pd.DataFrame, skipped: dict, dim: int
     if len(realism):
         wanted = ["simulated", "observed", "in-domain (sim in obs)", "in-domain (obs in sim)",
                   "C2ST AUC", "MMD²", "MMD p", "note"]
+        own = realism[realism["features"] == "representation"] if "features" in realism else realism
         summary.tables.append(("Realism of each simulated set against each observed set",
-                               realism[[c for c in wanted if c in realism.columns]]))
+                               own[[c for c in wanted if c in own.columns]]))
     sm = drivers[drivers["field"] == "stellar_mass"] if len(drivers) else drivers
     if len(sm):
-        summary.tables.append(("Stellar mass from the representation vs the pixel baseline "
-                               "(cross-validated kNN R², ± spread over folds)",
-                               sm[["dataset", "r2_representation", "r2_representation_std",
-                                   "r2_baseline", "r2_baseline_std", "n"]]))
+        columns = ["dataset", "r2_representation", "r2_representation_std", "r2_baseline",
+                   "r2_baseline_std", *[f"r2_{f}" for f in FEATURE_SETS[1:]],
+                   *[f"r2_{f}{WITH_Z}" for f in FEATURE_SETS], "n"]
+        summary.tables.append(("Stellar mass from the representation vs the baselines "
+                               "(cross-validated kNN R², ± spread over folds; +z: with the redshift)",
+                               sm[[c for c in columns if c in sm.columns]]))
     if len(permanence):
         summary.tables.append(("Object permanence", permanence[[c for c in ("dataset", "top1", "top5",
                                                                             "chance_top5")
@@ -462,8 +556,12 @@ def build_sections(params: Params, counts: pd.DataFrame, skipped: dict, dim: int
             maps.figures.append((caption, figures[key]))
     sections.append(maps)
     if len(realism):
-        sec = Section("Realism", _realism_text(an.evaluation_splits),
-                      tables=[("All realism measures", realism)])
+        sec = Section("Realism", _realism_text(an.evaluation_splits) + [
+            "Each measure is also computed on the baseline feature sets (column 'features': "
+            "pixels = PCA of binned pixels fitted on all compared sets pooled, photometry = the "
+            "extract stage's magnitudes, colours, R50, R90 and concentration, and the "
+            "representation beside the photometry), to show what the network sees that "
+            "standard measurements do not."], tables=[("All realism measures", realism)])
         sec.figures += [(f"{k[len('realism_'):].replace('_', ' ')}: OOD scores and MMD null", v)
                         for k, v in figures.items() if k.startswith("realism_")]
         sections.append(sec)
@@ -472,8 +570,14 @@ def build_sections(params: Params, counts: pd.DataFrame, skipped: dict, dim: int
             f"On the {', '.join(an.evaluation_splits)} split(s): cross-validated ({an.cv_folds}-fold, "
             "all images of one object in one fold; ± is the spread over folds) R² of a "
             f"{an.knn_k}-nearest-neighbour regression of each FIELD, from the representation and "
-            "from a pixel baseline (PCA of 4×4-binned pixels + magnitudes, r50, concentration, "
-            "colours)."], tables=[("R² per dataset and FIELD", drivers)])
+            "from honest baselines: 'baseline' = PCA of 4×4-binned pixels (per dataset) + "
+            "image-sum magnitudes, r50, concentration and colours; 'pixels' = PCA of binned pixels "
+            "fitted on all datasets pooled; 'photometry' = the extract stage's magnitudes, "
+            "colours, Petrosian R50/R90 and concentration; 'representation+photometry' = both "
+            "side by side (does the network add information beyond standard measurements?). "
+            f"For distance-dependent FIELDS ({', '.join(an.distance_fields)}) every set is also "
+            "scored with the redshift added (+z), as with spectroscopic redshifts."],
+            tables=[("R² per dataset and FIELD", drivers)])
         sec.figures += [(f"{k.replace('_', ' ')}", v) for k, v in figures.items()
                         if k.startswith("drivers_")]
         sections.append(sec)
@@ -602,18 +706,21 @@ def run(params: Params, dataset_root: Path, models_root: Path, reports_root: Pat
                     rep, params, observed, simulated, report_dir, plots_dir, images)
             else:
                 analogues, analogue_metrics, ana_figs = pd.DataFrame(), {}, {}
+        with _timed("baselines", seconds):
+            sets, redshifts = (feature_sets(rep_eval, table_eval, params, dataset_root)
+                               if len(rep_eval.meta) else ({}, {}))
         with _timed("realism", seconds):
             realism, realism_metrics, real_figs = step_realism(
                 rep_eval, table_eval, params, [o for o in observed if o not in missing],
-                [s for s in simulated if s not in missing], plots_dir, mmd_max_samples)
+                [s for s in simulated if s not in missing], plots_dir, mmd_max_samples, sets)
         with _timed("drivers", seconds):
             umap_xy = coords[["umap_1", "umap_2"]].to_numpy()[held_out]
             drivers, driver_metrics, drv_figs = step_drivers(rep_eval, table_eval, fields_by, params,
                                                              dataset_root, plots_dir, umap_xy,
-                                                             driver_max_samples)
+                                                             driver_max_samples, sets, redshifts)
         with _timed("permanence", seconds):
             others = [n for n in kept if n not in observed]
-            permanence, perm_metrics = step_permanence(rep_eval, others, an.seed)
+            permanence, perm_metrics = step_permanence(rep_eval, others, an.seed, sets)
         with _timed("projector", seconds):
             _log_projector(tracker, rep, table, images, an.seed)
     finally:

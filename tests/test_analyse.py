@@ -418,3 +418,23 @@ def test_stage_report_renders_in_chromium(analysed, tmp_path):
 
     loaded, total = render_check(analysed["report"] / "report.html", tmp_path)
     assert total >= 10 and loaded == total
+
+
+def test_every_measure_is_reported_beside_the_honest_baselines(analysed):
+    metrics = analysed["metrics"]
+    sets = ("representation", "pixels", "photometry", "representation+photometry")
+    for name, fields in metrics["drivers"].items():
+        for field, entry in fields.items():
+            assert set(sets) <= set(entry), (name, field)
+            assert entry["photometry"]["n"] <= entry["representation"]["n"]
+    # stellar mass depends on distance: every set is also scored with the redshift added
+    sm = metrics["drivers"][GOOD]["stellar_mass"]
+    assert all(f"{s}+z" in sm for s in sets)
+    for name in (GOOD, BAD):
+        assert set(metrics["permanence"][name]["baselines"]) == set(sets[1:])
+        assert set(metrics["realism"][name][OBS]["baselines"]) == set(sets[1:])
+    # the wrong physics is flagged from the standard measurements too (size and colour)
+    assert metrics["realism"][BAD][OBS]["baselines"]["photometry"]["c2st"]["auc"] > \
+        metrics["realism"][GOOD][OBS]["baselines"]["photometry"]["c2st"]["auc"]
+    head = json.loads((analysed["report"] / "metrics.json").read_text())["headline"]
+    assert set(sets) <= set(head["driver_r2"][GOOD]["stellar_mass"])

@@ -93,7 +93,7 @@ def driver_r2(features, fields_df: pd.DataFrame, fields, k: int = 10, folds: int
 
 
 # --------------------------------------------------------------------------- baseline
-def _block_mean(images: np.ndarray, factor: int) -> np.ndarray:
+def block_mean(images: np.ndarray, factor: int) -> np.ndarray:
     """Downsample (n, H, W, C) by averaging ``factor`` x ``factor`` blocks (edges cropped)."""
     if factor <= 1:
         return images
@@ -164,7 +164,7 @@ def pixel_baseline_features(images, n_components: int = 16, downsample: int = 4,
         raise ValueError(f"images must be (N, H, W, C), got rows of shape {shape[1:]}")
     rng = np.random.default_rng(seed)
     fit_rows = np.sort(rng.choice(n, size=min(n, fit_subsample), replace=False))
-    flat_fit = _block_mean(np.asarray(images[fit_rows], dtype=np.float64), downsample)
+    flat_fit = block_mean(np.asarray(images[fit_rows], dtype=np.float64), downsample)
     flat_fit = flat_fit.reshape(len(fit_rows), -1)
     n_comp = min(n_components, *flat_fit.shape)
     pca = PCA(n_components=n_comp, random_state=seed).fit(flat_fit)
@@ -175,7 +175,7 @@ def pixel_baseline_features(images, n_components: int = 16, downsample: int = 4,
     for start in tqdm(range(0, n, batch_size), desc="pixel baseline", leave=False, disable=None):
         batch = np.asarray(images[start:start + batch_size], dtype=np.float64)
         out[start:start + len(batch), :n_comp] = pca.transform(
-            _block_mean(batch, downsample).reshape(len(batch), -1))
+            block_mean(batch, downsample).reshape(len(batch), -1))
         if statistics:
             out[start:start + len(batch), n_comp:] = image_statistics(batch, softening)
     return out

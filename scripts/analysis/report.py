@@ -74,8 +74,8 @@ def _plain(value: Any) -> Any:
 def headline(metrics: dict) -> dict:
     """The summary ``make demo`` prints: per simulated set and observed set the in-domain
     fractions (both directions), classifier AUC (with interval) and MMD; the R^2 of
-    ``stellar_mass`` (and of every driver FIELD) from the representation and the pixel
-    baseline per dataset; the
+    ``stellar_mass`` from the representation and the pixel baseline, and of every driver
+    FIELD from every feature set (representation and its baselines), per dataset; the
     object-permanence top-5 rate (and chance) per simulated dataset."""
     out: dict[str, Any] = {"run_name": metrics.get("run_name")}
     realism = {}
@@ -99,8 +99,7 @@ def headline(metrics: dict) -> dict:
              "baseline": f["stellar_mass"]["baseline"]["r2"]}
         for ds, f in metrics.get("drivers", {}).items() if "stellar_mass" in f}
     out["driver_r2"] = {
-        ds: {field: {"representation": f[field]["representation"]["r2"],
-                     "baseline": f[field]["baseline"]["r2"]} for field in f}
+        ds: {field: {features: entry["r2"] for features, entry in f[field].items()} for field in f}
         for ds, f in metrics.get("drivers", {}).items()}
     out["permanence_top5"] = {
         ds: {"top5": p.get("top5"), "chance_top5": p.get("chance_top5")}

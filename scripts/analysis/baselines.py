@@ -1,0 +1,112 @@
+"""Honest baselines: what the representation is measured against.
+
+Every learned result is reported beside feature sets an astronomer has without a network:
+
+- ``pixels``: a PCA of 4x4-binned pixels, fitted once on the images of all compared
+  datasets pooled (so its axes mean the same in every set, which the realism measures
+  need), `pooled_pixel_pca`;
+- ``photometry``: the extract stage's own measurements of each image — magnitude per
+  band, colours of consecutive bands, Petrosian R50 and R90 (arcsec) and the
+  concentration 5 log10(R90/R50) — `photometry_features`;
+- ``representation`` and ``representation+photometry`` (both standardised, side by side):
+  does the network add information beyond the standard measurements?
+
+For FIELDS that depend on distance (stellar mass, SFR, halo mass), `with_redshift` adds the
+redshift column, as a user with spectroscopic redshifts would. Nothing here reads files
+except through the array-likes it is given.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+from sklearn.decomposition import PCA
+
+from scripts.analysis.drivers import block_mean
+
+logger = logging.getLogger(__name__)
+
+#: The feature sets reported beside the representation, in report order.
+FEATURE_SETS = ("representation", "pixels", "photometry", "representation+photometry")
+#: Suffix of a feature set with the redshift added.
+WITH_Z = "+z"
+
+
+def photometry_columns(columns, filters) -> list[str]:
+    """The extract measurements used as photometry, in order: ``mag_<band>`` of each band,
+    ``petro_r50_arcsec``, ``petro_r90_arcsec`` (those present)."""
+    wanted = [f"mag_{band}" for band in filters] + ["petro_r50_arcsec", "petro_r90_arcsec"]
+    return [c for c in wanted if c in set(columns)]
+
+
+def photometry_features(objects: pd.DataFrame, filters) -> np.ndarray:
+    """(N, F) photometry of each row of ``objects`` (extract's objects.parquet rows):
+    magnitudes, colours of consecutive bands, R50 and R90 in arcsec and the concentration
+    5 log10(R90/R50). Failed measurements stay NaN (the caller drops those rows)."""
+    mags = [objects[f"mag_{b}"].to_numpy(np.float64) for b in filters if f"mag_{b}" in objects]
+    columns = list(mags)
+    columns += [a - b for a, b in zip(mags[:-1], mags[1:])]
+    if {"petro_r50_arcsec", "petro_r90_arcsec"} <= set(objects.columns):
+        r50 = objects["petro_r50_arcsec"].to_numpy(np.float64)
+        r90 = objects["petro_r90_arcsec"].to_numpy(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            concentration = np.where((r50 > 0) & (r90 > 0), 5.0 * np.log10(r90 / r50), np.nan)
+        columns += [r50, r90, concentration]
+    if not columns:
+        raise ValueError("no photometry (mag_<band>, petro_r50_arcsec, petro_r90_arcsec) in the table")
+    return np.column_stack(columns)
+
+
+def _standardised(X) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    mean, std = np.nanmean(X, axis=0), np.nanstd(X, axis=0)
+    return (X - mean) / np.where(std > 0, std, 1.0)
+
+
+def combine(*parts) -> np.ndarray:
+    """Feature sets side by side, each standardised so none dominates the distances."""
+    return np.hstack([_standardised(p) for p in parts])
+
+
+def with_redshift(features, redshift) -> np.ndarray:
+    """``features`` with a standardised redshift column appended (same weight as one
+    standardised feature)."""
+    return np.hstack([np.asarray(features, dtype=np.float64),
+                      _standardised(np.asarray(redshift, dtype=np.float64)[:, None])])
+
+
+def pooled_pixel_pca(images: Mapping[str, object], n_components: int = 16, downsample: int = 4,
+                     fit_subsample: int = 20_000, batch_size: int = 4096,
+                     seed: int = 0) -> dict[str, np.ndarray]:
+    """PCA of ``downsample``-binned pixels, fitted once on a seeded subsample of the images of
+    every dataset pooled (each in proportion to its size) and applied to each.
+
+    ``images`` maps dataset → (N, H, W, C) array-like sliceable by rows (e.g.
+    :class:`scripts.analysis.representation.StoreRows`), all of one shape. Returns dataset →
+    (N, n_components) float32.
+    """
+    sizes = {name: len(arr) for name, arr in images.items()}
+    total = sum(sizes.values())
+    if total == 0:
+        raise ValueError("no images given")
+    rng = np.random.default_rng(seed)
+    fit = []
+    for name, arr in images.items():
+        take = min(sizes[name], max(1, round(fit_subsample * sizes[name] / total)))
+        rows = np.sort(rng.choice(sizes[name], size=take, replace=False))
+        binned = block_mean(np.asarray(arr[rows], dtype=np.float64), downsample)
+        fit.append(binned.reshape(len(rows), -1))
+    fit = np.vstack(fit)
+    pca = PCA(n_components=min(n_components, *fit.shape), random_state=seed).fit(fit)
+    logger.info("pixels baseline: PCA fitted on %d images of %s keeps %.1f%% of the variance",
+                len(fit), list(images), 100 * pca.explained_variance_ratio_.sum())
+    out = {}
+    for name, arr in images.items():
+        parts = []
+        for start in range(0, sizes[name], batch_size):
+            batch = np.asarray(arr[start:start + batch_size], dtype=np.float64)
+            parts.append(pca.transform(block_mean(batch, downsample).reshape(len(batch), -1)))
+        out[name] = np.vstack(parts).astype(np.float32) if parts else np.empty((0, pca.n_components_))
+    return out
