@@ -649,6 +649,10 @@ class InferParams:
                         "(the best epoch's weights are kept).", 15, "15")
     batch_size: int = key(integer(2), "Training batch size.", 256, "256")
     epochs: int = key(integer(1), "Maximum epochs.", 200, "200")
+    condition_noise: float = key(number(0), "σ of Gaussian noise added to the (whitened) "
+                                 "conditions in training: regularises small training sets "
+                                 "against over-confident posteriors; 0 = off.", 0.0, "0.2")
+    weight_decay: float = key(number(0), "Decoupled weight decay (AdamW); 0 = Adam.", 0.0, "1e-4")
     num_samples: int = key(integer(10), "Posterior samples per object (the original's "
                            "sample_posterior.NUM_SAMPLES).", 400, "400")
     max_modes: int = key(integer(1), "Posterior modes kept per field by peak detection.", 3, "3")

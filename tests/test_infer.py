@@ -19,9 +19,24 @@ import pytest
 from scripts import infer
 from scripts.params import parse_params
 from scripts.posterior import calibration as cal
+from scripts.tracking import NullTracker
 from tests.posterior_fixtures import OBS, RUN, SIM, TARGETS, synthetic_raw_params, write_synthetic_run
 
 TOL = 0.05
+
+
+class RecordingTracker(NullTracker):
+    def __init__(self):
+        self.calls = []
+
+    def log_params(self, params):
+        self.calls.append(("params", params))
+
+    def log_metrics(self, metrics, step):
+        self.calls.append(("metrics", dict(metrics), step))
+
+    def log_images(self, name, images, step):
+        self.calls.append(("images", name, np.shape(images)))
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +44,10 @@ def stage(tmp_path_factory):
     root = tmp_path_factory.mktemp("infer")
     info = write_synthetic_run(root)
     params = parse_params(synthetic_raw_params())
-    out = infer.run(params, info["dataset_root"], info["models_root"], info["reports_root"])
+    tracker = RecordingTracker()
+    out = infer.run(params, info["dataset_root"], info["models_root"], info["reports_root"],
+                    tracker=tracker)
+    info["tracker"] = tracker
     return info, out, info["reports_root"] / RUN
 
 
@@ -137,3 +155,15 @@ def test_params_defaults_and_checks():
     bad = copy.deepcopy(synthetic_raw_params(TRAIN_SETS=["MOCK_HSC"]))
     with pytest.raises(ValueError, match="infer.TRAIN_SETS"):
         parse_params(bad)
+
+
+def test_tracking_gets_parameters_losses_and_calibration(stage):
+    info, out, _ = stage
+    calls = info["tracker"].calls
+    assert any(c[0] == "params" and c[1]["infer"]["NUM_COUPLING_LAYERS"] == 3 for c in calls)
+    epochs = [c for c in calls if c[0] == "metrics" and "flow/val_nll" in c[1]]
+    assert len(epochs) == out["posterior_flow"]["training"]["epochs"]
+    assert [c[2] for c in epochs] == list(range(1, len(epochs) + 1))
+    final = [c[1] for c in calls if c[0] == "metrics" and any("coverage_68" in k for k in c[1])]
+    assert final and f"posterior/{SIM}/stellar_mass/coverage_68" in final[0]
+    assert {c[1] for c in calls if c[0] == "images"} >= {"posterior/coverage", "posterior/pit"}

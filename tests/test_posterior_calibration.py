@@ -107,3 +107,17 @@ def test_peaks_find_both_modes_of_a_bimodal_posterior():
     assert np.allclose(modes[5:, 0], -2.0, atol=0.2) and np.allclose(modes[5:, 1], 2.0, atol=0.2)
     nan_row = posterior_modes(np.full((1, 50), np.nan))
     assert np.isnan(nan_row).all()
+
+
+def test_coverage_interval_resamples_whole_objects(gaussians):
+    """Copies of one object (projections) are one unit: the interval does not shrink when
+    every object is repeated three times."""
+    mu, truth, noise = gaussians
+    samples = mu[:, None] + SIGMA * noise
+    lo, hi = cal.coverage_interval(samples, truth, 0.68)
+    assert lo < 0.68 < hi and 0.02 < hi - lo < 0.04          # ±1.645·sqrt(.68·.32/4000)
+    rep = np.repeat(samples, 3, axis=0), np.repeat(truth, 3), np.repeat(np.arange(N), 3)
+    lo3, hi3 = cal.coverage_interval(rep[0], rep[1], 0.68, groups=rep[2])
+    assert (hi3 - lo3) == pytest.approx(hi - lo, rel=0.2)
+    lo_naive, hi_naive = cal.coverage_interval(rep[0], rep[1], 0.68)
+    assert (hi_naive - lo_naive) < 0.7 * (hi - lo)

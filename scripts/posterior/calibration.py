@@ -42,6 +42,27 @@ def coverage(samples, truth, level: float) -> float:
     return float(np.mean((t >= lo) & (t <= hi)))
 
 
+def coverage_interval(samples, truth, level: float, groups=None, n_boot: int = 500,
+                      seed: int = 0, width: float = 0.9) -> tuple[float, float]:
+    """Bootstrap interval (central ``width``) of :func:`coverage`, resampling whole
+    ``groups`` (e.g. prepare's ``split_group``: the projections of one object are not
+    independent), or rows when ``groups`` is None."""
+    samples, truth = np.asarray(samples, float), np.asarray(truth, float)
+    ok = _finite_rows(samples, truth)
+    if not ok.any():
+        return (float("nan"), float("nan"))
+    lo, hi = np.quantile(samples[ok], [(1 - level) / 2, (1 + level) / 2], axis=1)
+    inside = ((truth[ok] >= lo) & (truth[ok] <= hi)).astype(float)
+    keys = np.arange(ok.sum()) if groups is None else np.asarray(groups)[ok]
+    _, codes = np.unique(keys, return_inverse=True)
+    hits, sizes = np.bincount(codes, weights=inside), np.bincount(codes).astype(float)
+    rng = np.random.default_rng(seed)
+    draw = rng.integers(0, len(sizes), size=(n_boot, len(sizes)))
+    values = hits[draw].sum(axis=1) / sizes[draw].sum(axis=1)
+    a = (1 - width) / 2
+    return (float(np.quantile(values, a)), float(np.quantile(values, 1 - a)))
+
+
 def coverage_curve(samples, truth, levels=CURVE_LEVELS) -> np.ndarray:
     """Empirical coverage at each credible level (the diagonal for a calibrated posterior)."""
     return np.array([coverage(samples, truth, lv) for lv in levels])
@@ -142,9 +163,10 @@ def width_ratio(samples, prior_values, level: float = 0.68) -> float:
     return float(interval_width(prior_values, level)) / post if post > 0 else float("inf")
 
 
-def field_calibration(samples, truth, prior_values, seed: int = 0) -> dict:
+def field_calibration(samples, truth, prior_values, seed: int = 0, groups=None) -> dict:
     """Every per-field figure of the stage for one field (``samples`` (N, S), in the
-    field's physical units; ``truth`` (N,); ``prior_values`` its training-set values)."""
+    field's physical units; ``truth`` (N,); ``prior_values`` its training-set values;
+    ``groups`` the object of each row, for the coverage intervals)."""
     samples, truth = np.asarray(samples, float), np.asarray(truth, float)
     ok = _finite_rows(samples, truth)
     median = np.median(samples[ok], axis=1) if ok.any() else np.array([])
@@ -153,6 +175,8 @@ def field_calibration(samples, truth, prior_values, seed: int = 0) -> dict:
         "n": int(ok.sum()),
         "coverage_68": coverage(samples, truth, 0.68),
         "coverage_95": coverage(samples, truth, 0.95),
+        "coverage_68_interval": coverage_interval(samples, truth, 0.68, groups, seed=seed),
+        "coverage_95_interval": coverage_interval(samples, truth, 0.95, groups, seed=seed),
         "coverage_curve": coverage_curve(samples, truth).tolist(),
         "pit_ks_p": pit_ks_pvalue(pits),
         "pit_histogram": pit_histogram(pits).tolist(),

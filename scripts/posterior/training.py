@@ -1,7 +1,10 @@
 """Training of a :class:`~scripts.posterior.flow.ConditionalFlow`: Adam, learning-rate decay
 on a validation plateau, early stopping that keeps the best epoch, and an exact resume.
 
-Batches of epoch ``e`` are a seeded permutation that depends only on ``(seed, e)``; the
+Batches of epoch ``e`` are a seeded permutation that depends only on ``(seed, e)``, and so
+is the optional Gaussian noise added to the conditions (``condition_noise``, the noise
+regularisation of conditional density estimators, Rothfuss et al. 2019: it smooths the
+learned conditional, against over-confident posteriors from small training sets); the
 weights, the optimizer, the learning rate, the best weights so far and the patience
 counters are in the checkpoint (every ``checkpoint_every`` epochs and at the end). A run
 killed (even with ``kill -9``) and rerun therefore resumes at its last checkpoint and ends
@@ -36,6 +39,8 @@ class FitSettings:
     batch_size: int = 256
     epochs: int = 200
     checkpoint_every: int = 5
+    condition_noise: float = 0.0
+    weight_decay: float = 0.0
     seed: int = 0
 
     @classmethod
@@ -52,7 +57,11 @@ class FlowTrainer:
         self.epoch_callback = epoch_callback
         variables = list(flow.trainable_variables)
         self.variables = variables
-        self.optimizer = tf_keras.optimizers.Adam(learning_rate=settings.learning_rate)
+        if settings.weight_decay > 0:
+            self.optimizer = tf_keras.optimizers.AdamW(learning_rate=settings.learning_rate,
+                                                       weight_decay=settings.weight_decay)
+        else:
+            self.optimizer = tf_keras.optimizers.Adam(learning_rate=settings.learning_rate)
         self.optimizer.build(variables)
         self.state = tf.Module(name="fit_state")
         self.state.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -122,7 +131,11 @@ class FlowTrainer:
         epoch = start
         while reason is None:
             epoch += 1
-            losses = [float(self._train_step(y_train[b], c_train[b]))
+            c_epoch = c_train
+            if s.condition_noise > 0:  # noise regularisation, a pure function of (seed, epoch)
+                noise = np.random.default_rng([s.seed, epoch, 1]).normal(size=c_train.shape)
+                c_epoch = (c_train + s.condition_noise * noise).astype(np.float32)
+            losses = [float(self._train_step(y_train[b], c_epoch[b]))
                       for b in self._batches(len(y_train), epoch)]
             train_loss = float(np.mean(losses))
             val_loss = self.mean_nll(y_val, c_val) if len(y_val) else train_loss
