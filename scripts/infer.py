@@ -299,6 +299,9 @@ def run(params: Params, dataset_root: Path, models_root: Path, reports_root: Pat
     fit_rows = in_train_sets & np.isin(split, ["train", "validation"])
     excluded = excluded_rows(meta, cond_ok, target_ok, fit_rows)
     report_dir.mkdir(parents=True, exist_ok=True)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    for stale in plots_dir.glob("*.png"):       # figures of an earlier run must not linger
+        stale.unlink()
     excluded.to_parquet(report_dir / EXCLUDED_FILE, index=False)
     if len(excluded):
         log.warning("%d training/validation row(s) with NaN left out (listed in %s): %s",
