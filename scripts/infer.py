@@ -48,7 +48,7 @@ from scripts.analysis.representation import (REPRESENTATION_FILE, read_represent
                                              representation_metadata)
 from scripts.params import Params
 from scripts.posterior import calibration as cal
-from scripts.posterior.data import (RepresentationPCA, Units, observable_columns,
+from scripts.posterior.data import (RepresentationPCA, TargetSpace, Units, observable_columns,
                                     observables_in_training_scale, training_fields)
 from scripts.posterior.peaks import posterior_modes
 from scripts.preprocessing.scaling import SUFFIX, FieldScaler
@@ -285,9 +285,14 @@ def run(params: Params, dataset_root: Path, models_root: Path, reports_root: Pat
     report_dir = Path(reports_root) / inf.run_name
     plots_dir = report_dir / "plots" / "posterior"
     train_sets, infer_sets = resolve_sets(params)
-    meta, vectors, observables, targets, obs_fields, fields, scaler = build_table(
+    meta, vectors, observables, targets_scaled, obs_fields, fields, scaler = build_table(
         params, Path(dataset_root), report_dir, train_sets, infer_sets)
     datasets, split = meta["dataset"].to_numpy(), meta["split"].to_numpy()
+    units = Units(scaler)
+    truth_phys = units.physical(targets_scaled, fields)
+    space = TargetSpace(fields, units, inf.log_fields).fit(
+        truth_phys[np.isin(datasets, train_sets) & (split == "train")])
+    targets = space.to_flow(truth_phys)     # the flow's space: scaled, log10 for LOG_FIELDS
     groups = (meta["dataset"] + ":" + meta["split_group"]).to_numpy()
     in_train_sets = np.isin(datasets, train_sets)
 
@@ -334,9 +339,7 @@ def run(params: Params, dataset_root: Path, models_root: Path, reports_root: Pat
     if any(n_nan.values()):
         log.warning("NaN in the condition of %s image(s): their posteriors are NaN",
                     {k: v for k, v in n_nan.items() if v})
-    units = Units(scaler)
-    samples_phys = units.physical(samples_scaled, fields)
-    truth_phys = units.physical(targets, fields)
+    samples_phys = space.to_physical(samples_scaled)
     seconds["sampling"] = round(time.perf_counter() - t1, 2)
 
     summary = summarise(meta, samples_phys, truth_phys, fields, inf)

@@ -629,6 +629,9 @@ class InferParams:
     representation_components: int | None = key(
         optional(integer(1)), "Principal components of the standardised representation used "
         "in the condition (PCA fitted on the training rows); null = every dimension.", 8, "8")
+    log_fields: tuple = key(list_of(string()), "UNOBSERVABLES modelled as log10 of their "
+                            "physical value (positive quantities such as sizes: no negative "
+                            "posterior samples).", (), "[half_mass_radius_kpc]")
     num_coupling_layers: int = key(integer(1), "Flow layers (masked autoregressive transforms, "
                                    "each followed by a permutation): the original's "
                                    "model.NUM_COUPLING_LAYERS.", 4, "12")

@@ -134,7 +134,7 @@ def synthetic_raw_params(**infer) -> dict:
     raw["analyse"]["OBSERVED_SETS"] = [OBS]
     raw["analyse"]["SIMULATED_SETS"] = [SIM]
     raw["tracking"]["BACKENDS"] = ["none"]
-    raw["infer"] = {"NUM_COUPLING_LAYERS": 3, "HIDDEN_UNITS": [32], "CLAMP": 1.0,
+    raw["infer"] = {"LOG_FIELDS": ["half_mass_radius_kpc"], "NUM_COUPLING_LAYERS": 3, "HIDDEN_UNITS": [32], "CLAMP": 1.0,
                     "CONDITION_EMBEDDING": [16, 8], "REPRESENTATION_COMPONENTS": 6,
                     "LEARNING_RATE": 3e-3, "BATCH_SIZE": 256, "EPOCHS": 60, "PATIENCE": 8,
                     "LR_DECAY_PATIENCE": 4, "NUM_SAMPLES": 300, "CHECKPOINT_EVERY": 5,

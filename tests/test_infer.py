@@ -127,6 +127,7 @@ def test_outputs_nan_rows_and_modes(stage):
     assert summary.loc[~ok, "stellar_mass_median"].isna().all()
     assert summary.loc[ok, "stellar_mass_mode1"].notna().all()
     good = summary[ok]
+    assert (good["half_mass_radius_kpc_p2.5"] > 0).all()          # modelled in log10 (LOG_FIELDS)
     assert (good["stellar_mass_p16"] <= good["stellar_mass_median"]).all()
     assert (good["stellar_mass_median"] <= good["stellar_mass_p84"]).all()
     flow = out["posterior_flow"]

@@ -2,7 +2,7 @@
 
 - **Targets** are the simulated sets' ``prepare.UNOBSERVABLES`` in prepare's scaled units
   (``<field>_scaled`` of ``splits.parquet``); :class:`Units` turns them back into physical
-  units with ``scaler.json``.
+  units with ``scaler.json``; :class:`TargetSpace` models ``infer.LOG_FIELDS`` in log10.
 - **Conditions** are ``REPRESENTATION_COMPONENTS`` whitened principal components of the
   standardised representation (statistics and PCA fitted on the training rows) followed by
   the OBSERVABLES. The observables of the training sets define the names (e.g. ``z``,
@@ -33,6 +33,54 @@ class Units:
         out = np.empty(np.shape(scaled), np.float64)
         for j, f in enumerate(fields):
             out[..., j] = self.scaler.inverse_transform(scaled[..., j], f)
+        return out
+
+
+class TargetSpace:
+    """The space the flow models the targets in: prepare's scaled values, except for the
+    ``log_fields`` (positive quantities such as sizes), modelled as standardised log10 of
+    their physical value so that no posterior sample is negative. Fitted on the training
+    rows' physical values; :meth:`to_flow` and :meth:`to_physical` are inverses.
+    A non-positive value of a log field becomes NaN (left out like any NaN target)."""
+
+    def __init__(self, fields, units: Units, log_fields=()):
+        unknown = [f for f in log_fields if f not in fields]
+        if unknown:
+            raise ValueError(f"infer.LOG_FIELDS: {unknown} are not UNOBSERVABLES of the training "
+                             f"sets {list(fields)}")
+        self.fields, self.units = list(fields), units
+        self.log = np.array([f in log_fields for f in fields])
+
+    def fit(self, physical) -> "TargetSpace":
+        self.mean_ = np.zeros(len(self.fields))
+        self.scale_ = np.ones(len(self.fields))
+        for j in np.flatnonzero(self.log):
+            v = physical[:, j]
+            v = np.log10(v[np.isfinite(v) & (v > 0)])
+            if len(v) < 2:
+                raise ValueError(f"infer.LOG_FIELDS: {self.fields[j]} has fewer than two positive "
+                                 "training values")
+            self.mean_[j], self.scale_[j] = v.mean(), (v.std() or 1.0)
+        return self
+
+    def to_flow(self, physical) -> np.ndarray:
+        physical = np.asarray(physical, np.float64)
+        out = np.empty_like(physical)
+        for j, f in enumerate(self.fields):
+            v = physical[..., j]
+            if self.log[j]:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    out[..., j] = (np.where(v > 0, np.log10(v), np.nan) - self.mean_[j]) / self.scale_[j]
+            else:
+                scaler = self.units.scaler
+                out[..., j] = (v - scaler.mean_[f]) / scaler.scale_[f]
+        return out
+
+    def to_physical(self, flow_values) -> np.ndarray:
+        flow_values = np.asarray(flow_values, np.float64)
+        out = self.units.physical(flow_values, self.fields)
+        for j in np.flatnonzero(self.log):
+            out[..., j] = 10 ** (flow_values[..., j] * self.scale_[j] + self.mean_[j])
         return out
 
 
