@@ -34,8 +34,9 @@ def plot_pit(calibration: dict, path: Path) -> Path:
     """PIT histograms, datasets × fields; the dashed line is the calibrated level."""
     names = list(calibration)
     fields = list(next(iter(calibration.values())))
-    fig, axes = plt.subplots(len(names), len(fields), figsize=(3 * len(fields), 2.4 * len(names)),
+    fig, axes = plt.subplots(len(names), len(fields), figsize=(3 * len(fields), 2.8 * len(names)),
                              squeeze=False)
+    fig.subplots_adjust(hspace=0.7, wspace=0.3)
     for r, name in enumerate(names):
         for c, field in enumerate(fields):
             ax = axes[r][c]
