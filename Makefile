@@ -31,10 +31,11 @@ mock: $(STAMP)
 	$(PY) -m scripts.mock --params $(DEMO_PARAMS) --size demo
 
 # Builds the mock universe, then runs every stage, in order, on the demo params; then
-# trains and analyses a second model on the X-ray maps of the mock clusters.
+# trains and analyses a second model on the X-ray maps of the mock clusters, with the
+# posteriors of their unobservables (central cooling time, M200c).
 demo: mock
 	$(PY) -m scripts.demo --params $(DEMO_PARAMS)
-	$(PY) -m scripts.demo --params $(DEMO_XRAY_PARAMS) --stages train analyse
+	$(PY) -m scripts.demo --params $(DEMO_XRAY_PARAMS) --stages train analyse infer
 
 dashboard: $(STAMP)
 	$(PY) -m scripts.tracking dashboard

@@ -24,6 +24,7 @@ STAGES = (
     "scripts.preprocessing.prepare",
     "scripts.train",
     "scripts.analyse",
+    "scripts.infer",
 )
 
 

@@ -619,6 +619,60 @@ class AnalyseParams:
 
 
 @dataclass(frozen=True, kw_only=True)
+class InferParams:
+    run_name: str | None = key(optional(string()), "Analysed run whose representation is read "
+                               "(reports/<run>/); null = analyse.RUN_NAME.", None, "simclr")
+    train_sets: tuple | None = key(optional(list_of(string(), min_length=1)),
+                                   "Simulated sets the flow is trained on (their train split; "
+                                   "validation split for early stopping, test split for the "
+                                   "calibration); null = analyse.SIMULATED_SETS.", None,
+                                   "[MOCK_FIDUCIAL]")
+    infer_sets: tuple | None = key(optional(list_of(string(), min_length=1)),
+                                   "Sets whose every embedded object gets posterior samples; "
+                                   "null = analyse.OBSERVED_SETS + SIMULATED_SETS + TRAIN_SETS.",
+                                   None, "[MOCK_HSC, MOCK_FIDUCIAL]")
+    representation_components: int | None = key(
+        optional(integer(1)), "Principal components of the standardised representation used "
+        "in the condition (PCA fitted on the training rows); null = every dimension.", 8, "8")
+    log_fields: tuple = key(list_of(string()), "UNOBSERVABLES modelled as log10 of their "
+                            "physical value (positive quantities such as sizes: no negative "
+                            "posterior samples).", (), "[half_mass_radius_kpc]")
+    num_coupling_layers: int = key(integer(1), "Flow layers (masked autoregressive transforms, "
+                                   "each followed by a permutation): the original's "
+                                   "model.NUM_COUPLING_LAYERS.", 4, "12")
+    hidden_units: tuple = key(list_of(integer(1), min_length=1), "Hidden widths of each flow "
+                              "layer's autoregressive network (MADE).", (64, 64), "[128, 128]")
+    clamp: float = key(number(0, lo_open=True), "Soft clamp of each layer's log-scale: "
+                       "CLAMP·tanh(s/CLAMP), the original's model.CLAMP.", 1.0, "1.0")
+    condition_embedding: tuple = key(list_of(integer(1)), "Widths of the conditioning network "
+                                     "(MLP on representation components + observables; the "
+                                     "last width is the embedding fed to every flow layer); "
+                                     "[] = the condition enters unembedded.", (64, 16), "[64, 16]")
+    learning_rate: float = key(number(0, lo_open=True), "Adam learning rate.", 1e-3, "1e-3")
+    lr_decay_factor: float = key(number(0, 1, lo_open=True, hi_open=True), "Learning-rate "
+                                 "factor on a validation plateau.", 0.5, "0.5")
+    lr_decay_patience: int = key(integer(1), "Epochs without validation improvement before the "
+                                 "learning rate decays.", 5, "5")
+    patience: int = key(integer(1), "Early stopping: epochs without validation improvement "
+                        "(the best epoch's weights are kept).", 15, "15")
+    batch_size: int = key(integer(2), "Training batch size.", 256, "256")
+    epochs: int = key(integer(1), "Maximum epochs.", 200, "200")
+    condition_noise: float = key(number(0), "σ of Gaussian noise added to the (whitened) "
+                                 "conditions in training: regularises small training sets "
+                                 "against over-confident posteriors; 0 = off.", 0.0, "0.2")
+    weight_decay: float = key(number(0), "Decoupled weight decay (AdamW); 0 = Adam.", 0.0, "1e-4")
+    num_samples: int = key(integer(10), "Posterior samples per object (the original's "
+                           "sample_posterior.NUM_SAMPLES).", 400, "400")
+    max_modes: int = key(integer(1), "Posterior modes kept per field by peak detection.", 3, "3")
+    peak_min_height: float = key(number(0, 1, lo_open=True), "A mode's density relative to "
+                                 "the highest mode, at least.", 0.2, "0.2")
+    corner_objects: int = key(integer(0), "Observed galaxies shown as corner plots with their "
+                              "analogues' true values.", 3, "3")
+    checkpoint_every: int = key(integer(1), "Checkpoint interval in epochs.", 5, "5")
+    seed: int = key(integer(0), "Seed of weights, batches and samples.", 0, "0")
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrackingParams:
     backends: tuple = key(list_of(string(("mlflow", "tensorboard", "none")), min_length=1),
                           "Tracking backends, several allowed.", ("mlflow", "tensorboard"),
@@ -640,6 +694,7 @@ class Params:
     train: TrainParams
     analyse: AnalyseParams
     tracking: TrackingParams
+    infer: InferParams = field(default_factory=lambda: _parse_section(InferParams, {}, "infer"))
     source: Path | None = None
 
     def to_dict(self) -> dict:
@@ -662,9 +717,10 @@ SECTIONS = {
     "train": TrainParams,
     "analyse": AnalyseParams,
     "tracking": TrackingParams,
+    "infer": InferParams,
 }
 #: sections that may be left out entirely (defaults apply)
-OPTIONAL_SECTIONS = ("train", "analyse", "tracking")
+OPTIONAL_SECTIONS = ("train", "analyse", "tracking", "infer")
 
 NEPTUNE_MESSAGE = (
     "params: the 'neptune:' section is no longer supported. Neptune's hosted service shut "
@@ -784,6 +840,16 @@ def _validate(p: Params) -> None:
         if split not in an.splits:
             raise ParamsError(f"analyse.EVALUATION_SPLITS[{i}] = {split!r}: expected one of the "
                               f"embedded analyse.SPLITS {list(an.splits)}")
+    inf = p.infer
+    for key_name in ("train_sets", "infer_sets"):
+        for i, name in enumerate(getattr(inf, key_name) or ()):
+            if name not in names:
+                raise ParamsError(f"infer.{key_name.upper()}[{i}] = {name!r}: expected a "
+                                  f"dataset listed in prepare.SETS {list(names)}")
+    for i, name in enumerate(inf.train_sets or ()):
+        if not pr.per_set("unobservables", name):
+            raise ParamsError(f"infer.TRAIN_SETS[{i}] = {name!r}: the flow learns its "
+                              "prepare.UNOBSERVABLES, but it has none; list them there")
 
 
 def parse_params(raw: Any, source: Path | None = None) -> Params:
@@ -811,6 +877,9 @@ def parse_params(raw: Any, source: Path | None = None) -> Params:
     if params.analyse.run_name is None:
         params = dataclasses.replace(
             params, analyse=dataclasses.replace(params.analyse, run_name=params.train.run_name))
+    if params.infer.run_name is None:
+        params = dataclasses.replace(
+            params, infer=dataclasses.replace(params.infer, run_name=params.analyse.run_name))
     return params
 
 

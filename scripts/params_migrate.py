@@ -53,7 +53,8 @@ ORIGINAL_DATASETS = {
     "HSC_TNG100": ("tng_stellar", "TNG100-1"),
     "HSC": ("survey", None),
 }
-POSTERIOR = "no counterpart yet (the posterior stage, cINN and sampling, is not implemented)"
+POSTERIOR = ("not migrated: the posterior stage (infer: section, python -m scripts.infer) is a "
+             "conditional MAF, not a cINN; README 'infer' maps the cINN keys onto its own")
 #: whole sections without a counterpart → reason given for each of their keys
 UNSUPPORTED_SECTIONS = {
     "train_cinn": POSTERIOR,

@@ -104,6 +104,12 @@ def headline(metrics: dict) -> dict:
     out["permanence_top5"] = {
         ds: {"top5": p.get("top5"), "chance_top5": p.get("chance_top5")}
         for ds, p in metrics.get("permanence", {}).items()}
+    if metrics.get("posterior"):  # written by the infer stage
+        out["posterior_calibration"] = {
+            ds: {field: {k: m.get(k) for k in ("coverage_68", "coverage_95", "pit_ks_p",
+                                               "r2_median", "width_ratio")}
+                 for field, m in fields.items()}
+            for ds, fields in metrics["posterior"].items()}
     return out
 
 
@@ -221,8 +227,9 @@ def render_html(title: str, sections: Sequence[Section], params_yaml: str,
 
 
 def render_markdown(title: str, sections: Sequence[Section], params_yaml: str,
-                    versions: dict[str, str], created: str, figure_names: dict[Path, str]) -> str:
-    """The Markdown twin; figures are linked as ``figures/<name>.png``."""
+                    versions: dict[str, str], created: str, figure_names: dict[Path, str],
+                    figures_dir: str = FIGURES_DIR) -> str:
+    """The Markdown twin; figures are linked as ``<figures_dir>/<name>.png``."""
     out = [f"# {title}", "", f"Created {created}.", ""]
     for section in sections:
         out += [f"## {section.title}", ""]
@@ -233,7 +240,7 @@ def render_markdown(title: str, sections: Sequence[Section], params_yaml: str,
         for caption, table in section.tables:
             out += [f"*{caption}*", "", markdown_table(table), ""]
         for caption, path in section.figures:
-            out += [f"![{caption}]({FIGURES_DIR}/{figure_names[Path(path)]})", "", f"*{caption}*", ""]
+            out += [f"![{caption}]({figures_dir}/{figure_names[Path(path)]})", "", f"*{caption}*", ""]
     out += ["## Parameters", "", "```yaml", params_yaml.rstrip(), "```", "",
             "## Package versions", "",
             markdown_table(pd.DataFrame(list(versions.items()), columns=["package", "version"])), ""]
@@ -241,11 +248,13 @@ def render_markdown(title: str, sections: Sequence[Section], params_yaml: str,
 
 
 def write_report(out_dir: str | Path, title: str, sections: Sequence[Section], params: dict,
-                 versions: dict[str, str] | None = None) -> tuple[Path, Path]:
-    """Write ``report.html`` and ``report.md`` (figures copied to ``figures/``) into
-    ``out_dir``; ``params`` is the resolved parameter dict shown as YAML."""
+                 versions: dict[str, str] | None = None, stem: str = "report") -> tuple[Path, Path]:
+    """Write ``<stem>.html`` and ``<stem>.md`` (figures copied to ``figures/``, or to
+    ``<stem>_figures/`` for another stem, so a second page never removes the first one's
+    figures) into ``out_dir``; ``params`` is the resolved parameter dict shown as YAML."""
     out_dir = Path(out_dir)
-    fig_dir = out_dir / FIGURES_DIR
+    figures_dir = FIGURES_DIR if stem == "report" else f"{stem}_{FIGURES_DIR}"
+    fig_dir = out_dir / figures_dir
     if fig_dir.exists():                 # figures of an earlier report must not linger
         shutil.rmtree(fig_dir)
     fig_dir.mkdir(parents=True)
@@ -266,10 +275,10 @@ def write_report(out_dir: str | Path, title: str, sections: Sequence[Section], p
             names[path] = name
             if path.resolve() != (fig_dir / name).resolve():
                 shutil.copyfile(path, fig_dir / name)
-    html_path = out_dir / "report.html"
-    md_path = out_dir / "report.md"
+    html_path = out_dir / f"{stem}.html"
+    md_path = out_dir / f"{stem}.md"
     html_path.write_text(render_html(title, sections, params_yaml, versions, created), encoding="utf-8")
-    md_path.write_text(render_markdown(title, sections, params_yaml, versions, created, names),
-                       encoding="utf-8")
+    md_path.write_text(render_markdown(title, sections, params_yaml, versions, created, names,
+                                       figures_dir), encoding="utf-8")
     logger.info("wrote %s and %s (%d figures)", html_path, md_path, len(names))
     return html_path, md_path

@@ -1,0 +1,459 @@
+"""Posterior stage: calibrated posteriors of the UNOBSERVABLES from the representation.
+
+``python -m scripts.infer [--params P]``
+
+The successor of the original pipeline's cINN. After the analyse stage, for the run
+``infer.RUN_NAME`` (default ``analyse.RUN_NAME``):
+
+1. reads ``reports/<run>/representation.parquet`` and prepare's ``dataset/splits.parquet``
+   and ``scaler.json``; conditions = whitened principal components of the representation +
+   the OBSERVABLES, targets = the UNOBSERVABLES, in prepare's scaled units (see
+   :mod:`scripts.posterior.data` for the positional mapping of an observed set's
+   observables onto the simulated ones);
+2. trains a conditional masked autoregressive flow (:mod:`scripts.posterior.flow`) on the
+   train split of ``infer.TRAIN_SETS``, early stopping on their validation split, with
+   checkpoints in ``models/<run>/posterior/`` (a killed run resumes to the same flow);
+   rows with NaN in a condition or a target are left out, counted and listed
+   (``posterior_excluded.parquet``);
+3. draws ``NUM_SAMPLES`` posterior samples for every embedded image of ``infer.INFER_SETS``
+   (observed sets included; NaN conditions give NaN posteriors, counted) and writes
+   ``posterior_samples.h5`` (physical units) and ``posterior_summary.parquet`` (median,
+   16/84 and 2.5/97.5 percentiles, modes by peak detection);
+4. measures the calibration on the simulated sets' test split (coverage of the 68 % and
+   95 % intervals and the coverage curve, PIT histogram and KS p-value, TARP, R² and bias
+   of the median, prior/posterior width ratio) into ``metrics.json`` under
+   ``posterior.<DATASET>.<FIELD>``, and writes ``posterior_report.html`` (+ ``.md``) with
+   the coverage curves, PIT histograms and corner plots of observed galaxies with their
+   simulated analogues' true values.
+
+Everything goes to ``reports/<run>/`` and to the experiment tracker.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+import config
+from scripts.analysis.report import Section, flat_metrics, write_metrics, write_report
+from scripts.analysis.representation import (REPRESENTATION_FILE, read_representation,
+                                             representation_metadata)
+from scripts.params import Params
+from scripts.posterior import calibration as cal
+from scripts.posterior.data import (RepresentationPCA, TargetSpace, Units, observable_columns,
+                                    observables_in_training_scale, training_fields)
+from scripts.posterior.peaks import posterior_modes
+from scripts.preprocessing.scaling import SUFFIX, FieldScaler
+from scripts.stage import run_stage
+
+log = logging.getLogger("infer")
+
+SUMMARY_FILE = "posterior_summary.parquet"
+SAMPLES_FILE = "posterior_samples.h5"
+EXCLUDED_FILE = "posterior_excluded.parquet"
+REPORT_STEM = "posterior_report"
+POSTERIOR_DIR = "posterior"
+#: a field is called calibrated when both coverages are within this of nominal
+COVERAGE_TOLERANCE = 0.05
+IDENTITY = ["dataset", "row", "object_id", "snapshot", "projection", "split"]
+QUANTILES = {"p2.5": 0.025, "p16": 0.16, "median": 0.5, "p84": 0.84, "p97.5": 0.975}
+
+
+# --------------------------------------------------------------------------- inputs
+def resolve_sets(params: Params) -> tuple[list[str], list[str]]:
+    """(training sets, inferred sets) with the defaults of the ``infer:`` section."""
+    inf, an = params.infer, params.analyse
+    train = list(inf.train_sets or an.simulated_sets)
+    if not train:
+        raise ValueError("infer.TRAIN_SETS is null and analyse.SIMULATED_SETS is empty: name "
+                         "the simulated sets the flow learns from")
+    for name in train:
+        if not params.prepare.per_set("unobservables", name):
+            raise ValueError(f"infer: training set {name} has no prepare.UNOBSERVABLES")
+    infer = list(inf.infer_sets or dict.fromkeys([*an.observed_sets, *an.simulated_sets, *train]))
+    return train, infer
+
+
+def build_table(params: Params, dataset_root: Path, report_dir: Path, train_sets, infer_sets):
+    """Rows of the representation table of the inferred sets with their conditions and
+    targets: returns (meta, vectors, observables, targets, obs_fields, target_fields, scaler)."""
+    rep = read_representation(report_dir / REPRESENTATION_FILE)
+    missing = [n for n in set(train_sets) | set(infer_sets) if not (rep.meta["dataset"] == n).any()]
+    if missing:
+        raise ValueError(f"infer: {report_dir / REPRESENTATION_FILE} holds no image of {missing}; "
+                         "list them in analyse.OBSERVED_SETS/SIMULATED_SETS (or prepare.SETS) "
+                         "and rerun the analyse stage")
+    rep = rep.subset(rep.meta["dataset"].isin(infer_sets).to_numpy())
+    splits_path = dataset_root / "splits.parquet"
+    if not splits_path.exists():
+        raise FileNotFoundError(f"{splits_path} does not exist; run the prepare stage first")
+    splits = pd.read_parquet(splits_path)
+    scaler = FieldScaler.from_json(dataset_root / "scaler.json")
+    obs_fields, target_fields = training_fields(params.prepare, train_sets)
+    keyed = splits.set_index(["dataset", "row"])
+    index = pd.MultiIndex.from_frame(rep.meta[["dataset", "row"]])
+    joined = keyed.reindex(index).reset_index(drop=True)
+    observables = np.full((len(rep.meta), len(obs_fields)), np.nan)
+    targets = np.full((len(rep.meta), len(target_fields)), np.nan)
+    datasets = rep.meta["dataset"].to_numpy()
+    for name in infer_sets:
+        sel = datasets == name
+        own = observable_columns(params.prepare, name, obs_fields, splits.columns)
+        observables[sel] = observables_in_training_scale(joined[sel], scaler, own, obs_fields)
+        unobs = params.prepare.per_set("unobservables", name) or ()
+        for j, f in enumerate(target_fields):
+            if f in unobs and f + SUFFIX in joined.columns:
+                targets[sel, j] = joined.loc[sel, f + SUFFIX].to_numpy(np.float64)
+    meta = rep.meta.copy()
+    meta["split_group"] = (joined["split_group"].astype(str).to_numpy()
+                           if "split_group" in joined.columns else meta["object_id"].astype(str))
+    return meta, rep.vectors, observables, targets, obs_fields, target_fields, scaler
+
+
+def excluded_rows(meta: pd.DataFrame, cond_ok, target_ok, mask) -> pd.DataFrame:
+    """The rows of ``mask`` left out of training/validation, with the reason."""
+    bad = mask & ~(cond_ok & target_ok)
+    out = meta.loc[bad, [c for c in IDENTITY if c in meta.columns]].copy()
+    reason = np.where(~cond_ok[bad] & ~target_ok[bad], "condition and target",
+                      np.where(~cond_ok[bad], "condition", "target"))
+    out["nan_in"] = reason
+    return out.reset_index(drop=True)
+
+
+def config_fingerprint(params: Params, report_dir: Path, n_train: int) -> str:
+    """What the flow's checkpoints depend on: the representation (encoder and splits), the
+    flow's parameters and the training rows. A change starts training afresh."""
+    meta = representation_metadata(report_dir / REPRESENTATION_FILE)
+    inf = params.to_dict()["infer"]
+    keep = {k: v for k, v in inf.items() if k not in ("NUM_SAMPLES", "MAX_MODES", "PEAK_MIN_HEIGHT",
+                                                       "CORNER_OBJECTS", "INFER_SETS", "EPOCHS",
+                                                       "CHECKPOINT_EVERY")}
+    blob = json.dumps({"representation": meta, "infer": keep, "n_train": n_train,
+                       "prepare": params.to_dict()["prepare"]}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def prepare_checkpoints(ckpt_root: Path, fingerprint: str) -> Path:
+    """``models/<run>/posterior/`` for this configuration; stale checkpoints are removed."""
+    stamp = ckpt_root / "config.json"
+    if stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") != fingerprint:
+        log.warning("%s holds a flow of another configuration or representation; training "
+                    "afresh", ckpt_root)
+        shutil.rmtree(ckpt_root)
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({"fingerprint": fingerprint}))
+    return ckpt_root / "checkpoints"
+
+
+# --------------------------------------------------------------------------- outputs
+def summarise(meta: pd.DataFrame, samples: np.ndarray, truth: np.ndarray, fields, inf) -> pd.DataFrame:
+    """One row per image: identity, per field the quantiles, modes and (when known) the truth."""
+    out = meta[[c for c in IDENTITY if c in meta.columns]].copy().reset_index(drop=True)
+    ok = np.isfinite(samples).all(axis=(1, 2))
+    out["posterior_ok"] = ok
+    for j, f in enumerate(fields):
+        q = np.full((len(meta), len(QUANTILES)), np.nan)
+        if ok.any():
+            q[ok] = np.quantile(samples[ok, :, j], list(QUANTILES.values()), axis=1).T
+        for k, name in enumerate(QUANTILES):
+            out[f"{f}_{name}"] = q[:, k]
+        modes = posterior_modes(samples[:, :, j], inf.max_modes, inf.peak_min_height)
+        for m in range(inf.max_modes):
+            out[f"{f}_mode{m + 1}"] = modes[:, m]
+        out[f"{f}_true"] = truth[:, j]
+    return out
+
+
+def write_samples(path: Path, meta: pd.DataFrame, samples: np.ndarray, fields, inf) -> Path:
+    """``posterior_samples.h5``: ``samples`` (N, NUM_SAMPLES, D) float32 in physical units,
+    row-aligned with ``posterior_summary.parquet`` and with the identity datasets."""
+    tmp = path.with_suffix(".tmp")
+    with h5py.File(tmp, "w") as h5:
+        h5.create_dataset("samples", data=samples.astype(np.float32), compression="gzip",
+                          chunks=(min(256, max(len(samples), 1)),) + samples.shape[1:])
+        for c in IDENTITY:
+            if c in meta.columns:
+                values = meta[c].to_numpy()
+                if values.dtype == object or pd.api.types.is_string_dtype(meta[c]):
+                    h5.create_dataset(c, data=values.astype(str).astype("S"))
+                else:
+                    h5.create_dataset(c, data=values.astype(np.int64))
+        h5.attrs["fields"] = [str(f) for f in fields]
+        h5.attrs["units"] = "physical: prepare's scaling undone with dataset/scaler.json"
+        h5.attrs["num_samples"] = inf.num_samples
+        h5.attrs["seed"] = inf.seed
+    tmp.replace(path)
+    return path
+
+
+def calibrate(meta, samples_phys, truth_phys, samples_scaled, truth_scaled, prior_phys,
+              fields, datasets, seed, groups=None) -> tuple[dict, dict]:
+    """Per dataset with truths, on its test split: per-field figures and joint TARP.
+    ``groups`` (prepare's split_group per row) makes the coverage intervals resample
+    whole objects."""
+    per, tarp = {}, {}
+    is_test = meta["split"].to_numpy() == "test"
+    for name in datasets:
+        sel = is_test & (meta["dataset"].to_numpy() == name) & np.isfinite(truth_phys).all(axis=1)
+        if not sel.any():
+            continue
+        per[name] = {}
+        for j, f in enumerate(fields):
+            m = cal.field_calibration(samples_phys[sel, :, j], truth_phys[sel, j], prior_phys[:, j],
+                                      seed=seed, groups=None if groups is None else groups[sel])
+            m["calibrated"] = bool(abs(m["coverage_68"] - 0.68) <= COVERAGE_TOLERANCE
+                                   and abs(m["coverage_95"] - 0.95) <= COVERAGE_TOLERANCE)
+            per[name][f] = m
+        tarp[name] = cal.tarp(samples_scaled[sel], truth_scaled[sel], seed=seed)
+    return per, tarp
+
+
+def corner_figures(meta, samples_phys, truth_lookup, fields, observed, report_dir, plots_dir,
+                   n_objects, seed) -> list[tuple[str, Path]]:
+    """Corner plots of a seeded few observed images, with their analogues' true values."""
+    from scripts.posterior.plots import plot_corner
+
+    path = report_dir / "analogues.parquet"
+    analogues = pd.read_parquet(path) if path.exists() else pd.DataFrame()
+    figures = []
+    rng = np.random.default_rng(seed)
+    ok = np.isfinite(samples_phys).all(axis=(1, 2))
+    for obs in observed:
+        rows = np.flatnonzero((meta["dataset"].to_numpy() == obs) & ok)
+        if not len(rows) or not n_objects:
+            continue
+        for i in np.sort(rng.choice(rows, size=min(n_objects, len(rows)), replace=False)):
+            row = int(meta["row"].iloc[i])
+            ana = None
+            if len(analogues):
+                mine = analogues[(analogues["observed_dataset"] == obs) & (analogues["observed_row"] == row)]
+                vals = [truth_lookup.get((d, int(r))) for d, r in
+                        zip(mine["simulated_dataset"], mine["simulated_row"])]
+                vals = [v for v in vals if v is not None]
+                ana = np.array(vals) if vals else None
+            title = (f"{obs} #{meta['object_id'].iloc[i]} (row {row}): posterior; red: true values "
+                     "of its simulated analogues")
+            fig = plot_corner(samples_phys[i], fields, title, plots_dir / f"corner_{obs}_{row}.png",
+                              analogues=ana)
+            figures.append((title, fig))
+    return figures
+
+
+def merge_metrics(path: Path, posterior: dict, extra: dict) -> Path:
+    """Add ``posterior`` (and ``posterior_flow``) to the analyse stage's metrics.json."""
+    metrics = json.loads(path.read_text()) if path.exists() else {}
+    metrics.pop("headline", None)
+    metrics["posterior"] = posterior
+    metrics["posterior_flow"] = extra
+    return write_metrics(metrics, path)
+
+
+def headline_text(posterior: dict) -> str:
+    lines = []
+    for ds, fields in posterior.items():
+        for f, m in fields.items():
+            lo68, hi68 = m["coverage_68_interval"]
+            lo95, hi95 = m["coverage_95_interval"]
+            lines.append(f"{ds}/{f}: coverage 68% {m['coverage_68']:.3f} [{lo68:.2f}, {hi68:.2f}], "
+                         f"95% {m['coverage_95']:.3f} [{lo95:.2f}, {hi95:.2f}], "
+                         f"PIT KS p {m['pit_ks_p']:.2g}, R²(median) {m['r2_median']:.3f}, "
+                         f"width ratio {m['width_ratio']:.2f}"
+                         + ("" if m["calibrated"] else "  [NOT calibrated]"))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- stage
+def run(params: Params, dataset_root: Path, models_root: Path, reports_root: Path,
+        tracker=None, epoch_callback=None) -> dict:
+    """Run the whole stage; returns the ``posterior`` metrics (also in metrics.json)."""
+    from scripts.posterior.flow import ConditionalFlow
+    from scripts.posterior.plots import plot_coverage, plot_pit
+    from scripts.posterior.training import FitSettings, FlowTrainer
+    from scripts.tracking import NullTracker
+
+    inf = params.infer
+    tracker = tracker or NullTracker()
+    seconds = {}
+    report_dir = Path(reports_root) / inf.run_name
+    plots_dir = report_dir / "plots" / "posterior"
+    train_sets, infer_sets = resolve_sets(params)
+    meta, vectors, observables, targets_scaled, obs_fields, fields, scaler = build_table(
+        params, Path(dataset_root), report_dir, train_sets, infer_sets)
+    datasets, split = meta["dataset"].to_numpy(), meta["split"].to_numpy()
+    units = Units(scaler)
+    truth_phys = units.physical(targets_scaled, fields)
+    space = TargetSpace(fields, units, inf.log_fields).fit(
+        truth_phys[np.isin(datasets, train_sets) & (split == "train")])
+    targets = space.to_flow(truth_phys)     # the flow's space: scaled, log10 for LOG_FIELDS
+    groups = (meta["dataset"] + ":" + meta["split_group"]).to_numpy()
+    in_train_sets = np.isin(datasets, train_sets)
+
+    pca = RepresentationPCA(inf.representation_components).fit(
+        vectors[in_train_sets & (split == "train")])
+    condition = np.concatenate([pca.transform(vectors), observables], axis=1).astype(np.float32)
+    cond_ok = np.isfinite(condition).all(axis=1)
+    target_ok = np.isfinite(targets).all(axis=1)
+    fit_rows = in_train_sets & np.isin(split, ["train", "validation"])
+    excluded = excluded_rows(meta, cond_ok, target_ok, fit_rows)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    for stale in plots_dir.glob("*.png"):       # figures of an earlier run must not linger
+        stale.unlink()
+    excluded.to_parquet(report_dir / EXCLUDED_FILE, index=False)
+    if len(excluded):
+        log.warning("%d training/validation row(s) with NaN left out (listed in %s): %s",
+                    len(excluded), report_dir / EXCLUDED_FILE,
+                    ", ".join(f"{r.dataset}:{r.row}" for r in excluded.head(10).itertuples())
+                    + (" …" if len(excluded) > 10 else ""))
+    train = fit_rows & (split == "train") & cond_ok & target_ok
+    val = fit_rows & (split == "validation") & cond_ok & target_ok
+    if train.sum() < 2:
+        raise ValueError(f"infer: {int(train.sum())} usable training row(s) in {train_sets}; the "
+                         "flow needs more (check the train split fractions and NaN values)")
+    log.info("flow p(%s | %d representation components + %s): %d training, %d validation rows "
+             "(%s), condition dim %d", fields, pca.components_.shape[0], obs_fields, train.sum(),
+             val.sum(), ", ".join(train_sets), condition.shape[1])
+
+    t0 = time.perf_counter()
+    fingerprint = config_fingerprint(params, report_dir, int(train.sum()))
+    ckpt_dir = prepare_checkpoints(Path(models_root) / inf.run_name / POSTERIOR_DIR, fingerprint)
+    flow = ConditionalFlow(len(fields), condition.shape[1], inf.num_coupling_layers,
+                           inf.hidden_units, inf.clamp, inf.condition_embedding, seed=inf.seed)
+    trainer = FlowTrainer(flow, FitSettings.from_params(inf), ckpt_dir, tracker=tracker,
+                          epoch_callback=epoch_callback)
+    fit = trainer.fit(targets[train], condition[train], targets[val], condition[val])
+    seconds["training"] = round(time.perf_counter() - t0, 2)
+
+    t1 = time.perf_counter()
+    samples_scaled = np.full((len(meta), inf.num_samples, len(fields)), np.nan, np.float32)
+    samples_scaled[cond_ok] = flow.sample(condition[cond_ok], inf.num_samples, seed=inf.seed)
+    n_nan = {name: int((~cond_ok & (datasets == name)).sum()) for name in infer_sets}
+    if any(n_nan.values()):
+        log.warning("NaN in the condition of %s image(s): their posteriors are NaN",
+                    {k: v for k, v in n_nan.items() if v})
+    samples_phys = space.to_physical(samples_scaled)
+    seconds["sampling"] = round(time.perf_counter() - t1, 2)
+
+    summary = summarise(meta, samples_phys, truth_phys, fields, inf)
+    summary.to_parquet(report_dir / SUMMARY_FILE, index=False)
+    write_samples(report_dir / SAMPLES_FILE, meta, samples_phys, fields, inf)
+
+    prior_phys = truth_phys[train]
+    calib, tarp = calibrate(meta, samples_phys, truth_phys, samples_scaled, targets, prior_phys,
+                            fields, infer_sets, inf.seed, groups=groups)
+    if not calib:
+        log.warning("no test-split image with known UNOBSERVABLES: no calibration measured")
+    extra = {
+        "run_name": inf.run_name, "train_sets": train_sets, "infer_sets": infer_sets,
+        "fields": fields, "observables": obs_fields,
+        "representation_components": int(pca.components_.shape[0]),
+        "pca_explained_variance_ratio": pca.explained_variance_ratio_.tolist(),
+        "rows": {"train": int(train.sum()), "validation": int(val.sum()),
+                 "inferred": int(len(meta))},
+        "excluded_from_training": {"count": int(len(excluded)),
+                                   "rows": excluded.head(100).to_dict("records")},
+        "nan_condition_at_inference": n_nan,
+        "tarp": tarp, "coverage_tolerance": COVERAGE_TOLERANCE,
+        "training": {k: v for k, v in fit.items() if k != "history"},
+        "seconds": seconds,
+    }
+    merge_metrics(report_dir / "metrics.json", calib, extra)
+
+    # figures and the report page
+    figures = []
+    if calib:
+        figures.append(("Coverage of central credible intervals (test split) and TARP",
+                        plot_coverage(calib, tarp, plots_dir / "coverage.png")))
+        figures.append(("PIT histograms (test split)", plot_pit(calib, plots_dir / "pit.png")))
+    lookup = {(d, int(r)): truth_phys[i] for i, (d, r) in
+              enumerate(zip(meta["dataset"], meta["row"])) if np.isfinite(truth_phys[i]).all()}
+    corners = corner_figures(meta, samples_phys, lookup, fields,
+                             [o for o in params.analyse.observed_sets if o in infer_sets],
+                             report_dir, plots_dir, inf.corner_objects, inf.seed)
+    def shown(value):
+        return f"[{value[0]:.3f}, {value[1]:.3f}]" if isinstance(value, (tuple, list)) else value
+
+    table = pd.DataFrame([{"dataset": ds, "field": f, **{k: shown(m[k]) for k in (
+        "n", "coverage_68", "coverage_68_interval", "coverage_95", "coverage_95_interval",
+        "pit_ks_p", "r2_median", "bias_median", "width_ratio", "calibrated")}}
+        for ds, fs in calib.items() for f, m in fs.items()])
+    sections = [
+        Section("Posterior calibration", [
+            f"Conditional masked autoregressive flow ({inf.num_coupling_layers} layers, MADE "
+            f"{list(inf.hidden_units)}, clamp {inf.clamp}, conditioning network "
+            f"{list(inf.condition_embedding)}) of {fields} given {pca.components_.shape[0]} "
+            f"principal components of the representation and the observables {obs_fields}; "
+            f"trained on the train split of {train_sets} ({int(train.sum())} images, early "
+            f"stopping on {int(val.sum())} validation images, best epoch {fit['best_epoch']}).",
+            "Measured on the test split: coverage = share of true values inside the central "
+            "credible interval (nominal 0.68 / 0.95), with a 90 % bootstrap interval that "
+            "resamples whole objects (prepare's split_group); PIT = rank of the truth among the "
+            f"{inf.num_samples} samples (uniform when calibrated); TARP = joint coverage of "
+            "Lemos et al. (2023); width ratio = prior (training set) 68 % width over the "
+            "median posterior 68 % width.",
+            f"Rows left out of training for NaN: {len(excluded)}; NaN conditions at inference: "
+            f"{sum(n_nan.values())}."],
+            tables=[("Calibration per dataset and field", table)] if len(table) else [],
+            figures=figures),
+        Section("Observed galaxies", ["Posterior samples of a few observed images; red: the "
+                                      "true values of their simulated analogues "
+                                      "(analogues.parquet)."], figures=corners),
+    ]
+    write_report(report_dir, f"Posterior report: run {inf.run_name}", sections,
+                 {"infer": params.to_dict()["infer"]}, stem=REPORT_STEM)
+    tracker.log_params({"infer": params.to_dict()["infer"]})
+    tracker.log_metrics(flat_metrics({"posterior": {d: {f: {k: v for k, v in m.items()
+                                                            if not isinstance(v, list)}
+                                                        for f, m in fs.items()}
+                                                    for d, fs in calib.items()}}),
+                        step=fit["epochs"])
+    for caption, fig in figures:            # TensorBoard keeps no artifacts: the figures as images
+        tracker.log_images(f"posterior/{Path(fig).stem}", _png(fig), step=fit["epochs"])
+    for path in [plots_dir, report_dir / f"{REPORT_STEM}.html", report_dir / SUMMARY_FILE]:
+        if path.is_dir():
+            tracker.log_artifacts(path, "infer/plots")
+        elif path.exists():
+            tracker.log_artifact(path, "infer")
+    if calib:
+        log.info("posterior calibration (test split):\n%s", headline_text(calib))
+    log.info("posterior outputs in %s (%s, %s, %s.html)", report_dir, SUMMARY_FILE, SAMPLES_FILE,
+             REPORT_STEM)
+    return {"posterior": calib, "posterior_flow": extra, "history": fit["history"]}
+
+
+def _png(path: Path) -> np.ndarray:
+    """A PNG as a (1, H, W, 3) float image batch for the tracker."""
+    import matplotlib.image
+
+    return matplotlib.image.imread(path)[None, :, :, :3].astype(np.float32)
+
+
+def make_stage_tracker(params: Params):
+    from scripts.tracking import make_tracker_from_params
+
+    tracker = make_tracker_from_params(params.tracking, run_name=f"infer-{params.infer.run_name}")
+    tracker.set_tags({"stage": "infer", "run": params.infer.run_name})
+    return tracker
+
+
+def main(argv=None) -> int:
+    logging.getLogger("absl").setLevel(logging.WARNING)   # one line per checkpoint otherwise
+
+    def body(params: Params) -> None:
+        with make_stage_tracker(params) as tracker:
+            run(params, config.dataset_path, config.models_path, config.reports_path, tracker=tracker)
+
+    return run_stage("Posterior stage: conditional flow, posterior samples, calibration.", body,
+                     argv, log)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The posterior stage through the real stages on the small mock universe.
+
+extract → prepare (session fixtures) → analyse with a fixed "aperture" encoder
+(tests/test_analyse.py) → ``python -m scripts.infer`` as a user runs it. The small
+universe is far too small to judge calibration (about 17 training and 4 test objects of
+MOCK_FIDUCIAL, three projections each) — that acceptance is tested on a synthetic run
+with 1000 test objects (tests/test_infer.py). Here the stage must run end to end on real
+prepare and analyse outputs (the observed set's photoz/i_cmodel_mag mapped onto z/mag_I,
+real split groups, analogues, analyse's metrics.json extended, not replaced), write
+posteriors in physical units, and refuse an observed set without an observable with one
+clear line and exit status 2.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.test_analyse import save_run
+
+RUN = "aperture"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _raw(raw):
+    raw = copy.deepcopy(raw)
+    raw["train"]["RUN_NAME"] = RUN
+    raw["analyse"]["UMAP"]["FIT_SUBSAMPLE"] = 100
+    raw["tracking"]["BACKENDS"] = ["none"]
+    raw["infer"] = {"TRAIN_SETS": ["MOCK_FIDUCIAL"], "LOG_FIELDS": ["half_mass_radius_kpc"],
+                    "INFER_SETS": ["MOCK_HSC", "MOCK_FIDUCIAL", "MOCK_COMPACT"],
+                    "REPRESENTATION_COMPONENTS": 4, "NUM_COUPLING_LAYERS": 2, "HIDDEN_UNITS": [16],
+                    "CONDITION_EMBEDDING": [8, 4], "LEARNING_RATE": 3e-3, "BATCH_SIZE": 64,
+                    "EPOCHS": 40, "PATIENCE": 10, "NUM_SAMPLES": 100, "CONDITION_NOISE": 0.1,
+                    "CORNER_OBJECTS": 1}
+    return raw
+
+
+def _infer(root: Path, params: Path):
+    env = {"DATASET_PATH": str(root / "dataset"), "MODELS_PATH": str(root / "models"),
+           "REPORTS_PATH": str(root / "reports"), "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PATH": "/usr/bin:/bin", "HOME": str(root)}
+    return subprocess.run([sys.executable, "-m", "scripts.infer", "--params", str(params)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def analysed(prepared_small, tmp_path_factory):
+    from scripts import analyse
+    from scripts.params import parse_params
+
+    source, raw = prepared_small
+    root = tmp_path_factory.mktemp("infer_mock")
+    shutil.copytree(source, root / "dataset")
+    save_run(root / "models" / RUN, 32, 3)
+    raw = _raw(raw)
+    analyse.run(parse_params(raw), root / "dataset", root / "models", root / "reports",
+                driver_max_samples=200, mmd_max_samples=200)
+    params = root / "params.yaml"
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return root, raw, params
+
+
+@pytest.mark.slow
+def test_stage_runs_on_the_mock_universe(analysed):
+    root, _, params = analysed
+    proc = _infer(root, params)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = root / "reports" / RUN
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert "realism" in metrics and "posterior" in metrics           # analyse's numbers kept
+    assert set(metrics["posterior"]) == {"MOCK_FIDUCIAL", "MOCK_COMPACT"}
+    for field, m in metrics["posterior"]["MOCK_FIDUCIAL"].items():
+        assert 0 <= m["coverage_68"] <= m["coverage_95"] <= 1 and m["n"] > 0, (field, m)
+    assert "posterior_calibration" in metrics["headline"]
+    summary = pd.read_parquet(report / "posterior_summary.parquet")
+    hsc = summary[summary["dataset"] == "MOCK_HSC"]
+    assert len(hsc) and hsc["posterior_ok"].all()
+    # physical units (log M☉) for the observed set too: prepare's scaling is undone
+    assert 9.5 < hsc["stellar_mass_median"].median() < 11.0
+    assert summary["half_mass_radius_kpc_p2.5"].min() > 0                # LOG_FIELDS
+    assert (report / "posterior_samples.h5").exists() and (report / "posterior_report.html").exists()
+    assert list((report / "plots" / "posterior").glob("corner_MOCK_HSC_*.png"))
+    assert "coverage 68%" in proc.stderr                                 # the logged headline
+
+
+@pytest.mark.slow
+def test_observed_set_without_an_observable_exits_with_one_line(analysed):
+    root, raw, _ = analysed
+    raw = copy.deepcopy(raw)
+    names = [n for n, _ in raw["prepare"]["SETS"]]
+    raw["prepare"]["OBSERVABLES"][names.index("MOCK_HSC")] = ["photoz"]
+    bad = root / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw, sort_keys=False))
+    proc = _infer(root, bad)
+    assert proc.returncode == 2
+    assert "MOCK_HSC lacks the OBSERVABLE 'mag_I'" in proc.stderr
+    assert "Traceback" not in proc.stderr
