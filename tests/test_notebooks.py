@@ -23,6 +23,7 @@ RUN = "nb"
 OVERRIDES = {
     "compare_realism.ipynb": {},
     "explore_run.ipynb": {"FIELD": "stellar_mass"},
+    "posterior_observed.ipynb": {},
 }
 SMALL_REALISM = {"K": 3, "CV_FOLDS": 2, "N_PERMUTATIONS": 20, "C2ST_PERMUTATIONS": 5}
 
@@ -62,7 +63,7 @@ def inject_parameters(nb, values: dict):
 def analysed_run(prepared_small, tmp_path_factory):
     """A run folder written by the analyse stage for a fixed encoder on the small universe,
     with the params file it was analysed with: (params path, report dir, dataset dir)."""
-    from scripts import analyse
+    from scripts import analyse, infer
 
     source, raw = prepared_small
     root = tmp_path_factory.mktemp("notebook_run")
@@ -74,10 +75,13 @@ def analysed_run(prepared_small, tmp_path_factory):
     raw["analyse"]["EVALUATION_SPLITS"] = ["train", "validation", "test"]
     raw["analyse"]["REALISM"].update(SMALL_REALISM)
     raw["tracking"]["BACKENDS"] = ["none"]
+    raw["infer"].update(EPOCHS=5, PATIENCE=5, NUM_SAMPLES=50, CHECKPOINT_EVERY=5)  # a quick flow
     params_path = root / "params.yaml"
     params_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     save_run(root / "models" / RUN, 32, 3)
-    analyse.run(parse_params(raw), dataset_root, root / "models", root / "reports")
+    params = parse_params(raw)
+    analyse.run(params, dataset_root, root / "models", root / "reports")
+    infer.run(params, dataset_root, root / "models", root / "reports")   # for the posterior notebook
     return params_path, root / "reports" / RUN, dataset_root
 
 
