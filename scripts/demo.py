@@ -78,11 +78,14 @@ def readme_table(metrics: dict, observed: str, simulated: list[str]) -> str:
         row("MMD² (permutation p)", lambda s: fmt(
             s, lambda r: f"{r['mmd']['mmd2']:.3g} ({r['mmd']['p_value']:.2g})"))
     fields = sorted({f for s in simulated for f in metrics.get("drivers", {}).get(s, {})})
+    shown = [k for k in ("representation", "baseline", "photometry", "representation+photometry")
+             if any(k in e for s in simulated for e in metrics.get("drivers", {}).get(s, {}).values())]
+    names = {"baseline": "pixel baseline"}
     for field in fields:
         def cell(s, field=field):
             entry = metrics["drivers"].get(s, {}).get(field)
-            return "–" if entry is None else f"{_r2(entry['representation'])} / {_r2(entry['baseline'])}"
-        row(f"{field} R²: representation / pixel baseline", cell)
+            return "–" if entry is None else " / ".join(_r2(entry[k]) if k in entry else "–" for k in shown)
+        row(f"{field} R²: {' / '.join(names.get(k, k) for k in shown)}", cell)
     row("object permanence top-1 / top-5 (chance top-5)", lambda s: "–" if s not in metrics.get(
         "permanence", {}) else "{top1:.2f} / {top5:.2f} ({chance_top5:.3f})".format(**metrics["permanence"][s]))
     return "\n".join(rows)

@@ -13,14 +13,16 @@ def test_table_reports_each_measure_with_its_split_and_skips():
                              "mmd": {"mmd2": 1e-4, "p_value": 0.4}}},
             "BAD": {"OBS": {"skipped": "need at least 18 objects"}}},
         "drivers": {"GOOD": {"stellar_mass": {"representation": {"r2": 0.8, "r2_std": 0.05},
-                                              "baseline": {"r2": 0.6, "r2_std": 0.1}}}},
+                                              "baseline": {"r2": 0.6, "r2_std": 0.1},
+                                              "photometry": {"r2": 0.7, "r2_std": 0.02}}}},
         "permanence": {"GOOD": {"top1": 0.3, "top5": 0.5, "chance_top5": 0.01}},
     }
     table = readme_table(metrics, "OBS", ["GOOD", "BAD"]).splitlines()
     assert table[0] == "| measured on the test split | GOOD | BAD |"
     assert "| test images (objects in the OOD score) | 60 (20) | 50 (–) |" in table
     assert "| in-domain fraction vs OBS (sim scored / obs scored) | 0.95 / 0.94 | skipped: need at least 18 objects |" in table
-    assert "| stellar_mass R²: representation / pixel baseline | 0.80 ± 0.05 / 0.60 ± 0.10 | – |" in table
+    assert ("| stellar_mass R²: representation / pixel baseline / photometry | "
+            "0.80 ± 0.05 / 0.60 ± 0.10 / 0.70 ± 0.02 | – |") in table
     assert "| object permanence top-1 / top-5 (chance top-5) | 0.30 / 0.50 (0.010) | – |" in table
 
 
