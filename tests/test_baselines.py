@@ -20,6 +20,9 @@ def test_photometry_features_are_magnitudes_colours_sizes_and_concentration():
     assert np.isnan(X[1, -1]) and np.isnan(X[1, -2])          # a failed R90 stays NaN
     with pytest.raises(ValueError, match="no photometry"):
         photometry_features(objects[["other"]], ["G"])
+    # never measured (e.g. X-ray maps cropped at R200c): left out, not a column of NaN
+    xray = pd.DataFrame({"mag_X": [1.0, 2.0], "petro_r50_arcsec": np.nan, "petro_r90_arcsec": np.nan})
+    assert photometry_features(xray, ["X"]).shape == (2, 1)
 
 
 def test_pooled_pixel_pca_shares_its_axes_between_sets():

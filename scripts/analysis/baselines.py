@@ -44,7 +44,9 @@ def photometry_columns(columns, filters) -> list[str]:
 def photometry_features(objects: pd.DataFrame, filters) -> np.ndarray:
     """(N, F) photometry of each row of ``objects`` (extract's objects.parquet rows):
     magnitudes, colours of consecutive bands, R50 and R90 in arcsec and the concentration
-    5 log10(R90/R50). Failed measurements stay NaN (the caller drops those rows)."""
+    5 log10(R90/R50). Failed measurements stay NaN (the caller drops those rows); a quantity
+    measured on no image at all (e.g. Petrosian radii of X-ray maps cropped at R200c) is left
+    out."""
     mags = [objects[f"mag_{b}"].to_numpy(np.float64) for b in filters if f"mag_{b}" in objects]
     columns = list(mags)
     columns += [a - b for a, b in zip(mags[:-1], mags[1:])]
@@ -54,6 +56,7 @@ def photometry_features(objects: pd.DataFrame, filters) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             concentration = np.where((r50 > 0) & (r90 > 0), 5.0 * np.log10(r90 / r50), np.nan)
         columns += [r50, r90, concentration]
+    columns = [c for c in columns if np.isfinite(c).any()]
     if not columns:
         raise ValueError("no photometry (mag_<band>, petro_r50_arcsec, petro_r90_arcsec) in the table")
     return np.column_stack(columns)
