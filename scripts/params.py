@@ -188,9 +188,10 @@ def regex(value, path):
 
 
 def extnames(value, path):  # noqa: D401
-    """An EXTNAME template with ``{filter}`` or a mapping filter → EXTNAME."""
+    """An EXTNAME template with ``{filter}`` or a mapping filter → EXTNAME; a plain name
+    (the same HDU in every band's own file) is checked against the layout in _validate."""
     if isinstance(value, str):
-        if "{filter}" not in value:
+        if not value.strip():
             raise _fail(path, value, "a template containing {filter} or a mapping band → EXTNAME")
         return value
     return mapping(string(), string())(value, path)
@@ -336,8 +337,9 @@ class ExtractParams:
                          example="[G, R, I]")
     band_extnames: tuple | None = key(optional(list_of(optional(extnames))),
                                       "EXTNAME of each band per dataset: a template with {filter} "
-                                      "or a mapping band → EXTNAME; null = default of the "
-                                      "extractor (SUBARU_HSC.{filter}, XRAY_{filter}).", None,
+                                      "or a mapping band → EXTNAME (band_files: also one name for "
+                                      "every band's file); null = default of the extractor "
+                                      "(SUBARU_HSC.{filter}, XRAY_{filter}; IMAGE for band_files).", None,
                                       "[SUBARU_HSC.{filter}, {G: HSC-G}]", per_dataset=True)
     file_patterns: tuple | None = key(optional(list_of(optional(regex))),
                                       "Regex per dataset mapping a file name to its identity with "
@@ -757,6 +759,12 @@ def _validate(p: Params) -> None:
         if missing:
             raise ParamsError(f"extract.BAND_EXTNAMES[{i}]: no EXTNAME for band(s) {missing} of "
                               f"dataset {spec.name}")
+        names = [spec.band_extnames[f].strip().upper() for f in spec.filters]
+        if spec.file_layout == "extensions" and len(set(names)) < len(names):
+            raise ParamsError(f"extract.BAND_EXTNAMES[{i}]: dataset {spec.name} reads every band "
+                              f"from one file but names the same EXTNAME for several bands "
+                              f"({dict(spec.band_extnames)}); expected a template containing "
+                              "{filter} or a mapping band → EXTNAME")
         groups = re.compile(spec.file_pattern).groupindex
         if spec.file_layout == "band_files" and "filter" not in groups:
             raise ParamsError(f"extract.FILE_PATTERNS[{i}]: dataset {spec.name} has FILE_LAYOUTS "

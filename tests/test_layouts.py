@@ -269,10 +269,11 @@ def test_reuse_resume_and_workers(tmp_path, layout, monkeypatch):
         np.testing.assert_array_equal(fresh[1], images)
 
 
-def test_kill_minus_nine_then_resume_band_files(tmp_path):
-    """SIGKILL in the middle of a band_files run: the resumed run equals a clean one."""
-    raw_root, truth = make_set(tmp_path, "band_files", "id", n=40, size=96)
-    raw = obs_params("band_files", SIZE_CHUNKS=2)
+@pytest.mark.parametrize("layout", ["band_files", "cube"])
+def test_kill_minus_nine_then_resume(tmp_path, layout):
+    """SIGKILL in the middle of a run: the resumed run equals a clean one."""
+    raw_root, truth = make_set(tmp_path, layout, "id", n=40, size=96)
+    raw = obs_params(layout, SIZE_CHUNKS=2)
     params = write_params(tmp_path / "p.yaml", raw)
     cmd = [sys.executable, "-m", "scripts.preprocessing.extract", "--params", str(params)]
     killed = tmp_path / "killed"
@@ -380,3 +381,42 @@ def test_sky_position_from_header_keys_without_wcs(tmp_path):
     assert report["kept_images"] == 3 and report["images_without_sky_match"] == []
     table, _ = outputs(tmp_path / "out")
     np.testing.assert_allclose(table["match_sep_arcsec"], 0.1, atol=0.01)
+
+
+def test_observed_params_file_extracts_the_mock_observed_sets(tmp_path):
+    """params.observed.yaml reads the sets the mock universe writes (written here alone)."""
+    import yaml
+
+    from scripts.mock.universe import OBSERVED_SETS, OBSERVED_SIZE
+
+    raw_root = tmp_path / "raw"
+    for name, (layout, code) in OBSERVED_SETS.items():
+        observed.write_observed_set(raw_root / name, layout, "sky", n=OBSERVED_SIZE, seed=code)
+    params = parse_params(yaml.safe_load((ROOT / "params.observed.yaml").read_text()))
+    reports = extract.run(params.extract, raw_root, raw_root / "TNG", tmp_path / "out",
+                          config.snapshot_redshifts_path)
+    assert set(reports) == set(OBSERVED_SETS)
+    for name, report in reports.items():
+        assert report["kept_images"] == OBSERVED_SIZE and report["skipped_files"] == []
+        assert report["images_without_sky_match"] == report["duplicate_sky_matches"] == []
+        table = pd.read_parquet(tmp_path / "out" / name / "objects.parquet")
+        truth = pd.read_csv(raw_root / name / "truth.csv").set_index("file")
+        np.testing.assert_array_equal(table["object_id"], truth.loc[table["file"], "object_id"])
+
+
+def test_readme_hsc_example_is_valid_and_one_extname_needs_band_files():
+    import re
+
+    import yaml
+
+    from scripts.params import ExtractParams, _parse_section
+
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("```yaml", readme.index("Worked example, HSC cutout-service")) + 7
+    example = yaml.safe_load(readme[start:readme.index("```", start)])["extract"]
+    spec = _parse_section(ExtractParams, example, "extract").dataset_specs()[0]
+    assert (spec.file_layout, spec.catalogue_match) == ("band_files", "sky")
+    assert re.search(spec.file_pattern, "12-cutout-HSC-G-9813-pdr3_wide.fits")["filter"] == "G"
+    with pytest.raises(ParamsError, match="same EXTNAME"):
+        parse_params(obs_params("extensions", BAND_EXTNAMES=PerDataset("IMAGE")))
+    assert parse_params(obs_params("band_files", BAND_EXTNAMES=PerDataset("IMAGE")))
