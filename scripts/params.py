@@ -28,6 +28,13 @@ REQUIRED = object()
 SPLITS = ("train", "validation", "test")
 EXTRACTORS = ("tng_stellar", "survey", "tng_xray")
 CROPPERS = ("petrosian", "r200c", "fraction", "none")
+#: How a dataset's bands are stored: one multi-extension file per object with one HDU per
+#: band (``extensions``), one file per object and band (``band_files``, e.g. the HSC-SSP
+#: cutout service), or one HDU holding a (bands, H, W) cube (``cube``, Legacy Survey, DES).
+FILE_LAYOUTS = ("extensions", "band_files", "cube")
+#: How images are joined with a survey catalogue: by the object id in the file name, or by
+#: sky position (the image's WCS centre or RA/DEC header keys) within MATCH_RADIUS_ARCSEC.
+CATALOGUE_MATCHES = ("id", "sky")
 
 #: Default file-name patterns per extractor kind. Named groups give the identity of
 #: every image; ``snapshot`` and ``projection`` are optional (0 when absent).
@@ -177,16 +184,14 @@ def regex(value, path):
         compiled = re.compile(value)
     except re.error as err:
         raise _fail(path, value, f"a valid regular expression ({err})") from None
-    names = set(compiled.groupindex)
-    if not any(n.rstrip("0123456789") == "object_id" for n in names):
-        raise _fail(path, value, "a regular expression with a named group (?P<object_id>…)")
-    return value
+    return value  # the groups it needs depend on the layout and match: checked in _validate
 
 
 def extnames(value, path):  # noqa: D401
-    """An EXTNAME template with ``{filter}`` or a mapping filter → EXTNAME."""
+    """An EXTNAME template with ``{filter}`` or a mapping filter → EXTNAME; a plain name
+    (the same HDU in every band's own file) is checked against the layout in _validate."""
     if isinstance(value, str):
-        if "{filter}" not in value:
+        if not value.strip():
             raise _fail(path, value, "a template containing {filter} or a mapping band → EXTNAME")
         return value
     return mapping(string(), string())(value, path)
@@ -293,6 +298,9 @@ class DatasetSpec:
     file_pattern: str
     catalogue: str | None
     cropper: str
+    file_layout: str = "extensions"
+    cube_bands: tuple[str, ...] | None = None
+    catalogue_match: str = "id"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -329,8 +337,9 @@ class ExtractParams:
                          example="[G, R, I]")
     band_extnames: tuple | None = key(optional(list_of(optional(extnames))),
                                       "EXTNAME of each band per dataset: a template with {filter} "
-                                      "or a mapping band → EXTNAME; null = default of the "
-                                      "extractor (SUBARU_HSC.{filter}, XRAY_{filter}).", None,
+                                      "or a mapping band → EXTNAME (band_files: also one name for "
+                                      "every band's file); null = default of the extractor "
+                                      "(SUBARU_HSC.{filter}, XRAY_{filter}; IMAGE for band_files).", None,
                                       "[SUBARU_HSC.{filter}, {G: HSC-G}]", per_dataset=True)
     file_patterns: tuple | None = key(optional(list_of(optional(regex))),
                                       "Regex per dataset mapping a file name to its identity with "
@@ -349,6 +358,33 @@ class ExtractParams:
                                  "(R200C_FACTOR × R200c), fraction (central CROP_FRACTION), none; "
                                  "null = petrosian for galaxies, r200c for X-ray.", None,
                                  "[petrosian, petrosian]", per_dataset=True)
+    file_layouts: tuple | None = key(optional(list_of(optional(string(FILE_LAYOUTS)))),
+                                     "How bands are stored per dataset: extensions (one file per "
+                                     "object, one HDU per band, found by BAND_EXTNAMES), band_files "
+                                     "(one file per object and band: FILE_PATTERNS has a filter "
+                                     "group; the band's HDU is BAND_EXTNAMES, default IMAGE), cube "
+                                     "(one HDU holds (bands, H, W); order from CUBE_BANDS or the "
+                                     "header's BAND0, BAND1, … or BANDS keywords); null = "
+                                     "extensions.", None, "[extensions, band_files]",
+                                     per_dataset=True)
+    cube_bands: tuple | None = key(optional(list_of(optional(list_of(string(), min_length=1)))),
+                                   "Per dataset with FILE_LAYOUTS cube: the band of each plane of "
+                                   "the cube, in plane order; null = read from the header (BAND0, "
+                                   "BAND1, … or BANDS).", None, "[null, [g, r, z]]",
+                                   per_dataset=True)
+    catalogue_match: tuple | None = key(optional(list_of(optional(string(CATALOGUE_MATCHES)))),
+                                        "Per survey dataset: join images to the catalogue by the "
+                                        "object_id in the file name (id) or by sky position (sky: "
+                                        "the image's WCS centre, else its RA/DEC header keys, "
+                                        "matched to the catalogue's CATALOGUE_RADEC columns within "
+                                        "MATCH_RADIUS_ARCSEC); null = id.", None, "[id, sky]",
+                                        per_dataset=True)
+    match_radius_arcsec: float = key(number(0, lo_open=True),
+                                     "Largest separation [arcsec] of a sky match "
+                                     "(CATALOGUE_MATCH sky).", 1.0, "1.0")
+    catalogue_radec: tuple = key(list_of(string(), length=2),
+                                 "Catalogue columns holding RA and Dec in degrees (ICRS) for "
+                                 "CATALOGUE_MATCH sky.", ("ra", "dec"), "[ra, dec]")
     image_size: int = key(integer(8, 4096), "Edge of the stored square images in pixels "
                           "(area-averaged resize after cropping).", example="64")
     petro_radius_factor: float = key(number(0, lo_open=True),
@@ -385,7 +421,9 @@ class ExtractParams:
         for i, name in enumerate(self.datasets):
             kind = self.extractors[i]
             filters = self.filters[i] if isinstance(self.filters[0], tuple) else self.filters
-            ext = (self.band_extnames or [None] * n)[i] or DEFAULT_BAND_EXTNAMES[kind]
+            layout = (self.file_layouts or [None] * n)[i] or "extensions"
+            default_ext = "IMAGE" if layout == "band_files" else DEFAULT_BAND_EXTNAMES[kind]
+            ext = (self.band_extnames or [None] * n)[i] or default_ext
             if isinstance(ext, str):
                 band_map = {f: ext.format(filter=f) for f in filters}
             else:
@@ -400,6 +438,9 @@ class ExtractParams:
                 band_extnames=band_map,
                 file_pattern=(self.file_patterns or [None] * n)[i] or DEFAULT_FILE_PATTERNS[kind],
                 catalogue=(self.catalogues or [None] * n)[i], cropper=cropper,
+                file_layout=layout,
+                cube_bands=(self.cube_bands or [None] * n)[i],
+                catalogue_match=(self.catalogue_match or [None] * n)[i] or "id",
             ))
         return tuple(specs)
 
@@ -779,6 +820,31 @@ def _validate(p: Params) -> None:
         if missing:
             raise ParamsError(f"extract.BAND_EXTNAMES[{i}]: no EXTNAME for band(s) {missing} of "
                               f"dataset {spec.name}")
+        names = [spec.band_extnames[f].strip().upper() for f in spec.filters]
+        if spec.file_layout == "extensions" and len(set(names)) < len(names):
+            raise ParamsError(f"extract.BAND_EXTNAMES[{i}]: dataset {spec.name} reads every band "
+                              f"from one file but names the same EXTNAME for several bands "
+                              f"({dict(spec.band_extnames)}); expected a template containing "
+                              "{filter} or a mapping band → EXTNAME")
+        groups = re.compile(spec.file_pattern).groupindex
+        if spec.file_layout == "band_files" and "filter" not in groups:
+            raise ParamsError(f"extract.FILE_PATTERNS[{i}]: dataset {spec.name} has FILE_LAYOUTS "
+                              "band_files; its pattern needs a named group (?P<filter>…) giving "
+                              "the band of each file")
+        if spec.catalogue_match == "sky" and spec.extractor != "survey":
+            raise ParamsError(f"extract.CATALOGUE_MATCH[{i}]: sky matching needs a survey "
+                              f"catalogue; dataset {spec.name} uses extractor {spec.extractor}")
+        if spec.catalogue_match == "id" and not any(g.rstrip("0123456789") == "object_id"
+                                                    for g in groups):
+            raise ParamsError(f"extract.FILE_PATTERNS[{i}] = {spec.file_pattern!r}: expected a "
+                              "regular expression with a named group (?P<object_id>…) (dataset "
+                              f"{spec.name} joins its catalogue by id; or set CATALOGUE_MATCH to sky)")
+        if spec.cube_bands is not None and spec.file_layout != "cube":
+            raise ParamsError(f"extract.CUBE_BANDS[{i}]: dataset {spec.name} has FILE_LAYOUTS "
+                              f"{spec.file_layout}; CUBE_BANDS only applies to cube")
+        if spec.file_layout == "cube" and ex.mask_bits is not None and spec.cropper == "petrosian":
+            raise ParamsError(f"extract.MASK_BITS = {ex.mask_bits}: dataset {spec.name} has "
+                              "FILE_LAYOUTS cube, which has no mask planes; set MASK_BITS to null")
         if spec.extractor in ("tng_stellar", "tng_xray") and not spec.simulation:
             raise ParamsError(f"extract.SIMULATIONS[{i}]: dataset {spec.name} uses extractor "
                               f"{spec.extractor} and needs a TNG simulation folder name")

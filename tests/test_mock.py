@@ -144,8 +144,9 @@ def test_supplementary_catalogues(universe):
 # --- FITS -------------------------------------------------------------------------------
 
 def test_every_fits_verifies_and_matches_the_real_layout(universe):
-    files = sorted(universe["raw"].glob("*/images/*.fits"))
-    assert len(files) == sum(universe["summary"]["images"].values())
+    rendered = universe["summary"]["images"]
+    files = sorted(f for ds in rendered for f in (universe["raw"] / ds / "images").glob("*.fits"))
+    assert len(files) == sum(rendered.values())
     with fits.open(REAL_HSC) as real:
         real_names = [h.name for h in real][:9]
         real_bitpix = [h.header["BITPIX"] for h in real][:9]
@@ -189,6 +190,29 @@ def test_file_names_and_truth_rows(universe):
     assert (expected == t.file).all()
     x = truth(universe, "MOCK_XRAY")
     assert (x.file == x.apply(lambda r: f"xray_099-{r.halo_id}_v{r.projection}_0.5-5.0keV.fits", axis=1)).all()
+
+
+def test_observed_sets_verify_in_the_layouts_of_cutout_services(universe):
+    """MOCK_HSC_CUTOUTS: one file per band (empty primary, IMAGE, MASK, VARIANCE);
+    MOCK_LEGACY_CUBES: a (3, H, W) primary with BAND0…; catalogues keyed by RA/Dec."""
+    from scripts.mock.universe import OBSERVED_SETS
+
+    assert universe["summary"]["observed_sets"] == {name: 12 for name in OBSERVED_SETS}
+    cutouts = sorted((universe["raw"] / "MOCK_HSC_CUTOUTS" / "images").glob("*.fits"))
+    cubes = sorted((universe["raw"] / "MOCK_LEGACY_CUBES" / "images").glob("*.fits"))
+    assert len(cutouts) == 3 * 12 and len(cubes) == 12
+    for f in cutouts:
+        with fits.open(f) as hdul:
+            hdul.verify("exception")
+            assert [h.name for h in hdul] == ["PRIMARY", "IMAGE", "MASK", "VARIANCE"]
+            assert hdul[0].data is None and hdul["IMAGE"].header["CTYPE1"] == "RA---TAN"
+    for f in cubes:
+        with fits.open(f) as hdul:
+            hdul.verify("exception")
+            assert hdul[0].data.shape[0] == 3 and hdul[0].header["BANDS"] == "gri"
+    for name in OBSERVED_SETS:
+        cat = pd.read_csv(universe["raw"] / name / "catalogue.csv")
+        assert {"object_id", "ra", "dec"} <= set(cat.columns) and len(cat) == 12
 
 
 # --- reproducibility --------------------------------------------------------------------

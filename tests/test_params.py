@@ -27,7 +27,7 @@ def bad(raw, mutate, *fragments):
     return message
 
 
-@pytest.mark.parametrize("name", ["params.yaml", "params.demo.yaml", "params.demo.xray.yaml"])
+@pytest.mark.parametrize("name", ["params.yaml", "params.demo.yaml", "params.demo.xray.yaml", "params.observed.yaml"])
 def test_shipped_params_are_valid(name):
     params = load_params(ROOT / name)
     assert params.extract.datasets

@@ -65,3 +65,30 @@ def write_xray_map(path: Path, image: np.ndarray, cards: list[Card], extname: st
     """Write a single-band X-ray map as the primary HDU named ``extname``."""
     header = _header([("EXTNAME", extname, "extension name"), *cards])
     _write(fits.HDUList([fits.PrimaryHDU(data=np.ascontiguousarray(image, dtype=np.float32), header=header)]), path)
+
+
+def write_band_file(path: Path, image: np.ndarray, mask: np.ndarray, variance: np.ndarray,
+                    cards: list[Card]) -> None:
+    """One band of one object as the HSC-SSP cutout service writes it: an empty primary
+    HDU, then ``IMAGE`` (float32, with the celestial WCS in ``cards``), ``MASK`` (int32) and
+    ``VARIANCE`` (float32)."""
+    header = _header(cards)
+    _write(fits.HDUList([
+        fits.PrimaryHDU(),
+        fits.ImageHDU(data=np.ascontiguousarray(image, dtype=np.float32), header=header, name="IMAGE"),
+        fits.ImageHDU(data=np.ascontiguousarray(mask, dtype=np.int32), name="MASK"),
+        fits.ImageHDU(data=np.ascontiguousarray(variance, dtype=np.float32), name="VARIANCE"),
+    ]), path)
+
+
+def write_cube(path: Path, bands: list[str] | None, images: np.ndarray, cards: list[Card]) -> None:
+    """A (bands, H, W) cube in the primary HDU, as Legacy Survey cut-outs: the band of each
+    plane in ``BAND0``, ``BAND1``, … and ``BANDS`` (omitted when ``bands`` is None)."""
+    band_cards: list[Card] = []
+    if bands is not None:
+        band_cards = [("BANDS", "".join(bands) if all(len(b) == 1 for b in bands) else ",".join(bands),
+                       "bands of the planes")]
+        band_cards += [(f"BAND{i}", b, f"band of plane {i}") for i, b in enumerate(bands)]
+    header = _header([*cards, *band_cards])
+    _write(fits.HDUList([fits.PrimaryHDU(data=np.ascontiguousarray(images, dtype=np.float32),
+                                         header=header)]), path)

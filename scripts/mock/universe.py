@@ -10,6 +10,10 @@ Writes (see the README, "The mock universe"):
   for every subhalo with M★ ≥ 10^9.5 M☉ (also SubhaloFlag = 0 ones), ``num_projections``
   cameras each; ``MOCK_HSC/images/{object_id}_HSC_GRIZY.fits`` + ``MOCK_HSC/catalogue.csv``;
   ``MOCK_XRAY/images/xray_099-{haloid}_v{proj}_0.5-5.0keV.fits``.
+* ``<raw_root>/MOCK_HSC_CUTOUTS`` and ``MOCK_LEGACY_CUBES``: small observed sets in the
+  layouts of real cut-out services (one file per band, HSC cutout service; a (bands, H, W)
+  cube, Legacy Survey), file names without catalogue ids and ``catalogue.csv`` keyed by
+  RA/Dec (:mod:`observed`; ``params.observed.yaml`` extracts them).
 * ``<raw_root>/<DATASET>/truth.parquet``: one row per image file (``file`` is the name
   inside ``images/``; ``snapshot`` is −1 for the survey set) with every intrinsic parameter
   behind it. Units: stellar_mass, mass_in_rad, halo_mass, m200c, m500c in log10 M☉; sfr in
@@ -34,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scripts.mock import cc_criteria, geometry, physics, survey, xray
+from scripts.mock import cc_criteria, geometry, observed, physics, survey, xray
 from scripts.mock.cosmology import SnapshotClock, TNGCosmology, read_snapshot_redshifts
 from scripts.mock.instrument import HSC_BANDS, HSCInstrument
 from scripts.mock.jobs import GalaxyImageTask, XrayImageTask, run_tasks
@@ -55,6 +59,10 @@ GALAXY_RUNS = {
     "MOCK_COMPACT": ("MockTNG-Compact", physics.COMPACT, 2),
 }
 SURVEY_DATASET, SURVEY_CODE = "MOCK_HSC", 3
+#: Observed sets in the layouts of real cut-out services: name → (layout, seed offset).
+OBSERVED_SETS = {"MOCK_HSC_CUTOUTS": ("band_files", 5), "MOCK_LEGACY_CUBES": ("cube", 6)}
+#: Objects per observed set.
+OBSERVED_SIZE = 12
 XRAY_DATASET, XRAY_SIM, XRAY_CODE = "MOCK_XRAY", "MockTNG-Cluster", 4
 GALAXY_BOX = 75000.0     # ckpc/h (TNG100)
 CLUSTER_BOX = 680000.0   # ckpc/h (TNG-Cluster parent box)
@@ -83,7 +91,7 @@ def default_snapshot_redshifts_path() -> Path:
 
 def _clean(raw_root: Path, illustris_root: Path) -> None:
     """Remove the folders a previous build wrote (and nothing else)."""
-    for ds in (*GALAXY_RUNS, SURVEY_DATASET, XRAY_DATASET):
+    for ds in (*GALAXY_RUNS, SURVEY_DATASET, XRAY_DATASET, *OBSERVED_SETS):
         shutil.rmtree(raw_root / ds, ignore_errors=True)
     for sim in (*(v[0] for v in GALAXY_RUNS.values()), XRAY_SIM):
         shutil.rmtree(illustris_root / sim, ignore_errors=True)
@@ -423,10 +431,16 @@ def build_universe(raw_root: Path, illustris_root: Path, size: str = "small", nu
     tasks = plan.all_tasks()
     log.info("rendering %d images with %d worker(s)", len(tasks), n_jobs)
     finish_universe(plan, run_tasks(tasks, n_jobs=n_jobs, desc="mock images"))
+    observed_sets = {}
+    for name, (layout, code) in OBSERVED_SETS.items():
+        truth = observed.write_observed_set(plan.raw_root / name, layout, "sky", n=OBSERVED_SIZE,
+                                            seed=seed * 100 + code)
+        observed_sets[name] = len(truth)
     return {
         "size": plan.size, "seed": seed, "num_projections": num_projections, "n_jobs": n_jobs,
         "raw_root": str(plan.raw_root), "illustris_root": str(plan.illustris_root),
         "images": {ds: len(rows) for ds, rows in plan.truth.items()},
+        "observed_sets": observed_sets,
         "simulations": plan.simulations,
         "seconds": round(time.perf_counter() - t0, 2),
     }

@@ -95,6 +95,10 @@ class BadImageError(Exception):
         "too_many_nan",       # a band with more than max_nan_fraction non-finite pixels
         "has_nan",            # non-finite pixels while nan_fill='raise'
         "constant",           # a band with one single value (e.g. an empty render)
+        "band_count",         # a cube whose number of planes differs from its band list
+        "band_order_unknown", # a cube without CUBE_BANDS or BAND0…/BANDS header keywords
+        "pixel_scale_mismatch",  # band files of one object with different pixel scales
+        "no_sky_position",    # neither a celestial WCS nor RA/DEC keys (sky matching)
     )
 
     def __init__(self, path: str | os.PathLike, reason: str, detail: str = ""):
@@ -138,7 +142,8 @@ class ImageMeta:
 
     ``kpc_per_pixel`` comes from ``FOVKPC / NAXIS1``, else from ``CDELT1`` when ``CTYPE1``
     is ``pc`` or ``kpc`` (SKIRT convention); ``arcsec_per_pixel`` from ``FOVARC / NAXIS1``,
-    else ``kpc_per_pixel / KPCARC``.
+    else ``kpc_per_pixel / KPCARC``, else the celestial WCS (``CD1_1``/``CD2_1`` or
+    ``CDELT1`` when ``CTYPE1`` starts with ``RA``).
     """
 
     path: str
@@ -321,13 +326,14 @@ class _FitsBase:
         return hits[0]
 
     @staticmethod
-    def _check_array(path: Path, data: np.ndarray | None, extname: str) -> np.ndarray:
-        """2-D real numbers in native byte order, or BadImageError (wrong_shape)."""
+    def _check_array(path: Path, data: np.ndarray | None, extname: str, ndim: int = 2) -> np.ndarray:
+        """``ndim``-D real numbers in native byte order, or BadImageError (wrong_shape)."""
         if data is None:
             raise BadImageError(path, "wrong_shape", f"HDU {extname!r} has no data")
-        if data.ndim != 2:
+        if data.ndim != ndim:
             raise BadImageError(path, "wrong_shape",
-                                f"HDU {extname!r} has shape {data.shape}; expected a 2-D image")
+                                f"HDU {extname!r} has shape {data.shape}; expected "
+                                + ("a 2-D image" if ndim == 2 else f"{ndim} axes"))
         if not (np.issubdtype(data.dtype, np.number) and not np.iscomplexobj(data)):
             raise BadImageError(path, "wrong_shape",
                                 f"HDU {extname!r} holds {data.dtype}, not real numbers")
@@ -457,8 +463,8 @@ class _FitsioFits(_FitsBase):
                         return None
         return None
 
-    def data(self, index: int, extname: str) -> np.ndarray:
-        """The 2-D numeric data of HDU ``index``, native byte order."""
+    def data(self, index: int, extname: str, ndim: int = 2) -> np.ndarray:
+        """The ``ndim``-D numeric data of HDU ``index``, native byte order."""
         hdu = self.hdus[index]
         kind = hdu.get_exttype()
         if kind != "IMAGE_HDU":
@@ -466,10 +472,11 @@ class _FitsioFits(_FitsBase):
                                 f"HDU {extname!r} is a {_TABLE_TYPES.get(kind, kind)}, not an image")
         shape = tuple(hdu.get_dims())
         if not shape:
-            return self._check_array(self.path, None, extname)
-        if len(shape) != 2:  # astropy would read it all only to fail the same test
+            return self._check_array(self.path, None, extname, ndim)
+        if len(shape) != ndim:  # astropy would read it all only to fail the same test
             raise BadImageError(self.path, "wrong_shape",
-                                f"HDU {extname!r} has shape {shape}; expected a 2-D image")
+                                f"HDU {extname!r} has shape {shape}; expected "
+                                + ("a 2-D image" if ndim == 2 else f"{ndim} axes"))
         scaled = not hdu.is_compressed() and any(card[:8] in _SCALING_KEYS
                                                  for card in self._cards(index))
         header = None
@@ -489,7 +496,7 @@ class _FitsioFits(_FitsBase):
                                 f"HDU {extname!r}: {_fitsio_message(exc)}") from None
         if scaled:
             data = _scale_like_astropy(data, hdu.get_info()["img_type"], header)
-        return self._check_array(self.path, data, extname)
+        return self._check_array(self.path, data, extname, ndim)
 
 
 class _AstropyFits(_FitsBase):
@@ -525,8 +532,8 @@ class _AstropyFits(_FitsBase):
     def header_value(self, index: int, keyword: str) -> Any:
         return self.hdul[index].header.get(keyword)
 
-    def data(self, index: int, extname: str) -> np.ndarray:
-        """The 2-D numeric data of HDU ``index``, native byte order."""
+    def data(self, index: int, extname: str, ndim: int = 2) -> np.ndarray:
+        """The ``ndim``-D numeric data of HDU ``index``, native byte order."""
         hdu = self.hdul[index]
         if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
             raise BadImageError(self.path, "wrong_shape",
@@ -543,7 +550,7 @@ class _AstropyFits(_FitsBase):
             except _ASTROPY_READ_ERRORS as exc:
                 raise BadImageError(self.path, "unreadable_data",
                                     f"HDU {extname!r}: {type(exc).__name__}: {exc}") from None
-        return self._check_array(self.path, data, extname)
+        return self._check_array(self.path, data, extname, ndim)
 
 
 class _Fits:
@@ -653,7 +660,8 @@ def _check_band(path: Path, extname: str, band: np.ndarray, nan_fill: str,
 
 def load_bands(path: str | os.PathLike, extnames: Sequence[str], *, nan_fill: str = "median",
                max_nan_fraction: float = 0.5,
-               shape: tuple[int, int] | None = None, variance: bool = False) -> BandImage:
+               shape: tuple[int, int] | None = None, variance: bool = False,
+               bare_planes: bool = False) -> BandImage:
     """Read the image HDUs named ``extnames`` into one (H, W, C) float32 cube.
 
     Parameters
@@ -669,6 +677,8 @@ def load_bands(path: str | os.PathLike, extnames: Sequence[str], *, nan_fill: st
     variance : also read each band's ``EXTNAME VARIANCE`` plane and ``VARSC`` header value
         in the same open (:attr:`BandImage.variances`, :attr:`BandImage.var_scales`; the
         sky noise that pads crops). A missing or unusable plane is None, never an error.
+    bare_planes : a file of one band (HSC cutout service): when ``EXTNAME VARIANCE`` is
+        absent, the plane is the HDU named ``VARIANCE``.
 
     Raises
     ------
@@ -696,18 +706,27 @@ def load_bands(path: str | os.PathLike, extnames: Sequence[str], *, nan_fill: st
             bands.append(band)
             counts.append(n_bad)
         meta = meta_from_header(f.header(indices[0]), str(path), f.names[indices[0]])
-        planes, scales = (_variance_planes(f, extnames, indices, bands[0].shape) if variance
-                          else ((), ()))
+        planes, scales = (_variance_planes(f, extnames, indices, bands[0].shape, bare_planes)
+                          if variance else ((), ()))
     data = np.stack(bands, axis=-1).astype(np.float32, copy=False)
     return BandImage(str(path), tuple(extnames), data, tuple(counts), meta, planes, scales)
 
 
+def _plane_name(f, extname: str, plane: str, bare: bool) -> str:
+    """Upper-case EXTNAME of ``extname``'s ``plane`` in an open file: ``EXTNAME MASK`` etc.,
+    or with ``bare`` and that HDU absent, ``MASK`` / ``VARIANCE`` alone."""
+    key = (extname + PLANE_SUFFIX[plane]).strip().upper()
+    if bare and key not in f.names:
+        return PLANE_SUFFIX[plane].strip().upper() or key
+    return key
+
+
 def _variance_planes(f, extnames: Sequence[str], indices: Sequence[int],
-                     shape: tuple[int, ...]) -> tuple[tuple, tuple[float, ...]]:
+                     shape: tuple[int, ...], bare: bool = False) -> tuple[tuple, tuple[float, ...]]:
     """(VARIANCE plane or None, VARSC or NaN) per band of an open file."""
     planes, scales = [], []
     for name, index in zip(extnames, indices):
-        key = (name + PLANE_SUFFIX["variance"]).strip().upper()
+        key = _plane_name(f, name, "variance", bare)
         plane = None
         if f.names.count(key) == 1:
             try:
@@ -731,12 +750,13 @@ def read_bands(path: str | os.PathLike, extnames: Sequence[str], **kwargs) -> np
 
 def read_band_planes(path: str | os.PathLike, extname: str,
                      planes: Iterable[str] = ("image", "mask", "variance"),
-                     ) -> dict[str, np.ndarray]:
+                     bare_planes: bool = False) -> dict[str, np.ndarray]:
     """Image, mask and/or variance planes of one band, as stored (no repair).
 
     The planes live in HDUs ``EXTNAME``, ``EXTNAME + ' MASK'`` and
     ``EXTNAME + ' VARIANCE'`` (HSC / SKIRT mock layout). Returns ``{plane: array}`` with
-    the image and variance as float32 and the mask as stored (an integer bit mask).
+    the image and variance as float32 and the mask as stored (an integer bit mask). With
+    ``bare_planes`` (a file of one band) an absent ``EXTNAME MASK`` falls back to ``MASK``.
     """
     planes = tuple(planes)
     unknown = [p for p in planes if p not in PLANE_SUFFIX]
@@ -745,7 +765,7 @@ def read_band_planes(path: str | os.PathLike, extname: str,
     out: dict[str, np.ndarray] = {}
     with _Fits(path) as f:
         for plane in planes:
-            name = extname + PLANE_SUFFIX[plane]
+            name = _plane_name(f, extname, plane, bare_planes) if plane != "image" else extname
             data = f.data(f.index(name), name)
             out[plane] = data if plane == "mask" else data.astype(np.float32, copy=False)
     shapes = {p: a.shape for p, a in out.items()}
@@ -777,7 +797,8 @@ def _as_float(value: Any) -> float:
 
 
 def meta_from_header(header: Mapping[str, Any], path: str = "", extname: str = "") -> ImageMeta:
-    """:class:`ImageMeta` from a FITS header (see the class for the rules)."""
+    """:class:`ImageMeta` from a FITS header (see the class for the rules; observed
+    cut-outs without FOVARC take ``arcsec_per_pixel`` from their celestial WCS)."""
     nx, ny = int(header.get("NAXIS1", 0)), int(header.get("NAXIS2", 0))
     fov_kpc = _as_float(header.get("FOVKPC", header.get("FOVSIZE")))
     fov_arcsec = _as_float(header.get("FOVARC"))
@@ -790,6 +811,8 @@ def meta_from_header(header: Mapping[str, Any], path: str = "", extname: str = "
     arcsec_per_pixel = fov_arcsec / nx if nx else math.nan
     if not math.isfinite(arcsec_per_pixel) and kpc_per_arcsec > 0:
         arcsec_per_pixel = kpc_per_pixel / kpc_per_arcsec
+    if not math.isfinite(arcsec_per_pixel):
+        arcsec_per_pixel = wcs_arcsec_per_pixel(header)
     return ImageMeta(path=path, extname=extname, shape=(ny, nx),
                      redshift=_as_float(header.get("REDSHIFT")), fov_kpc=fov_kpc,
                      fov_arcsec=fov_arcsec, kpc_per_arcsec=kpc_per_arcsec,
@@ -801,3 +824,205 @@ def read_image_meta(path: str | os.PathLike, extname: str | None = None) -> Imag
     with _Fits(path) as f:
         index = 0 if extname is None else f.index(extname)
         return meta_from_header(f.header(index), str(path), f.names[index])
+
+
+# --------------------------------------------------------------------------- other layouts
+#: Relative difference of pixel scales above which band files of one object disagree.
+PIXEL_SCALE_RTOL = 1e-3
+
+
+def wcs_arcsec_per_pixel(header: Mapping[str, Any]) -> float:
+    """Pixel scale [arcsec] along axis 1 of a celestial WCS (``CTYPE1`` = ``RA---…``):
+    ``hypot(CD1_1, CD2_1)`` or ``|CDELT1|`` in degrees × 3600; NaN without one."""
+    if not str(header.get("CTYPE1", "")).strip().upper().startswith("RA"):
+        return math.nan
+    cd11, cd21 = _as_float(header.get("CD1_1")), _as_float(header.get("CD2_1"))
+    if math.isfinite(cd11) or math.isfinite(cd21):
+        scale = math.hypot(cd11 if math.isfinite(cd11) else 0.0, cd21 if math.isfinite(cd21) else 0.0)
+    else:
+        scale = abs(_as_float(header.get("CDELT1")))
+    return scale * 3600.0 if scale > 0 else math.nan
+
+
+def cube_band_order(header: Mapping[str, Any], n_planes: int) -> tuple[str, ...] | None:
+    """Band of each cube plane from the header: ``BAND0``, ``BAND1``, … (Legacy Survey), else
+    ``BANDS`` (``'g,r,z'`` or ``'grz'``); None when the header says neither."""
+    numbered = []
+    while header.get(f"BAND{len(numbered)}") is not None:
+        numbered.append(str(header[f"BAND{len(numbered)}"]).strip())
+    if numbered:
+        return tuple(numbered)
+    bands = header.get("BANDS")
+    if bands is None or not str(bands).strip():
+        return None
+    text = str(bands).strip()
+    parts = [p.strip() for p in text.split(",")] if "," in text else list(text.replace(" ", ""))
+    return tuple(parts)
+
+
+def _cube_index(f, path: Path, extname: str | None) -> int:
+    """Index of the HDU holding the cube: ``extname`` if given, else the first 3-axis HDU."""
+    if extname is not None:
+        return f.index(extname)
+    naxes = [f.header_value(i, "NAXIS") for i in range(len(f.names))]
+    for i, n in enumerate(naxes):
+        if n == 3:
+            return i
+    raise BadImageError(path, "wrong_shape",
+                        f"no HDU holds a (bands, H, W) cube; NAXIS of each HDU: {naxes}")
+
+
+def load_cube(path: str | os.PathLike, filters: Sequence[str],
+              cube_bands: Sequence[str] | None = None, *, extname: str | None = None,
+              nan_fill: str = "median", max_nan_fraction: float = 0.5) -> BandImage:
+    """Read the bands ``filters`` from one HDU holding a (bands, H, W) cube (Legacy Survey,
+    DES cut-outs) into (H, W, C) float32.
+
+    Parameters
+    ----------
+    filters : bands wanted, in channel order; matched to the plane bands ignoring case.
+    cube_bands : band of each plane in plane order (params ``CUBE_BANDS``); None reads it
+        from the header (:func:`cube_band_order`).
+    extname : EXTNAME of the cube HDU; None takes the first HDU with three axes.
+
+    Raises
+    ------
+    BadImageError : the reasons of :func:`load_bands`, plus ``band_count`` (planes and
+        band list differ in length), ``band_order_unknown`` (no band list anywhere) and
+        ``missing_band`` (a wanted band is not among the planes).
+    """
+    if isinstance(filters, str) or len(filters) == 0:
+        raise ValueError(f"filters must be a non-empty sequence of band names, got {filters!r}")
+    if nan_fill not in NAN_FILLS:
+        raise ValueError(f"nan_fill must be one of {NAN_FILLS}, got {nan_fill!r}")
+    path = Path(path)
+    with _Fits(path) as f:
+        index = _cube_index(f, path, extname)
+        name = f.names[index] or f"HDU {index}"
+        header = f.header(index)
+        n_planes = header.get("NAXIS3")
+        source = "extract.CUBE_BANDS"
+        order = tuple(cube_bands) if cube_bands is not None else None
+        if order is None:
+            order, source = cube_band_order(header, n_planes or 0), "the header"
+        if order is None:
+            raise BadImageError(path, "band_order_unknown",
+                                f"cube {name!r} has {n_planes} planes but neither BAND0, BAND1, … "
+                                "nor BANDS in its header; give the plane order in "
+                                "extract.CUBE_BANDS")
+        if len(order) != n_planes:
+            raise BadImageError(path, "band_count",
+                                f"cube {name!r} has {n_planes} planes but {source} lists "
+                                f"{len(order)} bands {list(order)}")
+        upper = [b.strip().upper() for b in order]
+        missing = [b for b in filters if b.strip().upper() not in upper]
+        if missing:
+            raise BadImageError(path, "missing_band",
+                                f"cube {name!r} has no plane for band(s) {missing}; its planes "
+                                f"are {list(order)} (from {source})")
+        repeated = sorted({b for b in upper if upper.count(b) > 1})
+        if repeated:
+            raise BadImageError(path, "duplicate_band",
+                                f"cube {name!r}: band(s) {repeated} name more than one plane")
+        cube = f.data(index, name, ndim=3)
+    bands, counts = [], []
+    for band in filters:
+        plane = upper.index(band.strip().upper())
+        data, n_bad = _check_band(path, f"{name}[{plane}] ({band})", cube[plane], nan_fill,
+                                  max_nan_fraction)
+        bands.append(data)
+        counts.append(n_bad)
+    meta = meta_from_header(header, str(path), f.names[index])
+    data = np.stack(bands, axis=-1).astype(np.float32, copy=False)
+    return BandImage(str(path), tuple(f"{name}[{upper.index(b.strip().upper())}]" for b in filters),
+                     data, tuple(counts), meta, (None,) * len(filters),
+                     (math.nan,) * len(filters))
+
+
+def load_band_files(paths: Sequence[str | os.PathLike | None], filters: Sequence[str],
+                    extnames: Sequence[str], *, variance: bool = False, nan_fill: str = "median",
+                    max_nan_fraction: float = 0.5, name: str = "") -> BandImage:
+    """Read one object stored as one file per band (HSC-SSP cutout service: an empty primary
+    HDU, then IMAGE, MASK and VARIANCE) into (H, W, C) float32.
+
+    ``paths[i]`` holds band ``filters[i]`` in HDU ``extnames[i]``; None where the object
+    has no file for that band. ``name`` labels the object in messages.
+
+    Raises
+    ------
+    BadImageError : ``missing_band`` (a band without a file, or without its HDU),
+        ``wrong_shape`` (band files of different shapes), ``pixel_scale_mismatch`` (band
+        files with different pixel scales), and every reason of :func:`load_bands`, the
+        detail naming the band and file.
+    """
+    absent = [b for b, p in zip(filters, paths) if p is None]
+    if absent:
+        present = [f"{b}: {os.path.basename(p)}" for b, p in zip(filters, paths) if p is not None]
+        raise BadImageError(name, "missing_band",
+                            f"no file for band(s) {absent}; files present: "
+                            f"{', '.join(present) or '<none>'}")
+    loaded = []
+    for band, path, ext in zip(filters, paths, extnames):
+        try:
+            loaded.append(load_bands(path, [ext], nan_fill=nan_fill,
+                                     max_nan_fraction=max_nan_fraction, variance=variance,
+                                     bare_planes=True))
+        except BadImageError as err:
+            raise BadImageError(err.path, err.reason, f"band {band} ({os.path.basename(path)}): "
+                                                      f"{err.detail}") from None
+    first = loaded[0]
+    for band, image in zip(filters[1:], loaded[1:]):
+        if image.data.shape != first.data.shape:
+            raise BadImageError(image.path, "wrong_shape",
+                                f"band {band} ({os.path.basename(image.path)}) is "
+                                f"{image.data.shape[:2]} pixels, band {filters[0]} "
+                                f"({os.path.basename(first.path)}) is {first.data.shape[:2]}")
+        a, b = first.meta.arcsec_per_pixel, image.meta.arcsec_per_pixel
+        if math.isfinite(a) != math.isfinite(b) or (
+                math.isfinite(a) and abs(a - b) > PIXEL_SCALE_RTOL * max(abs(a), abs(b))):
+            raise BadImageError(image.path, "pixel_scale_mismatch",
+                                f"band {band} ({os.path.basename(image.path)}) has {b:.6g} "
+                                f"arcsec/pixel, band {filters[0]} ({os.path.basename(first.path)}) "
+                                f"has {a:.6g}; resample the cut-outs to one grid")
+    data = np.concatenate([i.data for i in loaded], axis=-1)
+    return BandImage(first.path, tuple(extnames), data, tuple(i.n_repaired[0] for i in loaded),
+                     first.meta, tuple(p for i in loaded for p in i.variances),
+                     tuple(s for i in loaded for s in i.var_scales))
+
+
+def sky_position(path: str | os.PathLike, extname: str | None = None) -> tuple[float, float, str]:
+    """(RA, Dec) in degrees of an image's centre and where it came from.
+
+    The celestial WCS of HDU ``extname`` (default: the first HDU with data) evaluated at
+    the central pixel, else its ``RA``/``DEC`` keys, else the primary header's
+    (``'wcs'``, ``'header'``). Raises BadImageError ``no_sky_position`` without either.
+    """
+    from astropy.wcs import WCS
+    from astropy.wcs.utils import pixel_to_skycoord
+
+    path = Path(path)
+    with _Fits(path) as f:
+        if extname is not None:
+            index = f.index(extname)
+        else:
+            index = next((i for i in range(len(f.names)) if (f.header_value(i, "NAXIS") or 0) >= 2), 0)
+        header = f.header(index)
+        primary = f.header(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            wcs = WCS(header).celestial
+            if wcs.has_celestial and wcs.naxis == 2:
+                nx, ny = header.get("NAXIS1", 1), header.get("NAXIS2", 1)
+                sky = pixel_to_skycoord((nx - 1) / 2, (ny - 1) / 2, wcs).icrs
+                if np.isfinite(sky.ra.deg) and np.isfinite(sky.dec.deg):
+                    return float(sky.ra.deg), float(sky.dec.deg), "wcs"
+        except Exception as exc:  # astropy.wcs raises many kinds on odd headers
+            logger.debug("%s: no usable WCS (%s)", path, exc)
+    for h in (header, primary):
+        ra, dec = _as_float(h.get("RA")), _as_float(h.get("DEC"))
+        if math.isfinite(ra) and math.isfinite(dec):
+            return ra, dec, "header"
+    raise BadImageError(path, "no_sky_position",
+                        "the image has neither a celestial WCS nor RA/DEC header keys; "
+                        "sky matching (extract.CATALOGUE_MATCH sky) needs one of them")

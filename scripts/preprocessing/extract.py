@@ -5,9 +5,15 @@
 For every dataset with ``LOAD: true``:
 
 1. the extractor lists the image files and parses their identity from the file name;
-   names that do not match are reported, never guessed;
+   names that do not match are reported, never guessed. ``FILE_LAYOUTS`` says how an
+   object's bands are stored: ``extensions`` (one file, one HDU per band), ``band_files``
+   (one file per band, grouped by the pattern's ``filter`` group; the object is named
+   after its first band's file) or ``cube`` (one (bands, H, W) HDU);
 2. the catalogue selects objects (mass range, ``SubhaloFlag``) and provides the FIELDS;
-   images without a catalogue row and catalogue objects without an image are reported;
+   images without a catalogue row and catalogue objects without an image are reported.
+   ``CATALOGUE_MATCH: sky`` joins survey images by position instead of id (images beyond
+   ``MATCH_RADIUS_ARCSEC`` and rows claimed twice are reported; ``match_sep_arcsec`` is
+   stored per object);
 3. ``FRACTION`` keeps a seeded, identity-based subset of objects (all projections of a
    chosen object stay together);
 4. each image is read by EXTNAME, cropped (Petrosian / R200c / fraction), area-resized to
@@ -44,7 +50,8 @@ from tqdm import tqdm
 
 import config
 from scripts.params import DatasetSpec, ExtractParams
-from scripts.preprocessing.bands import BadImageError, load_bands, read_band_planes
+from scripts.preprocessing.bands import (BadImageError, load_band_files, load_bands, load_cube,
+                                         read_band_planes)
 from scripts.preprocessing.croppers import (FractionCropper, PetrosianCropper, R200cCropper,
                                             outside_summary)
 from scripts.preprocessing.extractors import IDENTITY, Extractor, image_field_names, make_extractor
@@ -86,9 +93,34 @@ def _aperture_fluxes(image: np.ndarray, center, radius: float) -> np.ndarray:
     return image[inside].sum(axis=0)
 
 
+def _read(path: str, extnames: tuple[str, ...], filters: tuple[str, ...], layout: dict,
+          variance: bool):
+    """The bands of one object in its file layout (see :data:`scripts.params.FILE_LAYOUTS`)."""
+    kind = layout.get("layout", "extensions")
+    if kind == "cube":
+        return load_cube(path, filters, layout.get("cube_bands"))
+    if kind == "band_files":
+        return load_band_files(layout["paths"], filters, extnames, variance=variance,
+                               name=os.path.basename(path))
+    return load_bands(path, extnames, variance=variance)
+
+
+def _mask_plane(path: str, extnames: tuple[str, ...], layout: dict, band: int) -> np.ndarray:
+    """MASK plane of band number ``band`` (the Petrosian reference band)."""
+    if layout.get("layout") == "band_files":
+        return read_band_planes(layout["paths"][band], extnames[band], ("mask",),
+                                bare_planes=True)["mask"]
+    return read_band_planes(path, extnames[band], ("mask",))["mask"]
+
+
 def process_image(path: str, extnames: tuple[str, ...], filters: tuple[str, ...], crop: dict,
-                  image_size: int, crop_inputs: dict, pad_seed: int | None = None) -> ImageResult:
+                  image_size: int, crop_inputs: dict, pad_seed: int | None = None,
+                  layout: dict | None = None) -> ImageResult:
     """Read, crop, resize and measure one file. Never raises for a bad file.
+
+    ``layout`` says how the object's bands are stored (``{"layout": "extensions"}``, the
+    default; ``{"layout": "cube", "cube_bands": …}``; ``{"layout": "band_files", "paths":
+    [file per band or None]}``, where ``path`` names the object).
 
     Crops leaving the frame are padded as ``crop['pad_mode']`` says (default sky noise of
     the image's σ per band, recorded as ``pad_sigma_<band>``; see :mod:`croppers`), from
@@ -96,9 +128,10 @@ def process_image(path: str, extnames: tuple[str, ...], filters: tuple[str, ...]
     file name).
     """
     name = os.path.basename(path)
+    layout = layout or {"layout": "extensions"}
     pad_mode = crop.get("pad_mode", "noise")
     try:
-        bands = load_bands(path, extnames, variance=pad_mode == "noise")
+        bands = _read(path, extnames, filters, layout, variance=pad_mode == "noise")
     except BadImageError as err:
         return ImageResult(name, None, {}, err.reason, err.detail)
     image, meta = bands.data, bands.meta
@@ -109,7 +142,7 @@ def process_image(path: str, extnames: tuple[str, ...], filters: tuple[str, ...]
         mask = None
         if crop.get("mask_bits"):
             try:
-                plane = read_band_planes(path, extnames[crop["reference_band"]], ("mask",))["mask"]
+                plane = _mask_plane(path, extnames, layout, crop["reference_band"])
             except BadImageError as err:
                 return ImageResult(name, None, {}, err.reason, f"extract.MASK_BITS is set: {err.detail}")
             mask = (plane.astype(np.int64) & int(crop["mask_bits"])) != 0
@@ -236,8 +269,12 @@ def select_fraction(objects: pd.DataFrame, fraction: float, seed: int, dataset: 
 
 
 def _fingerprint(spec: DatasetSpec, crop: dict, image_size: int) -> str:
-    return json.dumps({"version": PROCESSING_VERSION, "extnames": [spec.band_extnames[f] for f in spec.filters],
-                       "crop": crop, "image_size": image_size}, sort_keys=True)
+    settings = {"version": PROCESSING_VERSION, "extnames": [spec.band_extnames[f] for f in spec.filters],
+                "crop": crop, "image_size": image_size}
+    if spec.file_layout != "extensions":  # (extensions: fingerprints of earlier runs stay valid)
+        settings.update(layout=spec.file_layout, filters=list(spec.filters),
+                        cube_bands=None if spec.cube_bands is None else list(spec.cube_bands))
+    return json.dumps(settings, sort_keys=True)
 
 
 def _previous_output(out_dir: Path, fingerprint: str) -> pd.DataFrame:
@@ -272,10 +309,7 @@ def extract_dataset(extractor: Extractor, params: ExtractParams, out_root: Path)
     cache = ChunkCache(out_dir / ".cache", fingerprint)
     cache.open(params.use_cache)
     images_dir = extractor.images_dir
-    stats = {}
-    for name in work["file"]:
-        st = (images_dir / name).stat()
-        stats[name] = (st.st_size, st.st_mtime_ns)
+    stats = {name: extractor.unit_stat(name) for name in work["file"]}
 
     cached = pd.concat([_previous_output(out_dir, fingerprint) if params.use_cache else pd.DataFrame(),
                         cache.records()], ignore_index=True)
@@ -299,7 +333,8 @@ def extract_dataset(extractor: Extractor, params: ExtractParams, out_root: Path)
         crop_in = inputs.loc[key].to_dict() if len(inputs.columns) else {}
         seed = identity_seed(spec.name, *(int(v) for v in work_ident.loc[name]))
         return joblib.delayed(process_image)(str(images_dir / name), extnames, spec.filters, crop,
-                                             params.image_size, crop_in, seed)
+                                             params.image_size, crop_in, seed,
+                                             extractor.load_spec(name))
 
     with tqdm(total=len(todo), desc=spec.name, unit="img", disable=None) as bar, \
             joblib.parallel_config(backend=params.joblib_backend, n_jobs=params.num_workers):
@@ -319,6 +354,11 @@ def extract_dataset(extractor: Extractor, params: ExtractParams, out_root: Path)
                                         "record", "chunk"])
     report = _assemble(extractor, params, out_dir, work, files, unmatched, irregular, match, cache,
                        fingerprint, records)
+    report["file_layout"] = spec.file_layout
+    if extractor.identity_report:  # sky matching: images left without a row, shared rows
+        report.update(extractor.identity_report)
+        report["images_found"] += (len(report["images_without_sky_match"])
+                                   + sum(len(d["claims"]) - 1 for d in report["duplicate_sky_matches"]))
     report["seconds"] = round(time.perf_counter() - start, 2)
     report["reused_from_cache"] = len(work) - len(todo)
     report["processed"] = len(todo)
