@@ -220,6 +220,7 @@ def _raw_params(run_name: str = RUN) -> dict:
               [XRAY, [0.7, 0.15, 0.15]]],
         MATCHING_SOURCE_SETS=[], MATCHING_TARGET_SETS=[], MATCHING_FIELDS=None,
         MATCHING_UNCERTAINTIES=[], OBSERVABLES=None, UNOBSERVABLES=None)
+    raw.pop("infer", None)      # no UNOBSERVABLES here: the posterior stage is not part of this test
     i = raw["extract"]["DATASETS"].index(OBS)
     raw["extract"]["CATALOGUES"][i] = SED_CATALOGUE
     raw["extract"]["FIELDS"][i] = [*raw["extract"]["FIELDS"][i], "stellar_mass"]
