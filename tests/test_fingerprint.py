@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-import numpy as np
 import pandas as pd
-import pytest
 
 from scripts.fingerprint import (check_splits_unchanged, encoder_fingerprint,
                                  read_run_fingerprints, splits_fingerprint, table_fingerprint)
