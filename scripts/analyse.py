@@ -46,7 +46,7 @@ import config
 from scripts.analysis import plots
 from scripts.analysis.analogues import (analogue_shares, choose_queries, find_analogues,
                                         panel_entries)
-from scripts.analysis.baselines import (FEATURE_SETS, WITH_Z, combine, photometry_columns,
+from scripts.analysis.baselines import (FEATURE_SETS, WITH_Z, combine, filled, photometry_columns,
                                         photometry_features, pooled_pixel_pca, with_redshift)
 from scripts.analysis.drivers import driver_r2, pixel_baseline_features
 from scripts.analysis.interactive_map import INTERACTIVE_MAP, write_interactive_map
@@ -312,7 +312,7 @@ def step_realism(rep: Representation, table: pd.DataFrame, params: Params, obser
 
     def of(name, features="representation"):
         mask = datasets == name
-        vectors = rep.vectors[mask] if features == "representation" else _filled(sets[name][features])
+        vectors = rep.vectors[mask] if features == "representation" else filled(sets[name][features])
         return vectors, (groups[mask] if groups is not None else None)
 
     def compare(sim, obs, features):
@@ -396,19 +396,15 @@ def step_drivers(rep: Representation, table: pd.DataFrame, fields_by: dict, para
         with StoreRows(store_path(dataset_root, name), part["row"].to_numpy()) as images:
             baseline = pixel_baseline_features(images, softening=_baseline_softening(images, seed=an.seed),
                                                seed=an.seed)
-        r2 = {"representation": driver_r2(rep.vectors[sel], part, fields, k=an.knn_k, folds=an.cv_folds,
-                                          seed=an.seed, groups=groups, max_samples=max_samples),
-              "baseline": driver_r2(baseline, part, fields, k=an.knn_k, folds=an.cv_folds, seed=an.seed,
-                                    groups=groups, max_samples=max_samples)}
-        for set_name in FEATURE_SETS[1:]:
-            r2[set_name] = driver_r2(sets[name][set_name], part, fields, k=an.knn_k, folds=an.cv_folds,
-                                     seed=an.seed, groups=groups, max_samples=max_samples)
+        features = {"representation": sets[name]["representation"], "baseline": baseline,
+                    **{set_name: sets[name][set_name] for set_name in FEATURE_SETS[1:]}}
+        cv = dict(k=an.knn_k, folds=an.cv_folds, seed=an.seed, groups=groups, max_samples=max_samples)
+        r2 = {set_name: driver_r2(X, part, fields, **cv) for set_name, X in features.items()}
         distance = [f for f in fields if f in an.distance_fields]
         if distance and redshifts.get(name) is not None:
             for set_name in FEATURE_SETS:
-                r2[set_name + WITH_Z] = driver_r2(
-                    with_redshift(sets[name][set_name], redshifts[name]), part, distance, k=an.knn_k,
-                    folds=an.cv_folds, seed=an.seed, groups=groups, max_samples=max_samples)
+                r2[set_name + WITH_Z] = driver_r2(with_redshift(sets[name][set_name], redshifts[name]),
+                                                  part, distance, **cv)
         both = r2["representation"].merge(r2["baseline"], on="field", suffixes=("_representation", "_baseline"))
         metrics[name] = {}
         for field in fields:
@@ -436,15 +432,6 @@ def step_drivers(rep: Representation, table: pd.DataFrame, fields_by: dict, para
     return out, metrics, figures
 
 
-def _filled(X) -> np.ndarray:
-    """``X`` with NaN replaced by its column medians (a failed photometric measurement, ~0.1 %
-    of images), for the neighbour searches that cannot skip a row."""
-    X = np.asarray(X, dtype=np.float64)
-    if np.isnan(X).any():
-        X = np.where(np.isnan(X), np.nanmedian(X, axis=0), X)
-    return X
-
-
 def step_permanence(rep: Representation, datasets, seed: int,
                     sets: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """Top-1/top-5 same-object neighbour rates per dataset with several projections, for the
@@ -464,7 +451,7 @@ def step_permanence(rep: Representation, datasets, seed: int,
         row = {"dataset": name, **metrics[name]}
         baselines = {}
         for set_name in FEATURE_SETS[1:] if sets and name in sets else ():
-            X = _filled(sets[name][set_name])
+            X = filled(sets[name][set_name])
             m, sd = standardiser(X)
             other = object_permanence((X - m) / sd, groups, ks=ks, seed=seed)
             baselines[set_name] = {f"top{k}": other[f"top{k}"] for k in ks}
