@@ -55,7 +55,7 @@ SED_CATALOGUE = "catalogue_sed.csv"
 
 
 # --------------------------------------------------------------------------- fixed encoder
-def aperture_encoder(image_size: int, n_bands: int, radii=(2, 4, 8, 16)):
+def aperture_encoder(image_size: int, n_bands: int, radii=(1, 2, 3, 4, 6, 8, 12)):
     """Fixed encoder of aperture statistics (see module docstring); built-in layers only.
 
     Output: ``len(radii) * n_bands`` aperture means (pixels within radius r of the centre,

@@ -1,6 +1,6 @@
 """The embedded mock universe (``python -m scripts.mock``; DESIGN §4).
 
-Simulated runs in the TNG layout (MockTNG-Fiducial, MockTNG-Compact at snapshots 84/91,
+Simulated runs in the TNG layout (MockTNG-Fiducial, MockTNG-Compact at snapshots 78/84,
 MockTNG-Cluster at 99), HSC-like galaxy images, an observed survey set with its catalogue,
 X-ray cluster maps, and the ground truth behind every image. Entry point:
 :func:`build_universe` (imported lazily, so rendering workers that only need

@@ -1,6 +1,12 @@
 """Command line: ``python -m scripts.mock [--params P] [--size small|demo] [--num-projections N]
 [--seed S] [--workers N] [--raw-root DIR] [--illustris-root DIR] [--cc-criteria FILE]``.
 
+``python -m scripts.mock --compare-real [FITS …] [--size demo] [--n N] [--plot PNG]`` builds
+nothing: it measures a seeded sample of N images per mock set (default preset ``demo``) and
+the given real TNG–HSC files (default: the one shipped in data/) with the extract stage's
+own code, prints the medians side by side and plots the distributions
+(:mod:`scripts.mock.compare_real`; default ``docs/mock_vs_real.png``).
+
 Paths default to ``config.dataset_raw_path`` and ``config.illustris_path``. With
 ``--params``, the number of projections of the simulated galaxies is taken from
 ``extract.NUM_PROJECTIONS`` (largest over the tng_stellar datasets) and the workers from
@@ -21,7 +27,8 @@ log = logging.getLogger("scripts.mock")
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m scripts.mock", description=__doc__.split("\n")[0])
-    p.add_argument("--size", choices=sorted(SIZES), default="small", help="size preset (default: small)")
+    p.add_argument("--size", choices=sorted(SIZES), default=None,
+                   help="size preset (default: small; demo with --compare-real)")
     p.add_argument("--params", type=Path, default=None, help="params file to take projections/workers from")
     p.add_argument("--num-projections", type=int, default=None,
                    help="camera views per simulated object (default 3, or from --params)")
@@ -33,6 +40,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="TNG-layout simulations (default: config.illustris_path)")
     p.add_argument("--cc-criteria", type=Path, default=None,
                    help="real TNG-Cluster CCcriteria.hdf5 (default: config.cc_criteria_path, data/tng_cluster/; env CC_CRITERIA)")
+    p.add_argument("--compare-real", nargs="*", type=Path, default=None, metavar="FITS",
+                   help="compare the mock with real TNG–HSC files (default: the one in data/) "
+                        "instead of building")
+    p.add_argument("--n", type=int, default=100, help="mock images per set for --compare-real (default 100)")
+    p.add_argument("--plot", type=Path, default=Path("docs/mock_vs_real.png"),
+                   help="figure written by --compare-real (default docs/mock_vs_real.png)")
     return p.parse_args(argv)
 
 
@@ -49,7 +62,7 @@ def build_kwargs(ns: argparse.Namespace) -> dict:
     return {
         "raw_root": ns.raw_root if ns.raw_root is not None else config.dataset_raw_path,
         "illustris_root": ns.illustris_root if ns.illustris_root is not None else config.illustris_path,
-        "size": ns.size,
+        "size": ns.size or "small",
         "num_projections": ns.num_projections if ns.num_projections is not None else projections,
         "seed": ns.seed,
         "n_jobs": ns.workers if ns.workers is not None else workers,
@@ -57,9 +70,35 @@ def build_kwargs(ns: argparse.Namespace) -> dict:
     }
 
 
-def main(argv=None) -> dict:
+def compare(ns: argparse.Namespace) -> "pd.DataFrame":
+    """Measure mock and real images, print the medians, write the plot; returns the medians."""
+    import pandas as pd
+
+    from scripts.mock import compare_real
+
+    real_files = ns.compare_real or compare_real.default_real_files()
+    missing = [str(p) for p in real_files if not Path(p).is_file()]
+    if missing:
+        raise SystemExit(f"--compare-real: no such file: {', '.join(missing)}")
+    real = compare_real.measure_files(real_files, "real")
+    mock = compare_real.mock_sample(ns.size or "demo", n_per_set=ns.n, seed=ns.seed)
+    table = pd.concat([real, mock], ignore_index=True)
+    medians = compare_real.summary(table)
+    with pd.option_context("display.width", 160, "display.float_format", "{:.4g}".format):
+        print(f"medians ({len(real)} real file(s), {ns.n} mock images per set, preset "
+              f"{ns.size or 'demo'}, seed {ns.seed}; neighbour_in_crop: fraction of images)")
+        print(medians.to_string())
+    path = compare_real.plot(table, ns.plot)
+    log.info("plot written to %s", path)
+    return medians
+
+
+def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    summary = build_universe(**build_kwargs(parse_args(argv)))
+    ns = parse_args(argv)
+    if ns.compare_real is not None:
+        return compare(ns)
+    summary = build_universe(**build_kwargs(ns))
     log.info("mock universe written:\n%s", json.dumps(summary, indent=2, default=str))
     return summary
 

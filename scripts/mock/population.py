@@ -4,7 +4,7 @@ A population is what two simulations started from the same initial conditions sh
 masses and positions, which galaxies live in which halo, their 3-D spin axes, merger events
 and one fixed random deviate per galaxy property. :mod:`scripts.mock.physics` turns it into
 galaxy properties at any time, so the Fiducial and Compact runs contain the same objects
-(same subhalo ids) with different physics, and snapshots 84 and 91 show the same galaxies
+(same subhalo ids) with different physics, and snapshots 78 and 84 show the same galaxies
 at two epochs (progenitors share ``root_id``).
 
 Halo masses follow dN/dlog M ∝ M^−slope; central stellar masses the Moster et al. (2013)

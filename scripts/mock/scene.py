@@ -8,8 +8,9 @@ recent major merger, either a second nucleus (n = 2, half-light radius 0.6 R √
 0.45 μ/(1+μ) of the light, approaching the centre as the merger ages) or a one-sided tidal
 tail (exponential, q = 0.25 foreshortened by projection, offset 1.2 R, 3–18 % of the light
 fading over 2 Gyr). Both sit along the merger's fixed 3-D direction, so all projections of
-one galaxy agree. The cut-out covers 15 stellar half-mass radii, clipped to the size
-preset's pixel range: the extract stage's default crop (4 R90, ``PETRO_RADIUS_FACTOR`` 2)
+one galaxy agree. The disk is dimmed by dust (:mod:`dust`). The cut-out covers 15 stellar
+half-mass radii, but at least 50 and at most 100 kpc as in the real TNG–HSC archive (header
+FOVKPC), clipped to the size preset's pixel range: the extract stage's default crop (4 R90, ``PETRO_RADIUS_FACTOR`` 2)
 spans 9.5 half-mass radii for the median galaxy and 12.5 at the 90th percentile, so with
 the former 10 (and the demo's 96-px cap) half of the simulated images were padded beyond
 their frame; the real TNG–HSC mocks frame each galaxy generously too (the example in
@@ -20,22 +21,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from scripts.mock import geometry
+from scripts.mock import dust, geometry
 from scripts.mock.instrument import Conditions, HSCInstrument
 from scripts.mock.photometry import component_fluxes, magnitude
 from scripts.mock.physics import COMPANION_PHASE_GYR, RECENT_MERGER_GYR
 from scripts.mock.render import GalaxyScene, SersicComponent
 
 BULGE_Q0 = 0.75
-#: Cut-out side in stellar half-mass radii (see the module docstring).
+#: Cut-out side in stellar half-mass radii (see the module docstring) ...
 FOV_HALF_MASS_RADII = 15.0
+#: ... kept within the real TNG–HSC archive's fields of view (header FOVKPC, 50–100 kpc).
+FOV_KPC_RANGE = (50.0, 100.0)
 
 
 def cutout_npix(half_mass_radius_kpc: float, kpc_per_arcsec: float, pixel_scale: float,
                 npix_range: tuple[int, int]) -> int:
-    """Even cut-out side [px] covering :data:`FOV_HALF_MASS_RADII` half-mass radii, clipped
-    to ``npix_range``."""
-    want = FOV_HALF_MASS_RADII * half_mass_radius_kpc / kpc_per_arcsec / pixel_scale
+    """Even cut-out side [px] covering :data:`FOV_HALF_MASS_RADII` half-mass radii, at least
+    and at most :data:`FOV_KPC_RANGE`, clipped to ``npix_range``."""
+    fov_kpc = float(np.clip(FOV_HALF_MASS_RADII * half_mass_radius_kpc, *FOV_KPC_RANGE))
+    want = fov_kpc / kpc_per_arcsec / pixel_scale
     npix = 2 * int(round(want / 2.0))
     return int(np.clip(npix, npix_range[0], npix_range[1]))
 
@@ -52,6 +56,8 @@ def build_scene(gal, camera, kpc_per_arcsec: float, distance_modulus: float,
 
     bulge_f, disk_f = component_fluxes(gal["log_mstar"], gal["color_gr"], gal["color_ri"],
                                        gal["bulge_fraction"], distance_modulus)
+    tau_v = dust.face_on_tau_v(gal["log_mstar"], gal["log_ssfr"])
+    disk_f = disk_f * dust.disk_transmission(tau_v, incl, [b.wl_pivot for b in instrument.bands])
     total = bulge_f + disk_f
     r_arc = gal["half_light_radius_kpc"] / kpc_per_arcsec
     to_arc = 1.0 / kpc_per_arcsec
@@ -107,5 +113,6 @@ def build_scene(gal, camera, kpc_per_arcsec: float, distance_modulus: float,
         "i_mag": float(magnitude(subject_flux[2])),
         "psf_fwhm_r": conditions.psf_fwhm[1],
         "n_neighbours": len(neighbours),
+        "dust_tau_v": tau_v,
     }
     return scene, view

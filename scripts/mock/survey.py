@@ -1,7 +1,8 @@
 """The observed survey set MOCK_HSC: galaxies with Fiducial physics seen like HSC-SSP.
 
-Redshifts follow a normal distribution (mean 0.15, σ 0.05) clipped to 0.05–0.28, i.e.
-around the simulated snapshots (z = 0.10 and 0.20); orientations are random. Object ids
+Redshifts follow a normal distribution (mean 0.25, σ 0.07) clipped to 0.1–0.4, the range
+of the real TNG–HSC archive (snapshots 72–91), around the simulated snapshots (z = 0.20 and
+0.30); orientations are random. Object ids
 look like HSC-SSP ``object_id`` (17-digit integers). The catalogue has observables only:
 ``photoz`` (σ_z = 0.03 (1+z), 3 % outliers), cModel-like g/r/i magnitudes (true flux plus
 sky noise in an aperture of 2 Petrosian radii and 1 % calibration scatter) with errors, and
@@ -18,8 +19,8 @@ from scripts.mock.photometry import ZERO_POINT, nanomaggies
 OBJECT_ID_RANGE = (36_000_000_000_000_000, 44_000_000_000_000_000)
 
 
-def sample_redshifts(rng: np.random.Generator, n: int, mean: float = 0.15, sigma: float = 0.05,
-                     lo: float = 0.05, hi: float = 0.28) -> np.ndarray:
+def sample_redshifts(rng: np.random.Generator, n: int, mean: float = 0.25, sigma: float = 0.07,
+                     lo: float = 0.1, hi: float = 0.4) -> np.ndarray:
     z = mean + sigma * rng.standard_normal(n)
     bad = (z < lo) | (z > hi)
     while bad.any():

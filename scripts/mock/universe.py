@@ -3,7 +3,7 @@
 Writes (see the README, "The mock universe"):
 
 * ``<illustris_root>/MockTNG-Fiducial`` and ``MockTNG-Compact``: group catalogues and
-  supplementary files at snapshots 84 and 91 — the same initial conditions, different
+  supplementary files at snapshots 78 and 84 (z = 0.30, 0.20) — the same initial conditions, different
   galaxy physics (:mod:`physics`); ``MockTNG-Cluster``: snapshot 99 plus
   ``postprocessing/CCcriteria.hdf5`` built from real TNG-Cluster rows.
 * ``<raw_root>/MOCK_FIDUCIAL|MOCK_COMPACT/images/shalo_{snap:03d}-{subhalo}_v{proj}_HSC_GRIZY.fits``
@@ -51,7 +51,11 @@ from scripts.mock.tng_catalogue import (header_attrs, supplementary_paths, write
 
 log = logging.getLogger(__name__)
 
-GALAXY_SNAPSHOTS = (84, 91)
+#: Snapshots of the simulated galaxy runs, (earlier, later): z = 0.30 and 0.20, inside the
+#: real TNG–HSC archive's 72–91 (z ≈ 0.1–0.4), so the galaxies are as faint and as small on
+#: the sky as the archive's (r ≈ 19–22.5); 1.2 Gyr apart, so most galaxies of the later
+#: snapshot have their progenitor imaged at the earlier one.
+GALAXY_SNAPSHOTS = (78, 84)
 CLUSTER_SNAPSHOT = 99
 #: dataset → (simulation, physics, seed code)
 GALAXY_RUNS = {
@@ -64,6 +68,8 @@ OBSERVED_SETS = {"MOCK_HSC_CUTOUTS": ("band_files", 5), "MOCK_LEGACY_CUBES": ("c
 #: Objects per observed set.
 OBSERVED_SIZE = 12
 XRAY_DATASET, XRAY_SIM, XRAY_CODE = "MOCK_XRAY", "MockTNG-Cluster", 4
+#: Seed code of the observing field (conditions, neighbours) of a simulated galaxy's view.
+FIELD_CODE = 7
 GALAXY_BOX = 75000.0     # ckpc/h (TNG100)
 CLUSTER_BOX = 680000.0   # ckpc/h (TNG-Cluster parent box)
 Z_FIRST_MERGERS = 2.0
@@ -182,7 +188,7 @@ def _galaxy_truth(gal: dict, view: dict) -> dict:
         if key not in row and key in gal:
             row[key] = gal[key]
     for key in ("inclination", "position_angle", "axis_ratio", "half_light_radius_arcsec", "g_mag",
-                "r_mag", "i_mag", "npix", "fov_kpc", "fov_arcsec", "psf_fwhm_r", "n_neighbours"):
+                "r_mag", "i_mag", "npix", "fov_kpc", "fov_arcsec", "psf_fwhm_r", "n_neighbours", "dust_tau_v"):
         row[key] = view[key]
     return row
 
@@ -207,7 +213,9 @@ def _galaxy_dataset(dataset, sim, phys, code, population, clock, cosmo, instrume
         for gal in imaged.to_dict("records"):
             sid = int(gal["subhalo_id"])
             for p, cam in enumerate(cameras):
-                rng = np.random.default_rng([seed, code, snap, sid, p])
+                # the sky (conditions, neighbours) of a view is the same in both runs: same
+                # camera, same patch of survey, so the runs differ by their physics only
+                rng = np.random.default_rng([seed, FIELD_CODE, snap, sid, p])
                 cond = instrument.sample_conditions(rng)
                 scene, view = build_scene(gal, cam, kpa, dm, instrument, cond, rng, size.galaxy_npix,
                                           (seed, code, snap, sid, p, 1))
@@ -378,19 +386,20 @@ def plan_universe(raw_root: Path, illustris_root: Path, size: str = "small", num
     plan = UniversePlan(raw_root, illustris_root, preset.name, seed, num_projections,
                         pixel_scale=instrument.pixel_scale)
 
-    t84, t91 = clock.time(84), clock.time(91)
-    z91 = clock.redshift(91)
+    early, late = GALAXY_SNAPSHOTS
+    t_early, t_late = clock.time(early), clock.time(late)
+    z_late = clock.redshift(late)
     t_first = float(cosmo.age_gyr(Z_FIRST_MERGERS))
-    population = sample_population(np.random.default_rng([seed, 0, 1]), preset.n_groups, t91, z91,
-                                   box_size=GALAXY_BOX, rho_crit_ref=float(cosmo.rho_crit(z91)),
-                                   merger_window=(t_first, t91), secondary_after=t84)
+    population = sample_population(np.random.default_rng([seed, 0, 1]), preset.n_groups, t_late, z_late,
+                                   box_size=GALAXY_BOX, rho_crit_ref=float(cosmo.rho_crit(z_late)),
+                                   merger_window=(t_first, t_late), secondary_after=t_early)
     for dataset, (sim, phys, code) in GALAXY_RUNS.items():
         plan.tasks[dataset], plan.truth[dataset], plan.simulations[sim] = _galaxy_dataset(
             dataset, sim, phys, code, population, clock, cosmo, instrument, preset, cameras,
             raw_root, illustris_root, seed)
 
-    hsc_pop = sample_population(np.random.default_rng([seed, SURVEY_CODE, 1]), preset.n_hsc_groups, t91, z91,
-                                box_size=GALAXY_BOX, rho_crit_ref=float(cosmo.rho_crit(z91)),
+    hsc_pop = sample_population(np.random.default_rng([seed, SURVEY_CODE, 1]), preset.n_hsc_groups, t_late, z_late,
+                                box_size=GALAXY_BOX, rho_crit_ref=float(cosmo.rho_crit(z_late)),
                                 merger_window=(t_first, float(cosmo.age_gyr(0.04))))
     plan.tasks[SURVEY_DATASET], plan.truth[SURVEY_DATASET], plan.survey_conditions = _survey_dataset(
         hsc_pop, clock, cosmo, instrument, preset, raw_root, seed)

@@ -1,0 +1,210 @@
+"""Mock universe against real TNG–HSC images: the quantities that make a set easy or hard.
+
+Every image, mock or real, is measured by the extract stage's own code: the band reader
+(:func:`scripts.preprocessing.bands.load_bands`, with the variance planes), the sky σ of
+:mod:`scripts.preprocessing.noise` and the :class:`~scripts.preprocessing.croppers.PetrosianCropper`
+fit on the R band. Per image:
+
+* ``snr_r``: S/N of the Petrosian flux in R (the cropper's ``petrosian_snr``);
+* ``r90_frame``: Petrosian R90 over the frame edge (how much of the frame the galaxy fills);
+* ``crop_frame``: the crop the default ``PETRO_RADIUS_FACTOR`` (2) asks for over the frame
+  edge (> 1: the crop is padded beyond the frame);
+* ``mag_r``: AB magnitude of the Petrosian flux in R;
+* ``sky_sigma_<B>``: pixel noise σ per band [nanomaggies] (variance plane × VARSC, as extract);
+* ``psf_fwhm_<B>``: PSF FWHM [arcsec] from the header key ``PSFFWHM`` (NaN where absent:
+  the real TNG–HSC files do not carry it);
+* ``neighbours_arcmin2``: detected sources other than the galaxy per arcmin², and
+  ``neighbour_in_crop``: whether one of them lies inside the crop (2 R90 of the centre);
+* ``redshift``, ``fov_kpc``: from the header where present.
+
+The mock side is a seeded sample of a planned universe (default: the demo preset), rendered
+into a temporary directory, so the comparison needs no prior build.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from scripts.preprocessing.bands import load_bands, read_header_values
+from scripts.preprocessing.croppers import PetrosianCropper
+from scripts.preprocessing.noise import outer_strip, robust_sigma, sky_sigma
+
+log = logging.getLogger(__name__)
+
+BANDS = ("G", "R", "I")
+EXTNAMES = tuple(f"SUBARU_HSC.{b}" for b in BANDS)
+#: Band of the Petrosian fit (index into :data:`BANDS`).
+REFERENCE_BAND = 1
+#: Extract's default crop half-size in R90 (``PETRO_RADIUS_FACTOR``).
+CROP_FACTOR = 2.0
+#: Detection of neighbours: Gaussian smoothing σ [px], threshold in smoothed-noise σ,
+#: smallest footprint [px].
+DETECT_SMOOTH_PX = 1.0
+DETECT_THRESHOLD = 3.0
+DETECT_MIN_PIXELS = 6
+#: The mock datasets compared by default.
+MOCK_DATASETS = ("MOCK_FIDUCIAL", "MOCK_COMPACT", "MOCK_HSC")
+#: Quantities compared by medians (the calibration test and the printed table).
+QUANTITIES = ("snr_r", "r90_frame", "crop_frame", "mag_r", "sky_sigma_G", "sky_sigma_R",
+              "sky_sigma_I", "psf_fwhm_G", "psf_fwhm_R", "psf_fwhm_I", "neighbours_arcmin2",
+              "neighbour_in_crop", "redshift", "fov_kpc")
+
+
+def default_real_files() -> list[Path]:
+    """The real TNG–HSC mock shipped in data/ (``config.real_hsc_mock_path``)."""
+    import config
+    return [Path(config.real_hsc_mock_path)]
+
+
+def detect_neighbours(band: np.ndarray, center: tuple[float, float], radius: float) -> tuple[int, int]:
+    """(sources other than the one at ``center``, how many of them have their centroid
+    within ``radius`` px of it) on a 2-D band.
+
+    Detection: the band smoothed by a Gaussian of :data:`DETECT_SMOOTH_PX`, thresholded at
+    :data:`DETECT_THRESHOLD` times the smoothed image's own robust σ in the outer strip (so
+    correlated noise, as in real coadds, does not inflate the counts), connected regions of
+    at least :data:`DETECT_MIN_PIXELS` pixels.
+    """
+    smooth = ndimage.gaussian_filter(np.asarray(band, dtype=np.float64), DETECT_SMOOTH_PX)
+    sigma = robust_sigma(smooth[outer_strip(smooth.shape)])
+    if not (math.isfinite(sigma) and sigma > 0):
+        return 0, 0
+    labels, n = ndimage.label(smooth > DETECT_THRESHOLD * sigma)
+    if n == 0:
+        return 0, 0
+    index = np.arange(1, n + 1)
+    sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=index)
+    h, w = labels.shape
+    x, y = int(round(center[0])), int(round(center[1]))
+    own = labels[min(max(y, 0), h - 1), min(max(x, 0), w - 1)]
+    others = [k for k, size in zip(index, sizes) if size >= DETECT_MIN_PIXELS and k != own]
+    if not others:
+        return 0, 0
+    centroids = ndimage.center_of_mass(np.clip(smooth, 0.0, None), labels, others)
+    near = sum(1 for cy, cx in centroids if math.hypot(cx - center[0], cy - center[1]) <= radius)
+    return len(others), near
+
+
+def measure_file(path: str | Path) -> dict:
+    """The quantities of :data:`QUANTITIES` for one HSC-layout FITS file (G, R, I bands)."""
+    path = Path(path)
+    image = load_bands(path, EXTNAMES, variance=True)
+    cube = np.asarray(image.data, dtype=np.float64)
+    sigma, _ = sky_sigma(cube, image.variances, image.var_scales)
+    cropper = PetrosianCropper(factor=CROP_FACTOR, reference_band=REFERENCE_BAND).fit(cube)
+    frame = float(min(cube.shape[:2]))
+    headers = [read_header_values(path, ("PSFFWHM", "REDSHIFT", "FOVKPC", "FOVARC"), extname=e)
+               for e in EXTNAMES]
+    fov_arcsec = _number(headers[0].get("FOVARC"))
+    crop_half = CROP_FACTOR * cropper.r90 if math.isfinite(cropper.r90) else 0.0
+    n_nb, n_near = detect_neighbours(cube[..., REFERENCE_BAND], cropper.center, crop_half)
+    area_arcmin2 = (fov_arcsec / 60.0) ** 2 if math.isfinite(fov_arcsec) else math.nan
+    flux = cropper.flux_petrosian
+    row = {
+        "file": path.name,
+        "snr_r": cropper.snr,
+        "r90_frame": cropper.r90 / frame,
+        "crop_frame": cropper.crop_size / frame if not cropper.failed else math.nan,
+        "mag_r": 22.5 - 2.5 * math.log10(flux) if flux > 0 else math.nan,
+        "neighbours_arcmin2": n_nb / area_arcmin2 if area_arcmin2 > 0 else math.nan,
+        "neighbour_in_crop": float(n_near > 0),
+        "redshift": _number(headers[0].get("REDSHIFT")),
+        "fov_kpc": _number(headers[0].get("FOVKPC")),
+        "frame_px": frame,
+        "petrosian_failed": cropper.failure_reason if cropper.failed else "",
+    }
+    for b, band in enumerate(BANDS):
+        row[f"sky_sigma_{band}"] = float(sigma[b])
+        row[f"psf_fwhm_{band}"] = _number(headers[b].get("PSFFWHM"))
+    return row
+
+
+def _number(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def measure_files(paths: Iterable[str | Path], source: str) -> pd.DataFrame:
+    """One row per file (see :func:`measure_file`) with a ``source`` column."""
+    rows = [dict(measure_file(p), source=source) for p in paths]
+    return pd.DataFrame(rows)
+
+
+def mock_sample(size: str = "demo", n_per_set: int = 60, seed: int = 0,
+                datasets: Sequence[str] = MOCK_DATASETS, workdir: str | Path | None = None) -> pd.DataFrame:
+    """Measure ``n_per_set`` images of each mock dataset, drawn with ``seed`` from the
+    universe of preset ``size`` (planned and rendered in ``workdir``, a temporary
+    directory by default)."""
+    from scripts.mock.jobs import run_task
+    from scripts.mock.universe import plan_universe
+
+    with tempfile.TemporaryDirectory(prefix="mock-compare-") as tmp:
+        root = Path(workdir) if workdir is not None else Path(tmp)
+        plan = plan_universe(root / "raw", root / "illustris", size=size, seed=seed)
+        rng = np.random.default_rng(seed)
+        frames = []
+        for ds in datasets:
+            tasks = plan.tasks[ds]
+            pick = np.sort(rng.choice(len(tasks), min(n_per_set, len(tasks)), replace=False))
+            paths = []
+            for i in pick:
+                run_task(tasks[i])
+                paths.append(tasks[i].path)
+            frames.append(measure_files(paths, ds))
+        return pd.concat(frames, ignore_index=True)
+
+
+def summary(table: pd.DataFrame, quantities: Sequence[str] = QUANTITIES) -> pd.DataFrame:
+    """Median of each quantity per source (rows: quantities, columns: sources); ``neighbour_in_crop``
+    is a fraction of images (its mean)."""
+    grouped = table.groupby("source", sort=False)
+    out = grouped[list(quantities)].median().T
+    if "neighbour_in_crop" in out.index:
+        out.loc["neighbour_in_crop"] = grouped["neighbour_in_crop"].mean()
+    return out
+
+
+def plot(table: pd.DataFrame, path: str | Path, real_source: str = "real") -> Path:
+    """Histograms of the mock sets' quantities with the real files' values marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("snr_r", "Petrosian S/N (R)", True), ("r90_frame", "R90 / frame edge", False),
+              ("mag_r", "Petrosian r [AB mag]", False), ("sky_sigma_R", "sky σ, R [nanomaggies]", False),
+              ("psf_fwhm_R", "PSF FWHM, R [arcsec]", False),
+              ("neighbours_arcmin2", "neighbours per arcmin²", False)]
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
+    mock = table[table["source"] != real_source]
+    real = table[table["source"] == real_source]
+    for ax, (col, label, logx) in zip(axes.ravel(), panels):
+        values = mock[col].to_numpy(dtype=float)
+        finite = values[np.isfinite(values) & ((values > 0) if logx else True)]
+        if finite.size:
+            bins = (np.geomspace(finite.min(), finite.max(), 25) if logx and finite.min() > 0
+                    else np.linspace(finite.min(), finite.max() + 1e-12, 25))
+            for source, group in mock.groupby("source", sort=False):
+                ax.hist(group[col].dropna(), bins=bins, histtype="step", lw=1.5, label=source)
+        for v in real[col].dropna():
+            ax.axvline(v, color="k", ls="--", lw=1.2)
+        if logx:
+            ax.set_xscale("log")
+        ax.set_xlabel(label)
+    axes[0, 0].plot([], [], "k--", label=f"{real_source} ({len(real)} file{'s' * (len(real) != 1)})")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle("Mock universe vs real TNG–HSC images (extract's own measurements)")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
