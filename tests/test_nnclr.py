@@ -217,3 +217,21 @@ def test_tiny_model_learns_with_nnclr(synth, tmp_path):
     np.testing.assert_array_equal(
         saved.get_tensor("nnclr_queue/embeddings/.ATTRIBUTES/VARIABLE_VALUE"),
         trainer.queue.embeddings.numpy())
+
+
+def test_switching_method_in_a_run_folder_is_refused(synth, tmp_path):
+    """A run folder's checkpoints belong to one method: resuming a SimCLR checkpoint as
+    NNCLR (no queue to restore) or the reverse stops with a message naming train.METHOD."""
+    from scripts.model.trainer import Trainer, TrainInputError
+    from scripts.train import read_inputs
+
+    simclr = make_params(epochs=1, steps_per_epoch=1, batch_size=8)
+    nnclr = make_params(epochs=1, steps_per_epoch=1, batch_size=8, method="nnclr",
+                        nnclr_queue_size=16)
+    table, stores = read_inputs(simclr, synth)
+    for first, then in ((simclr, nnclr), (nnclr, simclr)):
+        run = tmp_path / first.train.method
+        Trainer(first.train, stores, table, run, progress=False).save(1)
+        with pytest.raises(TrainInputError, match=f"written with train.METHOD = {first.train.method}, "
+                                                  f"but train.METHOD is now {then.train.method}"):
+            Trainer(then.train, stores, table, run, progress=False).restore()

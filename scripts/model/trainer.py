@@ -519,6 +519,13 @@ class Trainer:
         latest = self.manager.latest_checkpoint
         if latest is None:
             return 0
+        has_queue = any(name.startswith("nnclr_queue/") for name, _ in tf.train.list_variables(latest))
+        if has_queue != (self.queue is not None):
+            written = "nnclr" if has_queue else "simclr"
+            raise TrainInputError(
+                f"checkpoint {latest} was written with train.METHOD = {written}, but train.METHOD "
+                f"is now {self.params.method}; train into a new train.RUN_NAME (or delete "
+                f"{self.manager.directory}) to start afresh")
         self.checkpoint.restore(latest).assert_existing_objects_matched()
         step = int(self.step.numpy())
         iterations = int(self.optimizer.iterations.numpy())
