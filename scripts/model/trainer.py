@@ -42,9 +42,10 @@ gradients, the optimizer (LARS norms and trust ratios included) and NT-Xent stay
 
 Numbers: the loss is the paper's mean over the 2N anchors of the global batch (DESIGN §5);
 the contrast accuracy is the fraction of anchors whose most similar other view is their
-positive (chance ``1/(2N−1)``); NNCLR's training accuracy is the fraction of neighbour anchors
-whose most similar other view is their positive (chance ``1/N``). Steps are counted from 1: "step k" is the state after k
-optimizer updates, which is also what checkpoint ``k`` holds.
+positive (chance ``1/(2N−1)``); NNCLR's training accuracy is the fraction of neighbour
+anchors whose most similar other view is their positive (chance ``1/N``). Steps are counted
+from 1: "step k" is the state after k optimizer updates, which is also what checkpoint ``k``
+holds.
 """
 from __future__ import annotations
 
