@@ -7,7 +7,8 @@ and MultiWorkerMirroredStrategy must be set up before TensorFlow initialises.
         LARS steps on the same global batch, and NNCLR steps (loss, neighbour slots, the
         support queue on every device) on a new global batch per step.
     python -m tests.distribute_worker multi_worker OUT.npz   (TF_CONFIG set by the caller)
-        one worker of a MultiWorkerMirroredStrategy cluster: LARS steps on its shard.
+        one worker of a MultiWorkerMirroredStrategy cluster: LARS steps on its shard, and
+        NNCLR steps.
 
 The functions are importable, so the test computes its single-device reference with
 exactly the same model, data and step.
@@ -236,6 +237,10 @@ def run_multi_worker(out):
     results = {"replicas": np.array(strategy.num_replicas_in_sync), "train_losses": np.array(losses)}
     for path, w in _trainable(model).items():
         results[f"weights/{path}"] = w
+    model = build_model(strategy)
+    losses, slots, queues, count = nnclr_train(strategy, model, make_optimizer(strategy, model))
+    results.update({"nnclr/losses": losses, "nnclr/slots": slots, "nnclr/queues": queues,
+                    "nnclr/count": np.array(count)})
     np.savez(out, **results)
 
 

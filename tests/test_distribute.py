@@ -217,6 +217,20 @@ def test_multi_worker_mirrored_two_processes(runs):
     for a, v in zip(weights0, model.trainable_variables):
         np.testing.assert_allclose(a, v.numpy(), rtol=0, atol=TOL)
 
+    # NNCLR: each worker found the single device's neighbours for its shard, and both hold
+    # the single device's queue
+    model = worker.build_model(strategy)
+    losses, slots, queues, count = worker.nnclr_train(strategy, model,
+                                                      worker.make_optimizer(strategy, model))
+    n, half = worker.GLOBAL_BATCH, worker.GLOBAL_BATCH // 2
+    for k, w in enumerate((w0, w1)):
+        rows = np.r_[k * half:(k + 1) * half, n + k * half:n + (k + 1) * half]
+        np.testing.assert_array_equal(w["nnclr/slots"], slots[:, rows])
+        np.testing.assert_allclose(w["nnclr/losses"], losses, atol=TOL)
+        np.testing.assert_allclose(w["nnclr/queues"][0], queues[0], rtol=0, atol=TOL)
+        assert int(w["nnclr/count"]) == count == worker.STEPS * n
+    np.testing.assert_array_equal(w0["nnclr/queues"], w1["nnclr/queues"])
+
 
 # ------------------------------------------------------------ in-process units
 
