@@ -55,6 +55,22 @@ DEFAULT_BAND_EXTNAMES = {
 }
 
 
+#: ``train.METHOD`` choices.
+TRAIN_METHODS = ("simclr", "nnclr")
+#: Default NNCLR support queue (``train.NNCLR_QUEUE_SIZE: null``): this many global batches,
+#: capped so that the float32 queue takes at most this many MiB (it is held on every replica).
+NNCLR_QUEUE_BATCHES = 512
+NNCLR_QUEUE_MIB = 64
+
+
+def default_nnclr_queue_size(batch_size: int, output_dim: int) -> int:
+    """NNCLR queue length for ``NNCLR_QUEUE_SIZE: null``: :data:`NNCLR_QUEUE_BATCHES` global
+    batches, capped at :data:`NNCLR_QUEUE_MIB` MiB of float32 ``output_dim`` vectors, never
+    shorter than one batch (a step enqueues one whole batch)."""
+    cap = NNCLR_QUEUE_MIB * 2 ** 20 // (4 * output_dim)
+    return max(batch_size, min(NNCLR_QUEUE_BATCHES * batch_size, cap))
+
+
 class ParamsError(ValueError):
     """A params file that does not follow the schema; the message names the key."""
 
@@ -557,6 +573,13 @@ class TrainParams:
     head_hidden_dim: int = key(integer(1), "Hidden width of the projection head.", 512, "512")
     output_dim: int = key(integer(1), "Projection (loss) dimension.", 128, "128")
     temperature: float = key(number(0, lo_open=True), "NT-Xent temperature.", 0.1, "0.1")
+    method: str = key(string(TRAIN_METHODS), "Contrastive method: simclr (the positive of a view "
+                      "is the other view) or nnclr (its nearest neighbour in a queue of past "
+                      "embeddings, Dwibedi et al. 2021).", "simclr", "nnclr")
+    nnclr_queue_size: int | None = key(
+        optional(integer(2)), "NNCLR support queue length in embeddings (≥ BATCH_SIZE); null = "
+        f"min({NNCLR_QUEUE_BATCHES} batches, {NNCLR_QUEUE_MIB} MiB of float32 OUTPUT_DIM "
+        "vectors), at least one batch.", None, "65536")
     positives: str = key(string(("augmentations", "projections")),
                          "Positive pairs: two augmentations of one image, or also another "
                          "projection of the same object.", "augmentations", "projections")
@@ -893,6 +916,11 @@ def _validate(p: Params) -> None:
     if len(bands) > 1:
         raise ParamsError(f"train.TRAIN_SETS: datasets {list(trained)} have different band "
                           f"counts {sorted(bands)}; datasets trained together need the same FILTERS")
+    if tr.method == "nnclr" and tr.nnclr_queue_size is not None \
+            and tr.nnclr_queue_size < tr.batch_size:
+        raise ParamsError(f"train.NNCLR_QUEUE_SIZE = {tr.nnclr_queue_size}: expected at least "
+                          f"train.BATCH_SIZE = {tr.batch_size} (each step enqueues one global "
+                          "batch), or null for the default")
     if isinstance(tr.normalisation.scale, tuple) and len(tr.normalisation.scale) not in bands:
         raise ParamsError(f"train.NORMALISATION.SCALE: {len(tr.normalisation.scale)} scales for "
                           f"{sorted(bands)} band(s); give one number or one per band")
@@ -946,6 +974,11 @@ def parse_params(raw: Any, source: Path | None = None) -> Params:
     if params.infer.run_name is None:
         params = dataclasses.replace(
             params, infer=dataclasses.replace(params.infer, run_name=params.analyse.run_name))
+    tr = params.train
+    if tr.method == "nnclr" and tr.nnclr_queue_size is None:
+        size = default_nnclr_queue_size(tr.batch_size, tr.output_dim)
+        params = dataclasses.replace(
+            params, train=dataclasses.replace(tr, nnclr_queue_size=size))
     return params
 
 

@@ -4,9 +4,11 @@ and MultiWorkerMirroredStrategy must be set up before TensorFlow initialises.
 
     python -m tests.distribute_worker mirrored OUT.npz
         2 logical CPUs: single-device vs 2-replica MirroredStrategy loss, gradients and
-        LARS steps on the same global batch.
+        LARS steps on the same global batch, and NNCLR steps (loss, neighbour slots, the
+        support queue on every device) on a new global batch per step.
     python -m tests.distribute_worker multi_worker OUT.npz   (TF_CONFIG set by the caller)
-        one worker of a MultiWorkerMirroredStrategy cluster: LARS steps on its shard.
+        one worker of a MultiWorkerMirroredStrategy cluster: LARS steps on its shard, and
+        NNCLR steps.
 
 The functions are importable, so the test computes its single-device reference with
 exactly the same model, data and step.
@@ -26,6 +28,8 @@ DIM_IN = 6
 GLOBAL_BATCH = 8
 TEMPERATURE = 0.2
 STEPS = 4
+#: NNCLR support queue: 1.5 global batches, so writes wrap around its end from step 2 on
+NNCLR_QUEUE = 12
 
 
 def global_batch(seed=0):
@@ -135,6 +139,48 @@ def train(strategy, model, optimizer, x1, x2, steps=STEPS):
     return [float(step(inputs)) for _ in range(steps)]
 
 
+def nnclr_train(strategy, model, optimizer, steps=STEPS):
+    """``steps`` LARS steps of NNCLR, step k on ``global_batch(seed=k)``.
+
+    Returns the global loss per step, the neighbour slots of the global anchors per step
+    (``(steps, 2N)``: view-1 rows then view-2 rows, as on one device), the support queue as
+    held on each local device ``(devices, NNCLR_QUEUE, dim)`` and its count.
+    """
+    import tensorflow as tf
+
+    from scripts.model.distribute import replica_loss_scale
+    from scripts.model.nnclr import SupportQueue, nnclr_loss
+
+    with strategy.scope():
+        queue = SupportQueue(NNCLR_QUEUE, model.output_shape[-1])
+
+    def replica_fn(a, b):
+        with tf.GradientTape() as tape:
+            out = nnclr_loss(model(a, training=True), model(b, training=True), queue, TEMPERATURE)
+            scaled = out.loss * replica_loss_scale(tf.shape(a)[0])
+        grads = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        queue.push(out.support)
+        return scaled, out.indices
+
+    @tf.function
+    def step(inputs):
+        scaled, indices = strategy.run(replica_fn, args=inputs)
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, scaled, axis=None), indices
+
+    losses, slots = [], []
+    for k in range(steps):
+        loss, indices = step(distribute(strategy, *global_batch(seed=k)))
+        losses.append(float(loss))
+        # replica r returns (slots of its view-1 rows, of its view-2 rows): put them in the
+        # global order (all view-1 rows, then all view-2 rows)
+        halves = [np.split(v.numpy(), 2) for v in strategy.experimental_local_results(indices)]
+        slots.append(np.concatenate([h[0] for h in halves] + [h[1] for h in halves]))
+    copies = getattr(queue.embeddings, "values", (queue.embeddings,))
+    return (np.array(losses), np.stack(slots), np.stack([c.numpy() for c in copies]),
+            int(queue.count.numpy()))
+
+
 def _trainable(model):
     return {v.path: v.numpy() for v in model.trainable_variables}
 
@@ -170,6 +216,13 @@ def run_mirrored(out):
             results[f"{tag}/train_losses"] = np.array(train(strategy, model, optimizer, x1, x2))
             for path, w in _trainable(model).items():
                 results[f"{tag}/weights/{path}"] = w
+            model = build_model(strategy, synchronized=sync)
+            optimizer = make_optimizer(strategy, model)
+            losses, slots, queues, count = nnclr_train(strategy, model, optimizer)
+            results.update({f"{tag}/nnclr/losses": losses, f"{tag}/nnclr/slots": slots,
+                            f"{tag}/nnclr/queues": queues, f"{tag}/nnclr/count": np.array(count)})
+            for path, w in _trainable(model).items():
+                results[f"{tag}/nnclr/weights/{path}"] = w
     np.savez(out, **results)
 
 
@@ -184,6 +237,10 @@ def run_multi_worker(out):
     results = {"replicas": np.array(strategy.num_replicas_in_sync), "train_losses": np.array(losses)}
     for path, w in _trainable(model).items():
         results[f"weights/{path}"] = w
+    model = build_model(strategy)
+    losses, slots, queues, count = nnclr_train(strategy, model, make_optimizer(strategy, model))
+    results.update({"nnclr/losses": losses, "nnclr/slots": slots, "nnclr/queues": queues,
+                    "nnclr/count": np.array(count)})
     np.savez(out, **results)
 
 

@@ -4,6 +4,10 @@ Written from the papers, not from the TensorFlow code under test:
 - NT-Xent: Chen et al. 2020 (SimCLR), Algorithm 1: the 2N augmented examples are
   interleaved (view 1 of image k at 2k, view 2 at 2k+1), s_ij is the cosine
   similarity, ℓ(i,j) = −log exp(s_ij/τ) / Σ_{k≠i} exp(s_ik/τ), L = mean over anchors.
+- NNCLR: Dwibedi et al. 2021, eq. 2, with the views swapped for the symmetric term: the
+  anchor is the support-queue entry most cosine-similar to a view, the candidates are the
+  other view of every image; the queue is a FIFO of view-1 embeddings (empty queue: the
+  anchor is the view itself; partly filled: only filled slots are searched).
 - LARS: You et al. 2017 with SimCLR's conventions (L2 decay in the gradient,
   classic momentum, exclusion by variable path).
 - Warm-up + cosine decay learning rate.
@@ -53,6 +57,46 @@ def nt_xent(z1, z2, temperature):
     """NT-Xent (mean over the 2N anchors) and contrast accuracy."""
     losses, hits = nt_xent_per_anchor(z1, z2, temperature)
     return float(losses.mean()), float(hits.mean())
+
+
+def nnclr_step(z1, z2, queue, count, temperature):
+    """One NNCLR step: loss, accuracy, neighbour slots and the queue after the update.
+
+    Args:
+        z1, z2: projections (N, d) of the two views; queue: (Q, d) support queue;
+        count: embeddings enqueued so far (slot of the next write: count mod Q).
+    Returns:
+        dict with loss (mean over the 2N anchors), accuracy, indices (2N,) the slots of
+        NN(view 1 rows) then NN(view 2 rows), -1 when the queue is empty, queue (the new
+        queue, float64) and count.
+    """
+    def unit(x):
+        x = np.asarray(x, np.float64)
+        return x / np.maximum(np.sqrt((x ** 2).sum(axis=1, keepdims=True)), 1e-300)
+
+    u = (unit(z1), unit(z2))
+    queue = np.array(queue, np.float64)
+    size, n = queue.shape[0], u[0].shape[0]
+    filled = min(int(count), size)
+    losses, hits, indices = [], [], []
+    for a, b in ((0, 1), (1, 0)):
+        for i in range(n):
+            if filled == 0:
+                slot, anchor = -1, u[a][i]
+            else:
+                sims = [float(np.dot(u[a][i], queue[j])) for j in range(filled)]
+                slot = int(np.argmax(sims))
+                anchor = queue[slot]
+            logits = np.array([np.dot(anchor, u[b][k]) for k in range(n)]) / temperature
+            top = logits.max()
+            losses.append(-(logits[i] - top - math.log(np.exp(logits - top).sum())))
+            hits.append(int(np.argmax(logits)) == i)
+            indices.append(slot)
+    new_queue = queue.copy()
+    for k in range(n):
+        new_queue[(int(count) + k) % size] = u[0][k]
+    return {"loss": float(np.mean(losses)), "accuracy": float(np.mean(hits)),
+            "indices": np.array(indices), "queue": new_queue, "count": int(count) + n}
 
 
 def warmup_cosine(step, base_lr, total_steps, warmup_steps):

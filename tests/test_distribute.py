@@ -165,6 +165,35 @@ def test_lars_steps_under_mirrored_strategy_match_single_device(mirrored_results
         np.testing.assert_allclose(b, a, rtol=0, atol=TOL)
 
 
+def test_nnclr_two_replicas_match_single_device(mirrored_results):
+    """NNCLR under MirroredStrategy: each replica looks up its anchors' neighbours in its
+    copy of the queue and scores them against the gathered global batch, and every copy
+    enqueues the gathered view-1 projections. So the neighbour slots are those of one
+    device, the losses and weights agree, and both devices hold the same queue — the one
+    the single device holds. Four steps of 8 into a queue of 12: empty, partly filled,
+    full and wrapping."""
+    r = mirrored_results
+    size, n = worker.NNCLR_QUEUE, worker.GLOBAL_BATCH
+    single, mirrored = r["single/nnclr/slots"], r["mirrored/nnclr/slots"]
+    np.testing.assert_array_equal(mirrored, single)
+    assert (single[0] == -1).all()                          # empty queue at step 1
+    assert (single[1] >= 0).all() and single[1].max() < n   # only the filled slots
+    assert single[2:].max() >= n                            # later the whole queue
+    np.testing.assert_allclose(r["mirrored/nnclr/losses"], r["single/nnclr/losses"], atol=TOL)
+    copies = r["mirrored/nnclr/queues"]
+    assert copies.shape == (2, size, 8)
+    np.testing.assert_array_equal(copies[0], copies[1])
+    np.testing.assert_allclose(copies[0], r["single/nnclr/queues"][0], rtol=0, atol=TOL)
+    assert int(r["mirrored/nnclr/count"]) == int(r["single/nnclr/count"]) == worker.STEPS * n
+    # the newest batch sits at slots (count - n … count - 1) mod size, unit vectors
+    newest = (np.arange(int(r["single/nnclr/count"]) - n, int(r["single/nnclr/count"]))) % size
+    np.testing.assert_allclose(np.linalg.norm(copies[0][newest], axis=1), 1.0, atol=1e-6)
+    single_w, mirrored_w = _by_prefix(r, "single/nnclr/weights/"), _by_prefix(r, "mirrored/nnclr/weights/")
+    assert len(single_w) == len(mirrored_w) == 6
+    for a, b in zip(single_w, mirrored_w):
+        np.testing.assert_allclose(b, a, rtol=0, atol=TOL)
+
+
 @pytest.mark.slow
 def test_multi_worker_mirrored_two_processes(runs):
     """Two local workers (MultiWorkerMirroredStrategy, ring collectives over gRPC on
@@ -187,6 +216,20 @@ def test_multi_worker_mirrored_two_processes(runs):
     assert losses[-1] < losses[0]
     for a, v in zip(weights0, model.trainable_variables):
         np.testing.assert_allclose(a, v.numpy(), rtol=0, atol=TOL)
+
+    # NNCLR: each worker found the single device's neighbours for its shard, and both hold
+    # the single device's queue
+    model = worker.build_model(strategy)
+    losses, slots, queues, count = worker.nnclr_train(strategy, model,
+                                                      worker.make_optimizer(strategy, model))
+    n, half = worker.GLOBAL_BATCH, worker.GLOBAL_BATCH // 2
+    for k, w in enumerate((w0, w1)):
+        rows = np.r_[k * half:(k + 1) * half, n + k * half:n + (k + 1) * half]
+        np.testing.assert_array_equal(w["nnclr/slots"], slots[:, rows])
+        np.testing.assert_allclose(w["nnclr/losses"], losses, atol=TOL)
+        np.testing.assert_allclose(w["nnclr/queues"][0], queues[0], rtol=0, atol=TOL)
+        assert int(w["nnclr/count"]) == count == worker.STEPS * n
+    np.testing.assert_array_equal(w0["nnclr/queues"], w1["nnclr/queues"])
 
 
 # ------------------------------------------------------------ in-process units

@@ -5,7 +5,9 @@ Batches are a pure function of (seed, step) (PairSampler) and so are the augment
 (stateless ops seeded by (seed, step)); everything else is in the checkpoint. The killed
 run is a real separate process (``kill -9``, no clean-up), stopped while it holds
 progress beyond its checkpoint (it has already trained past the end of epoch 1 and run
-that epoch's validation), which the rerun must redo identically.
+that epoch's validation), which the rerun must redo identically. With ``METHOD: nnclr`` the
+support queue (20 embeddings, 2.5 batches: it wraps before and after the checkpoint) and
+its counter are part of the checkpoint, so the resumed run looks up the same neighbours.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from scripts.model.trainer import build_model
@@ -26,6 +29,7 @@ from tests.test_train import write_params, write_synthetic
 
 CHECKPOINT_EVERY = 3  # K; the run has 2K + 2 = 8 steps (2 epochs of 4)
 PAUSE_AT = 5          # the killed run is frozen once step 5 is done (step 6 is dispatched)
+NNCLR_QUEUE = 20      # 2.5 batches of 8
 
 DRIVER = """
 import sys, time
@@ -52,11 +56,13 @@ def checkpoint_tensors(path: str) -> dict[str, np.ndarray]:
             if not k.startswith(("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter"))}
 
 
-def test_killed_run_resumes_to_the_same_weights(tmp_path):
+@pytest.mark.parametrize("method", ["simclr", "nnclr"])
+def test_killed_run_resumes_to_the_same_weights(tmp_path, method):
     data = tmp_path / "data"
     write_synthetic(data, n_train=24, n_val=8, seed=5)
     params_path = write_params(tmp_path / "p.yaml", epochs=2, steps_per_epoch=4,
-                               checkpoint_every=CHECKPOINT_EVERY, batch_size=8)
+                               checkpoint_every=CHECKPOINT_EVERY, batch_size=8, method=method,
+                               nnclr_queue_size=NNCLR_QUEUE if method == "nnclr" else None)
     params = load_params(params_path)
 
     # A: uninterrupted, in this process
@@ -106,4 +112,13 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     assert count("model/") == len(model.non_trainable_weights)
     assert int(a["optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"]) == 8
     assert int(a["step/.ATTRIBUTES/VARIABLE_VALUE"]) == 8
+    queue_keys = sorted(k for k in a if k.startswith("nnclr_queue/"))
+    if method == "nnclr":
+        assert queue_keys == ["nnclr_queue/count/.ATTRIBUTES/VARIABLE_VALUE",
+                              "nnclr_queue/embeddings/.ATTRIBUTES/VARIABLE_VALUE"]
+        assert int(a["nnclr_queue/count/.ATTRIBUTES/VARIABLE_VALUE"]) == 8 * 8
+        np.testing.assert_array_equal(b["nnclr_queue/embeddings/.ATTRIBUTES/VARIABLE_VALUE"],
+                                      a["nnclr_queue/embeddings/.ATTRIBUTES/VARIABLE_VALUE"])
+    else:
+        assert queue_keys == []  # SimCLR checkpoints hold exactly what they held before NNCLR
     print(f"largest difference between the resumed and the uninterrupted run: {worst:.3g}")

@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 LARGE_NUM = 1e9
 
 
-def _replica_context(replica_context):
+def gather_context(replica_context):
     """The replica context to gather over, or None for a single-device computation."""
     ctx = tf.distribute.get_replica_context() if replica_context is None else replica_context
     if ctx is None or ctx.num_replicas_in_sync <= 1:
@@ -48,7 +48,7 @@ def _replica_context(replica_context):
     return ctx
 
 
-def _gather_with_offset(z1, z2, ctx):
+def gather_with_offset(z1, z2, ctx):
     """All-gather both views over replicas; return them and this replica's row offset."""
     if ctx is None:
         return z1, z2, tf.constant(0, tf.int32)
@@ -100,8 +100,8 @@ def nt_xent_loss(z1, z2, temperature, *, return_accuracy=False, replica_context=
 
     z1 = tf.math.l2_normalize(z1, axis=-1)
     z2 = tf.math.l2_normalize(z2, axis=-1)
-    ctx = _replica_context(replica_context)
-    z1_all, z2_all, offset = _gather_with_offset(z1, z2, ctx)
+    ctx = gather_context(replica_context)
+    z1_all, z2_all, offset = gather_with_offset(z1, z2, ctx)
 
     n_local = tf.shape(z1)[0]
     n_global = tf.shape(z1_all)[0]

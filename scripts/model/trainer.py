@@ -30,14 +30,22 @@ CPU box XLA made this step ~12× slower. XLA cannot compile a step whose variabl
 several devices (MirroredStrategy) nor a nested function with cross-replica
 synchronisation, so it is used with one replica per process only.
 
+NNCLR (``METHOD: nnclr``, :mod:`scripts.model.nnclr`): the step looks up each view's nearest
+neighbour in a support queue, scores it against the other views, and enqueues the gathered
+view-1 projections after the update; the queue is in the checkpoint. Validation always
+uses NT-Xent (no queue read or written), so validation numbers of SimCLR and NNCLR runs
+compare and do not depend on the queue's state.
+
 Mixed precision (``MIXED_PRECISION``): layers compute in bfloat16/float16, variables,
 gradients, the optimizer (LARS norms and trust ratios included) and NT-Xent stay float32;
 ``mixed_float16`` scales the loss dynamically (``keras.optimizers.LossScaleOptimizer``).
 
 Numbers: the loss is the paper's mean over the 2N anchors of the global batch (DESIGN §5);
 the contrast accuracy is the fraction of anchors whose most similar other view is their
-positive (chance ``1/(2N−1)``). Steps are counted from 1: "step k" is the state after k
-optimizer updates, which is also what checkpoint ``k`` holds.
+positive (chance ``1/(2N−1)``); NNCLR's training accuracy is the fraction of neighbour
+anchors whose most similar other view is their positive (chance ``1/N``). Steps are counted
+from 1: "step k" is the state after k optimizer updates, which is also what checkpoint ``k``
+holds.
 """
 from __future__ import annotations
 
@@ -62,10 +70,12 @@ from scripts.model.data import HDF5Images, PairSampler, pair_dataset
 from scripts.model.inference import ENCODER_FILE, NORMALISATION_FILE
 from scripts.model.lars import LARS
 from scripts.model.losses import nt_xent_loss
+from scripts.model.nnclr import SupportQueue, nnclr_loss
 from scripts.model.normalise import Normalisation
 from scripts.model.resnet import RESNET_SPECS
 from scripts.model.schedule import WarmupCosine, scaled_learning_rate
 from scripts.model.simclr import SimCLRModel, build_simclr_model
+from scripts.params import default_nnclr_queue_size
 
 log = logging.getLogger(__name__)
 
@@ -364,11 +374,18 @@ class Trainer:
             self.last_val_loss = tf.Variable(np.nan, dtype=tf.float64, trainable=False)
             self.last_val_accuracy = tf.Variable(np.nan, dtype=tf.float64, trainable=False)
             self.bad_epochs = tf.Variable(0, dtype=tf.int64, trainable=False, name="bad_epochs")
+            self.queue = None
+            if params.method == "nnclr":
+                size = params.nnclr_queue_size or default_nnclr_queue_size(params.batch_size,
+                                                                           params.output_dim)
+                self.queue = SupportQueue(size, params.output_dim)
+        # the NNCLR queue is checkpointed only when it exists: SimCLR checkpoints are unchanged
+        extra = {} if self.queue is None else {"nnclr_queue": self.queue}
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, step=self.step, epoch=self.epoch,
             best_val_loss=self.best_val_loss, best_val_accuracy=self.best_val_accuracy,
             best_epoch=self.best_epoch, last_val_loss=self.last_val_loss,
-            last_val_accuracy=self.last_val_accuracy, bad_epochs=self.bad_epochs)
+            last_val_accuracy=self.last_val_accuracy, bad_epochs=self.bad_epochs, **extra)
         ckpt_dir = self.run_dir / CHECKPOINT_DIR
         if not self.chief:  # every worker must save; only the chief's files are kept
             resolver = self.strategy.cluster_resolver
@@ -442,16 +459,24 @@ class Trainer:
 
     def _make_train_step(self):
         model, optimizer, temperature = self.model, self.optimizer, self.params.temperature
+        queue = self.queue
 
         def update(a, b):
-            """Network, loss, gradients and optimizer update: the part XLA compiles."""
+            """Network, loss, gradients and optimizer update (and the NNCLR queue update):
+            the part XLA compiles."""
             n = tf.shape(a)[0]
             with tf.GradientTape() as tape:
                 _, z = model(tf.concat([a, b], axis=0), training=True)  # BN over both views
-                loss, accuracy = nt_xent_loss(z[:n], z[n:], temperature, return_accuracy=True)
+                if queue is None:
+                    loss, accuracy = nt_xent_loss(z[:n], z[n:], temperature, return_accuracy=True)
+                else:
+                    out = nnclr_loss(z[:n], z[n:], queue, temperature)
+                    loss, accuracy = out.loss, out.accuracy
                 scaled = optimizer.scale_loss(loss * distribute.replica_loss_scale(n))
             grads = tape.gradient(scaled, model.trainable_variables)
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            if queue is not None:
+                queue.push(out.support)
             return loss, accuracy
 
         update = self._compiled(update)
@@ -495,6 +520,13 @@ class Trainer:
         latest = self.manager.latest_checkpoint
         if latest is None:
             return 0
+        has_queue = any(name.startswith("nnclr_queue/") for name, _ in tf.train.list_variables(latest))
+        if has_queue != (self.queue is not None):
+            written = "nnclr" if has_queue else "simclr"
+            raise TrainInputError(
+                f"checkpoint {latest} was written with train.METHOD = {written}, but train.METHOD "
+                f"is now {self.params.method}; train into a new train.RUN_NAME (or delete "
+                f"{self.manager.directory}) to start afresh")
         self.checkpoint.restore(latest).assert_existing_objects_matched()
         step = int(self.step.numpy())
         iterations = int(self.optimizer.iterations.numpy())
@@ -548,9 +580,10 @@ class Trainer:
         start = self.restore()
         self.resumed_from = start
         spe, total = self.steps_per_epoch, self.total_steps
-        log.info("training %s: %d steps (%d epochs × %d), global batch %d on %d replica(s), "
-                 "images %s, positives %s, augmentation on %s", self.run_dir.name, total, p.epochs,
-                 spe, p.batch_size, self.replicas, self.image_shape, p.positives, self.augment_on)
+        log.info("training %s (%s): %d steps (%d epochs × %d), global batch %d on %d replica(s), "
+                 "images %s, positives %s, augmentation on %s", self.run_dir.name, p.method, total,
+                 p.epochs, spe, p.batch_size, self.replicas, self.image_shape, p.positives,
+                 self.augment_on)
         reason = None
         if start >= total:
             reason = "completed"
