@@ -24,9 +24,10 @@ from typing import Any, Callable
 
 import yaml
 
+from scripts.preprocessing.kind_registry import KINDS
+
 REQUIRED = object()
 SPLITS = ("train", "validation", "test")
-EXTRACTORS = ("tng_stellar", "survey", "tng_xray")
 CROPPERS = ("petrosian", "r200c", "fraction", "none")
 #: How a dataset's bands are stored: one multi-extension file per object with one HDU per
 #: band (``extensions``), one file per object and band (``band_files``, e.g. the HSC-SSP
@@ -35,25 +36,6 @@ FILE_LAYOUTS = ("extensions", "band_files", "cube")
 #: How images are joined with a survey catalogue: by the object id in the file name, or by
 #: sky position (the image's WCS centre or RA/DEC header keys) within MATCH_RADIUS_ARCSEC.
 CATALOGUE_MATCHES = ("id", "sky")
-
-#: Default file-name patterns per extractor kind. Named groups give the identity of
-#: every image; ``snapshot`` and ``projection`` are optional (0 when absent).
-DEFAULT_FILE_PATTERNS = {
-    # real SKIRT/HSC archive and the original pipeline's convention
-    "tng_stellar": (
-        r"^(?:shalo_(?P<snapshot>\d+)-(?P<object_id>\d+)_v(?P<projection>\d+)_.*"
-        r"|snap_(?P<snapshot2>\d+)-(?P<object_id2>\d+)_(?P<projection2>\d+))\.fits$"
-    ),
-    "survey": r"^(?P<object_id>\d+)_.*\.fits$",
-    "tng_xray": r"^xray_(?P<snapshot>\d+)-(?P<object_id>\d+)_v(?P<projection>\d+)_.*\.fits$",
-}
-#: Default EXTNAME template per extractor kind (``{filter}`` is replaced by the band).
-DEFAULT_BAND_EXTNAMES = {
-    "tng_stellar": "SUBARU_HSC.{filter}",
-    "survey": "SUBARU_HSC.{filter}",
-    "tng_xray": "XRAY_{filter}",
-}
-
 
 class ParamsError(ValueError):
     """A params file that does not follow the schema; the message names the key."""
@@ -308,9 +290,9 @@ class ExtractParams:
     datasets: tuple = key(list_of(string(pattern=r"[A-Za-z0-9_.\-]+"), min_length=1, unique=True),
                           "Dataset names; images are read from dataset_raw/<DATASET>/images/.",
                           example="[MOCK_FIDUCIAL, MOCK_HSC]")
-    extractors: tuple = key(list_of(string(EXTRACTORS)),
-                            "Extractor kind per dataset: tng_stellar (TNG stellar-light mocks), "
-                            "survey (observed cut-outs + catalogue), tng_xray (TNG group X-ray maps).",
+    extractors: tuple = key(list_of(string(tuple(KINDS))),
+                            "Extractor kind per dataset: "
+                            + ", ".join(f"{k} ({v.description})" for k, v in KINDS.items()) + ".",
                             example="[tng_stellar, survey]", per_dataset=True)
     simulations: tuple | None = key(optional(list_of(optional(string()))),
                                     "TNG simulation folder under config.illustris_path per dataset "
@@ -422,13 +404,13 @@ class ExtractParams:
             kind = self.extractors[i]
             filters = self.filters[i] if isinstance(self.filters[0], tuple) else self.filters
             layout = (self.file_layouts or [None] * n)[i] or "extensions"
-            default_ext = "IMAGE" if layout == "band_files" else DEFAULT_BAND_EXTNAMES[kind]
+            default_ext = "IMAGE" if layout == "band_files" else KINDS[kind].band_extname
             ext = (self.band_extnames or [None] * n)[i] or default_ext
             if isinstance(ext, str):
                 band_map = {f: ext.format(filter=f) for f in filters}
             else:
                 band_map = dict(ext)
-            cropper = (self.croppers or [None] * n)[i] or ("r200c" if kind == "tng_xray" else "petrosian")
+            cropper = (self.croppers or [None] * n)[i] or KINDS[kind].cropper
             specs.append(DatasetSpec(
                 name=name, extractor=kind,
                 simulation=(self.simulations or [None] * n)[i],
@@ -436,7 +418,7 @@ class ExtractParams:
                 fields=self.fields[i], load=self.load[i], fraction=self.fraction[i],
                 num_projections=self.num_projections[i], filters=tuple(filters),
                 band_extnames=band_map,
-                file_pattern=(self.file_patterns or [None] * n)[i] or DEFAULT_FILE_PATTERNS[kind],
+                file_pattern=(self.file_patterns or [None] * n)[i] or KINDS[kind].file_pattern,
                 catalogue=(self.catalogues or [None] * n)[i], cropper=cropper,
                 file_layout=layout,
                 cube_bands=(self.cube_bands or [None] * n)[i],
@@ -831,7 +813,7 @@ def _validate(p: Params) -> None:
             raise ParamsError(f"extract.FILE_PATTERNS[{i}]: dataset {spec.name} has FILE_LAYOUTS "
                               "band_files; its pattern needs a named group (?P<filter>…) giving "
                               "the band of each file")
-        if spec.catalogue_match == "sky" and spec.extractor != "survey":
+        if spec.catalogue_match == "sky" and KINDS[spec.extractor].simulated:
             raise ParamsError(f"extract.CATALOGUE_MATCH[{i}]: sky matching needs a survey "
                               f"catalogue; dataset {spec.name} uses extractor {spec.extractor}")
         if spec.catalogue_match == "id" and not any(g.rstrip("0123456789") == "object_id"
@@ -845,7 +827,7 @@ def _validate(p: Params) -> None:
         if spec.file_layout == "cube" and ex.mask_bits is not None and spec.cropper == "petrosian":
             raise ParamsError(f"extract.MASK_BITS = {ex.mask_bits}: dataset {spec.name} has "
                               "FILE_LAYOUTS cube, which has no mask planes; set MASK_BITS to null")
-        if spec.extractor in ("tng_stellar", "tng_xray") and not spec.simulation:
+        if KINDS[spec.extractor].simulated and not spec.simulation:
             raise ParamsError(f"extract.SIMULATIONS[{i}]: dataset {spec.name} uses extractor "
                               f"{spec.extractor} and needs a TNG simulation folder name")
         if ex.petro_reference_band is not None and spec.cropper == "petrosian" \

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import signal
 import subprocess
@@ -20,7 +21,8 @@ from astropy.io import fits
 import config
 from scripts.params import parse_params
 from scripts.preprocessing import extract
-from scripts.preprocessing.extractors import make_extractor
+from scripts.preprocessing.extractors import Extractor, make_extractor
+from scripts.preprocessing.kind_registry import KINDS, extractor_class
 from tests.conftest import ROOT, stage_env, write_params
 
 STELLAR = "MOCK_FIDUCIAL"
@@ -420,3 +422,14 @@ def extractor_spec(raw: dict, **overrides) -> dict:
     params = parse_params(only(raw, [STELLAR], **overrides))
     return make_extractor(params.extract.dataset(STELLAR), params.extract, Path("."), Path("."),
                           config.snapshot_redshifts_path).crop_spec()
+
+
+def test_every_registered_kind_resolves_to_an_extractor():
+    """The one registry of dataset kinds names a real Extractor subclass and a default file
+    pattern giving object ids, for every kind the params schema accepts."""
+    for kind, entry in KINDS.items():
+        cls = extractor_class(kind)
+        assert issubclass(cls, Extractor) and cls is not Extractor, kind
+        assert "object_id" in re.compile(entry.file_pattern).groupindex, kind
+    with pytest.raises(ValueError, match="no dataset kind 'nope'; known: .*survey"):
+        extractor_class("nope")
