@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import logging
 import math
 import re
 import sys
@@ -26,7 +27,12 @@ import yaml
 
 from scripts.preprocessing.kind_registry import KINDS
 
+logger = logging.getLogger(__name__)
+
 REQUIRED = object()
+#: Keys renamed since: section → {old YAML name: new YAML name}. The old name is read as the
+#: new one with a warning; giving both is an error.
+RENAMED_KEYS = {"extract": {"SPLIT_SEED": "SELECTION_SEED"}}
 SPLITS = ("train", "validation", "test")
 CROPPERS = ("petrosian", "r200c", "fraction", "none")
 #: How a dataset's bands are stored: one multi-extension file per object with one HDU per
@@ -227,10 +233,27 @@ def _yaml_name(f: dataclasses.Field) -> str:
     return f.name.upper()
 
 
+def _renamed(raw: dict, path: str) -> dict:
+    """``raw`` with the old names of :data:`RENAMED_KEYS` replaced by the new ones."""
+    renames = {old: new for old, new in RENAMED_KEYS.get(path, {}).items() if old in raw}
+    if not renames:
+        return raw
+    raw = dict(raw)
+    for old, new in renames.items():
+        if new in raw:
+            raise ParamsError(f"{path}.{old}: renamed {path}.{new}, which is also given; "
+                              f"keep only {path}.{new}")
+        logger.warning("%s.%s is now called %s.%s; read as such (rename it in the params file)",
+                       path, old, path, new)
+        raw[new] = raw.pop(old)
+    return raw
+
+
 def _parse_section(cls, raw: Any, path: str):
     if not isinstance(raw, dict):
         raise _fail(path, raw, "a mapping of keys")
     known = {_yaml_name(f): f for f in dataclasses.fields(cls)}
+    raw = _renamed(raw, path)
     for name in raw:
         if name not in known:
             hint = difflib.get_close_matches(str(name).upper(), known, n=1, cutoff=0.6)
@@ -388,7 +411,9 @@ class ExtractParams:
     min_halo_mass: float = key(number(0), "Lower M200c limit [M☉] for TNG groups/clusters.",
                                1e13, "1e14")
     max_halo_mass: float = key(number(0), "Upper M200c limit [M☉].", 1e16, "1e16")
-    split_seed: int = key(integer(0), "Seed of the FRACTION selection.", 42, "42")
+    selection_seed: int = key(integer(0), "Seed of the FRACTION selection (which objects are "
+                              "kept; prepare.SPLIT_SEED seeds the split draw). Formerly "
+                              "extract.SPLIT_SEED, still read with a warning.", 42, "42")
     use_cache: bool = key(boolean, "Reuse finished chunks of an earlier (interrupted) run.", True, "true")
     num_workers: int = key(integer(1), "Parallel worker processes (joblib).", 1, "8")
     joblib_backend: str = key(string(), "joblib backend: loky (local), or dask/ray on a cluster "

@@ -289,6 +289,9 @@ class _Migrator:
         for key in ("USE_CACHE", "NUM_WORKERS", "SIZE_CHUNKS"):
             if key in ex:
                 self.put(f"extract.{key}", "extract", key, ex[key])
+        if "SPLIT_SEED" in ex:
+            self.put("extract.SPLIT_SEED", "extract", "SELECTION_SEED", ex["SPLIT_SEED"],
+                     "seed of the FRACTION selection, renamed apart from prepare.SPLIT_SEED")
 
     def _unknown_fields(self, unknown: dict) -> None:
         for name, places in unknown.items():

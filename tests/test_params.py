@@ -64,6 +64,19 @@ def test_unknown_key_suggests(demo_raw):
         "did you mean 'FRACTION'")
 
 
+def test_old_extract_seed_name_is_read_with_a_warning(demo_raw, caplog):
+    """extract.SPLIT_SEED (the FRACTION selection seed) is now SELECTION_SEED, distinct
+    from prepare.SPLIT_SEED: the old name still works, saying so; both at once fail."""
+    raw = copy.deepcopy(demo_raw)
+    raw["extract"]["SPLIT_SEED"] = 5
+    with caplog.at_level("WARNING", logger="scripts.params"):
+        params = parse_params(raw)
+    assert params.extract.selection_seed == 5
+    assert params.prepare.split_seed == demo_raw["prepare"]["SPLIT_SEED"]
+    assert "extract.SPLIT_SEED is now called extract.SELECTION_SEED" in caplog.text
+    bad(demo_raw, lambda r: r["extract"].update(SPLIT_SEED=5, SELECTION_SEED=6),
+        "extract.SPLIT_SEED", "extract.SELECTION_SEED", "keep only")
+
 def test_unknown_nested_key(demo_raw):
     bad(demo_raw, lambda r: r["train"]["AUGMENTATION"].update(ROTATON=True),
         "train.AUGMENTATION.ROTATON", "did you mean 'ROTATION'")

@@ -300,7 +300,7 @@ def extract_dataset(extractor: Extractor, params: ExtractParams, out_root: Path)
     keys = pd.MultiIndex.from_frame(files[["snapshot", "object_id"]])
     has_fields = keys.isin(match.fields.index)
     objects = files.loc[has_fields, ["snapshot", "object_id"]].drop_duplicates()
-    chosen = objects[select_fraction(objects, spec.fraction, params.split_seed, spec.name)]
+    chosen = objects[select_fraction(objects, spec.fraction, params.selection_seed, spec.name)]
     chosen_keys = pd.MultiIndex.from_frame(chosen)
     work = files[keys.isin(chosen_keys)].reset_index(drop=True)
 
