@@ -22,6 +22,7 @@ import config
 from scripts.params import parse_params
 from scripts.preprocessing import extract
 from scripts.preprocessing.extractors import Extractor, make_extractor
+from scripts.preprocessing.image_preprocessing import process_image
 from scripts.preprocessing.kind_registry import KINDS, extractor_class
 from tests.conftest import ROOT, stage_env, write_params
 
@@ -404,14 +405,14 @@ def test_crops_beyond_the_frame_are_padded_with_the_frame_noise(small_params, sm
     # zero padding, asked for, does leave zero borders: the check above can fail
     file = table.loc[table["crop_outside_fraction"].idxmax(), "file"]
     crop = extractor_spec(small_params, PETRO_RADIUS_FACTOR=4)
-    zero = extract.process_image(str(raw_root / STELLAR / "images" / file), EXTNAMES, tuple("GRI"),
-                                 {**crop, "pad_mode": "constant"}, 32, {})
-    noise = extract.process_image(str(raw_root / STELLAR / "images" / file), EXTNAMES, tuple("GRI"),
-                                  crop, 32, {}, pad_seed=5)
+    zero = process_image(str(raw_root / STELLAR / "images" / file), EXTNAMES, tuple("GRI"),
+                         {**crop, "pad_mode": "constant"}, 32, {})
+    noise = process_image(str(raw_root / STELLAR / "images" / file), EXTNAMES, tuple("GRI"),
+                         crop, 32, {}, pad_seed=5)
     assert zero_borders(zero.image[None]).all()
     assert not zero_borders(noise.image[None]).any()
-    again = extract.process_image(str(raw_root / STELLAR / "images" / file), EXTNAMES, tuple("GRI"),
-                                  crop, 32, {}, pad_seed=5)
+    again = process_image(str(raw_root / STELLAR / "images" / file), EXTNAMES, tuple("GRI"),
+                         crop, 32, {}, pad_seed=5)
     np.testing.assert_array_equal(noise.image, again.image)
 
 

@@ -229,7 +229,8 @@ class Extractor:
         return size, mtime
 
     def load_spec(self, name: str) -> dict:
-        """How :func:`extract.process_image` reads the object named ``name``."""
+        """How :func:`~scripts.preprocessing.image_preprocessing.process_image` reads the
+        object named ``name``."""
         layout = self.spec.file_layout
         if layout == "band_files":
             return {"layout": layout, "paths": [None if p is None else str(p)
