@@ -1,4 +1,9 @@
-"""Build the whole mock universe: catalogues, images and ground truth in the real formats.
+"""Driver of the mock: runs every step for every dataset and writes the real formats.
+
+Steps: 1 :mod:`~scripts.mock.population` (initial conditions) → 2
+:mod:`~scripts.mock.physics` (galaxies at an epoch) → 3 :mod:`~scripts.mock.simulation`
+(group catalogues) → 4 :mod:`~scripts.mock.scene` (what each camera sees) → 5
+:mod:`~scripts.mock.jobs` (images rendered in parallel); then the ground truth.
 
 Writes (see the README, "The mock universe"):
 
