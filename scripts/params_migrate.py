@@ -141,7 +141,7 @@ class _Migrator:
     # ------------------------------------------------------------------ fields
     def _tng_fields(self) -> set[str]:
         from TNG import FIELDS
-        from scripts.preprocessing.extractors import image_field_names
+        from scripts.preprocessing.dataset_kinds import image_field_names
         return set(FIELDS) | set(image_field_names(self.new["extract"].get("FILTERS") or []))
 
     def rename_fields(self, names, dataset: str | None, where: str, unknown: dict) -> list | None:

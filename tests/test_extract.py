@@ -21,7 +21,7 @@ from astropy.io import fits
 import config
 from scripts.params import parse_params
 from scripts.preprocessing import extract
-from scripts.preprocessing.extractors import Extractor, make_extractor
+from scripts.preprocessing.dataset_kinds import Extractor, make_extractor
 from scripts.preprocessing.image_preprocessing import process_image
 from scripts.preprocessing.kind_registry import KINDS, extractor_class
 from tests.conftest import ROOT, stage_env, write_params

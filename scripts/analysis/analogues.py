@@ -170,7 +170,7 @@ def fits_reader(params, observed: str, raw_root: Path, illustris_root: Path) -> 
     named like the dataset's images gets the padding noise seed extract gives it (its
     identity), so an image already in the dataset is processed exactly as it was stored.
     """
-    from scripts.preprocessing.extractors import IDENTITY, make_extractor
+    from scripts.preprocessing.dataset_kinds import IDENTITY, make_extractor
     from scripts.preprocessing.image_preprocessing import process_image
     from scripts.preprocessing.noise import identity_seed
 

@@ -49,7 +49,7 @@ from tqdm import tqdm
 import config
 from scripts.params import DatasetSpec, ExtractParams
 from scripts.preprocessing.croppers import outside_summary
-from scripts.preprocessing.extractors import IDENTITY, Extractor, image_field_names, make_extractor
+from scripts.preprocessing.dataset_kinds import IDENTITY, Extractor, image_field_names, make_extractor
 from scripts.preprocessing.image_preprocessing import PROCESSING_VERSION, ImageResult, process_image
 from scripts.preprocessing.noise import identity_seed
 from scripts.stage import run_stage

@@ -5,7 +5,7 @@ fills per-dataset defaults without importing pandas or TensorFlow) and the extra
 (which builds the kind's extractor). It imports nothing beyond the standard library, so
 :mod:`scripts.params` stays cheap to import.
 
-Add a dataset kind: subclass :class:`scripts.preprocessing.extractors.Extractor`, then add
+Add a dataset kind: subclass :class:`scripts.preprocessing.dataset_kinds.Extractor`, then add
 one :class:`DatasetKind` entry here naming that class (see README, "Add your own dataset").
 """
 from __future__ import annotations
@@ -44,21 +44,21 @@ KINDS: dict[str, DatasetKind] = {
         band_extname="SUBARU_HSC.{filter}",
         cropper="petrosian",
         simulated=True,
-        extractor="scripts.preprocessing.extractors:TNGStellarExtractor"),
+        extractor="scripts.preprocessing.dataset_kinds:TNGStellarExtractor"),
     "survey": DatasetKind(
         description="observed cut-outs + catalogue",
         file_pattern=r"^(?P<object_id>\d+)_.*\.fits$",
         band_extname="SUBARU_HSC.{filter}",
         cropper="petrosian",
         simulated=False,
-        extractor="scripts.preprocessing.extractors:SurveyExtractor"),
+        extractor="scripts.preprocessing.dataset_kinds:SurveyExtractor"),
     "tng_xray": DatasetKind(
         description="TNG group X-ray maps",
         file_pattern=r"^xray_(?P<snapshot>\d+)-(?P<object_id>\d+)_v(?P<projection>\d+)_.*\.fits$",
         band_extname="XRAY_{filter}",
         cropper="r200c",
         simulated=True,
-        extractor="scripts.preprocessing.extractors:TNGXrayExtractor"),
+        extractor="scripts.preprocessing.dataset_kinds:TNGXrayExtractor"),
 }
 
 

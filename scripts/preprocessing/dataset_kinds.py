@@ -402,7 +402,7 @@ class SurveyExtractor(Extractor):
         import astropy.units as u
         from astropy.coordinates import SkyCoord
 
-        from scripts.preprocessing.bands import BadImageError, sky_position
+        from scripts.preprocessing.fits_bands import BadImageError, sky_position
 
         catalogue = self.read_catalogue()
         path = self.catalogue_path()
