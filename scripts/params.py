@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import logging
 import math
+import numbers
 import re
 import sys
 from dataclasses import dataclass, field
@@ -94,7 +95,7 @@ def number(lo: float = -math.inf, hi: float = math.inf, lo_open=False, hi_open=F
                 value = float(value)
             except ValueError:
                 raise _fail(path, value, expected) from None
-        if not isinstance(value, (int, float)) or math.isnan(value):
+        if not isinstance(value, numbers.Real) or math.isnan(value):
             raise _fail(path, value, expected)
         value = float(value)
         if value < lo or value > hi or (lo_open and value == lo) or (hi_open and value == hi):
@@ -164,6 +165,47 @@ def pair(inner, ordered: bool = True):
         return (lo, hi)
     conv.describe = "[low, high]"
     return conv
+
+
+def ranges(inner):
+    """One [low, high] range for every band, or a list with one range per band."""
+    one = pair(inner)
+
+    def conv(value, path):
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, (list, tuple))
+                                                              for v in value):
+            return tuple(one(v, f"{path}[{i}]") for i, v in enumerate(value))
+        return one(value, path)
+    conv.describe = "[low, high], or one such pair per band"
+    return conv
+
+
+def rotation_limit(value, path):
+    """true (any angle), false (none) or the largest angle in degrees."""
+    if isinstance(value, bool):
+        return value
+    try:
+        return number(0, 180)(value, path)
+    except ParamsError:
+        raise _fail(path, value, "true/false or a largest angle in degrees in [0, 180]") from None
+
+
+rotation_limit.describe = "true/false or degrees in [0, 180]"
+
+
+#: Tracking backends ``tracking.BACKENDS`` may name (``none``: log nothing).
+TRACKING_BACKENDS = ("mlflow", "tensorboard", "none")
+
+
+def tracking_backends(value, path):
+    """Names among :data:`TRACKING_BACKENDS`, repeats dropped; ``none`` only alone."""
+    names = list_of(string(TRACKING_BACKENDS), min_length=1)(value, path)
+    if "none" in names and len(set(names)) > 1:
+        raise _fail(path, value, "'none' alone, or backends without 'none'")
+    return tuple(dict.fromkeys(names))
+
+
+tracking_backends.describe = "list of " + "/".join(TRACKING_BACKENDS) + " (none alone)"
 
 
 def regex(value, path):
@@ -521,7 +563,8 @@ class PrepareParams:
 
 @dataclass(frozen=True, kw_only=True)
 class AugmentationParams:
-    rotation: bool = key(boolean, "Rotate by a uniform angle in [0, 360°).", True, "true")
+    rotation: bool | float = key(rotation_limit, "Rotate by a uniform angle: true = any angle, false = "
+                                 "none, or a number = up to ± that many degrees.", True, "true")
     flip: bool = key(boolean, "Random horizontal and vertical flips.", True, "true")
     zoom: tuple = key(pair(number(0, lo_open=True)), "Zoom factor range (>1 zooms in).",
                       (1.0, 1.3), "[1.0, 1.3]")
@@ -529,11 +572,12 @@ class AugmentationParams:
                            0.05, "0.05")
     blur_sigma: tuple = key(pair(number(0)), "PSF-like Gaussian blur σ range [px].",
                             (0.0, 1.0), "[0.0, 1.5]")
-    noise_std: tuple = key(pair(number(0)), "Gaussian noise σ range, in image units (e.g. "
-                           "nanomaggies): added before the normalisation stretch.",
-                           (0.0, 0.05), "[0.0, 0.05]")
-    flux_scale: tuple = key(pair(number(0, lo_open=True)), "Per-band flux scale range "
-                            "(log-uniform).", (0.9, 1.1), "[0.8, 1.25]")
+    noise_std: tuple = key(ranges(number(0)), "Gaussian noise σ range, in image units (e.g. "
+                           "nanomaggies): added before the normalisation stretch; one range "
+                           "for all bands or one per band.", (0.0, 0.05), "[0.0, 0.05]")
+    flux_scale: tuple = key(ranges(number(0, lo_open=True)), "Per-band flux scale range "
+                            "(log-uniform); one range for all bands or one per band.",
+                            (0.9, 1.1), "[0.8, 1.25]")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -722,9 +766,8 @@ class InferParams:
 
 @dataclass(frozen=True, kw_only=True)
 class TrackingParams:
-    backends: tuple = key(list_of(string(("mlflow", "tensorboard", "none")), min_length=1),
-                          "Tracking backends, several allowed.", ("mlflow", "tensorboard"),
-                          "[mlflow, tensorboard]")
+    backends: tuple = key(tracking_backends, "Tracking backends, several allowed; none alone "
+                          "logs nothing.", ("mlflow", "tensorboard"), "[mlflow, tensorboard]")
     experiment: str = key(string(), "MLflow experiment name.", "galaxy-clr", "galaxy-clr")
     tags: dict = key(mapping(string(), lambda v, p: str(v)), "Tags added to every run.", {},
                      "{survey: HSC}")
@@ -782,6 +825,13 @@ NEPTUNE_MESSAGE = (
 
 #: sections only the original pipeline's params files have (converted by
 #: ``python -m scripts.params --migrate``, see scripts/params_migrate.py)
+def parse_section(cls, raw: Any, path: str):
+    """One schema section from a mapping (YAML names), e.g. a library config built from a
+    dict (:meth:`scripts.model.augment.AugmentConfig.from_dict`); raises
+    :class:`ParamsError` naming ``path`` and the key."""
+    return _parse_section(cls, raw, path)
+
+
 ORIGINAL_ONLY_SECTIONS = ("data", "train_clr", "train_cinn", "train_mlp", "model", "losses",
                           "params_opt", "sample_posterior", "peak_detection")
 

@@ -77,6 +77,22 @@ def test_old_extract_seed_name_is_read_with_a_warning(demo_raw, caplog):
     bad(demo_raw, lambda r: r["extract"].update(SPLIT_SEED=5, SELECTION_SEED=6),
         "extract.SPLIT_SEED", "extract.SELECTION_SEED", "keep only")
 
+def test_tracking_backends_and_augmentation_ranges(demo_raw):
+    """Rules the tracker factory and the augmentations rely on live in the schema."""
+    bad(demo_raw, lambda r: r.setdefault("tracking", {}).update(BACKENDS=["none", "mlflow"]),
+        "tracking.BACKENDS", "'none' alone")
+    raw = copy.deepcopy(demo_raw)
+    raw.setdefault("tracking", {})["BACKENDS"] = ["mlflow", "mlflow", "tensorboard"]
+    raw["train"]["AUGMENTATION"].update(ROTATION=30, NOISE_STD=[[0, 0.1], [0, 0.2], [0, 0.3]])
+    params = parse_params(raw)
+    assert params.tracking.backends == ("mlflow", "tensorboard")
+    assert params.train.augmentation.rotation == 30.0
+    assert params.train.augmentation.noise_std == ((0, 0.1), (0, 0.2), (0, 0.3))
+    bad(demo_raw, lambda r: r["train"]["AUGMENTATION"].update(ROTATION=270),
+        "train.AUGMENTATION.ROTATION", "degrees in [0, 180]")
+    bad(demo_raw, lambda r: r["train"]["AUGMENTATION"].update(FLUX_SCALE=[[1, 2], [0, 1]]),
+        "train.AUGMENTATION.FLUX_SCALE[1][0]")
+
 def test_unknown_nested_key(demo_raw):
     bad(demo_raw, lambda r: r["train"]["AUGMENTATION"].update(ROTATON=True),
         "train.AUGMENTATION.ROTATON", "did you mean 'ROTATION'")
