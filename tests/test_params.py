@@ -197,6 +197,19 @@ def test_neptune_section_explains_shutdown(demo_raw):
     assert "BACKENDS" in message
 
 
+def test_neptune_message_gives_a_tracking_section_that_parses(demo_raw):
+    """The one Neptune message (scripts.params) shows a replacement that today's loader
+    accepts: the same file with that section instead of 'neptune:' validates."""
+    message = bad(demo_raw, lambda r: r.update(neptune={"project_name": "x"}), "neptune")
+    snippet = message[message.index("  tracking:"):message.index("and remove")]
+    raw = copy.deepcopy(demo_raw)
+    raw.pop("tracking", None)
+    raw.update(yaml.safe_load(snippet.replace("<name>", "galaxy-clr")))
+    params = parse_params(raw)
+    assert params.tracking.backends == ("mlflow", "tensorboard")
+    assert params.tracking.experiment == "galaxy-clr"
+
+
 def test_none_string_accepted_like_original(demo_raw):
     raw = copy.deepcopy(demo_raw)
     raw["extract"]["SNAPSHOTS"][2] = "None"
