@@ -51,6 +51,10 @@ CC_CLASSES = {0: "SCC", 1: "WCC", 2: "NCC"}
 #: Suffix of the flag twin of each criterion.
 FLAG_SUFFIX = "_flag"
 
+#: The criteria of the Lehle et al. (2024) file (each with its ``_flag`` twin).
+CRITERIA = ("centralCoolingTime", "centralEntropy", "centraleNumDens", "concentrationPhys",
+            "concentrationScaled", "slopeeNumDens")
+
 
 class CCCriteria:
     """Reader of a ``CCcriteria.hdf5`` file (see module docstring for the layout)."""
@@ -81,6 +85,29 @@ class CCCriteria:
                 self._halo_ids = f["HaloIDs"][()].astype(np.int64)
         return self._halo_ids
 
+    def _checked(self, f: h5py.File, name: str, n_halos: int) -> h5py.Dataset:
+        """Dataset ``name`` of the open file, checked to be (n_halos, n_snapshots)."""
+        ds = f[name]
+        if ds.ndim != 2 or ds.shape[0] != n_halos:
+            raise ValueError(f"{self.path}:{name} has shape {ds.shape}; expected "
+                             f"({n_halos}, n_snapshots)")
+        return ds
+
+    def read_all(self) -> dict[str, np.ndarray]:
+        """Every dataset over all snapshots, as stored, for callers that copy whole rows
+        (the mock universe). Checks that ``HaloIDs``, each of :data:`CRITERIA` and its
+        flag twin are present, the arrays (len(HaloIDs), n_snapshots)."""
+        n_halos = len(self.halo_ids)
+        need = [*CRITERIA, *(c + FLAG_SUFFIX for c in CRITERIA)]
+        with self._open() as f:
+            missing = [k for k in need if k not in f]
+            if missing:
+                raise KeyError(f"{self.path}: missing datasets {missing}; expected "
+                               f"HaloIDs and {need}")
+            out = {name: self._checked(f, name, n_halos)[()] for name in need}
+            out.update({k: f[k][()] for k in f if k not in out})
+        return out
+
     def criteria(self) -> list[str]:
         """Names of the criteria (datasets other than HaloIDs and the flags)."""
         with self._open() as f:
@@ -107,10 +134,7 @@ class CCCriteria:
                 if name not in f:
                     raise KeyError(f"dataset {name!r} not in {self.path} "
                                    f"(has: {sorted(f.keys())})")
-                ds = f[name]
-                if ds.ndim != 2 or ds.shape[0] != len(file_ids):
-                    raise ValueError(f"{self.path}:{name} has shape {ds.shape}; expected "
-                                     f"({len(file_ids)}, n_snapshots)")
+                ds = self._checked(f, name, len(file_ids))
                 if not 0 <= snapshot < ds.shape[1]:
                     raise IndexError(f"snapshot {snapshot} outside the snapshot axis "
                                      f"(0..{ds.shape[1] - 1}) of {self.path}:{name}")

@@ -15,15 +15,26 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 
+#: Snapshots of every IllustrisTNG run (0 … 99, snapshot 99 is z = 0).
+TNG_SNAPSHOTS = 100
+
+
 def load_snapshot_redshifts(path: str | Path) -> np.ndarray:
-    """Read the table: returns z per snapshot (float64, index = snapshot number)."""
+    """Read the table: returns z per snapshot (float64, index = snapshot number).
+
+    Checked once here for every reader (catalogue FIELDS and the mock universe): at least
+    :data:`TNG_SNAPSHOTS` lines, each one finite non-negative redshift.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"snapshot→redshift table {path} not found (expected one redshift per line, "
             "line n = snapshot n; see config.snapshot_redshifts_path)")
     z = np.loadtxt(path, dtype=np.float64, ndmin=1)
-    if z.ndim != 1 or len(z) == 0 or not np.all(np.isfinite(z)) or np.any(z < 0):
+    if z.ndim != 1 or len(z) < TNG_SNAPSHOTS:
+        raise ValueError(f"{path}: expected ≥{TNG_SNAPSHOTS} lines with one redshift each "
+                         f"(line n = snapshot n), got shape {z.shape}")
+    if not np.all(np.isfinite(z)) or np.any(z < 0):
         raise ValueError(f"{path}: expected one finite non-negative redshift per line")
     return z
 

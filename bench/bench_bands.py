@@ -10,15 +10,16 @@ Reads bands G, R, I of ``--n`` copies of two layouts:
 Three readers, timed in alternating rounds (machine-load drift hits all alike; the median
 round is reported):
 
-* ``new``: :func:`scripts.preprocessing.bands.load_bands` (fitsio; validation, NaN checks,
+* ``new``: :func:`scripts.preprocessing.fits_bands.load_bands` (fitsio; validation, NaN checks,
   meta);
 * ``old``: the astropy implementation, copied below (lazily loaded HDUList, every header
   parsed to index EXTNAMEs), same validation — the like-for-like baseline;
 * ``naive``: plain ``fits.open`` + ``hdul[name].data`` (what a straightforward loop does,
   no validation).
 
-* ``rev`` (with ``--rev REV``): ``load_bands`` of ``scripts/preprocessing/bands.py`` as of
-  git revision REV (e.g. ``dc4ab6f``, the hand-written header scanner fitsio replaced).
+* ``rev`` (with ``--rev REV``): ``load_bands`` of ``scripts/preprocessing/fits_bands.py``
+  (``bands.py`` before its rename) as of git revision REV (e.g. ``dc4ab6f``, the
+  hand-written header scanner fitsio replaced).
 
 Before timing, every reader must give the cube and meta of ``new`` on both layouts.
 
@@ -44,10 +45,10 @@ import numpy as np
 from astropy.io import fits
 
 import config
-from scripts.preprocessing import bands
-from scripts.preprocessing.bands import (BadImageError, BandImage, _check_band, _check_file,
-                                         _check_mandatory, _data_end, _header_failure,
-                                         meta_from_header)
+from scripts.preprocessing import fits_bands as bands
+from scripts.preprocessing.fits_bands import (BadImageError, BandImage, _check_band, _check_file,
+                                              _check_mandatory, _data_end, _header_failure,
+                                              meta_from_header)
 
 logger = logging.getLogger("bench.bench_bands")
 
@@ -149,10 +150,18 @@ def make_files(root: Path, n: int) -> dict[str, list[Path]]:
 
 
 def load_at_revision(rev: str, root: Path):
-    """``load_bands`` of scripts/preprocessing/bands.py at git revision ``rev``."""
-    source = subprocess.run(["git", "show", f"{rev}:scripts/preprocessing/bands.py"],
-                            cwd=Path(__file__).resolve().parents[1], check=True,
-                            capture_output=True, text=True).stdout
+    """``load_bands`` of the FITS band reader at git revision ``rev``
+    (scripts/preprocessing/fits_bands.py, called bands.py before its rename)."""
+    for name in ("fits_bands.py", "bands.py"):
+        shown = subprocess.run(["git", "show", f"{rev}:scripts/preprocessing/{name}"],
+                               cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                               text=True)
+        if shown.returncode == 0:
+            break
+    else:
+        raise ValueError(f"--rev {rev}: no scripts/preprocessing/fits_bands.py or bands.py "
+                         f"there ({shown.stderr.strip()})")
+    source = shown.stdout
     path = root / f"bands_{rev}.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location(f"bands_{rev}", path)
@@ -186,7 +195,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=300, help="files per layout")
     parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
-    parser.add_argument("--rev", help="also time bands.py as of this git revision")
+    parser.add_argument("--rev", help="also time the FITS band reader as of this git revision")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     readers = {"new": bands.load_bands, "old": old_load_bands, "naive": naive_read}

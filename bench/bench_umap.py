@@ -21,7 +21,7 @@ import time
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-from scripts.analysis.maps import fit_umap
+from scripts.analysis.embedding_maps import fit_umap
 
 logger = logging.getLogger("bench.bench_umap")
 

@@ -50,7 +50,7 @@ from scripts.analysis.baselines import (FEATURE_SETS, WITH_Z, combine, filled, p
                                         photometry_features, pooled_pixel_pca, with_redshift)
 from scripts.analysis.drivers import driver_r2, pixel_baseline_features
 from scripts.analysis.interactive_map import INTERACTIVE_MAP, write_interactive_map
-from scripts.analysis.maps import fit_pca, fit_umap, thumbnail_grid
+from scripts.analysis.embedding_maps import fit_pca, fit_umap, thumbnail_grid
 from scripts.analysis.permanence import object_permanence
 from scripts.analysis.realism import compare_sets, summarise
 from scripts.analysis.report import Section, flat_metrics, write_metrics, write_report

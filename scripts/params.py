@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import logging
 import math
+import numbers
 import re
 import sys
 from dataclasses import dataclass, field
@@ -24,9 +26,15 @@ from typing import Any, Callable
 
 import yaml
 
+from scripts.preprocessing.kind_registry import KINDS
+
+logger = logging.getLogger(__name__)
+
 REQUIRED = object()
+#: Keys renamed since: section → {old YAML name: new YAML name}. The old name is read as the
+#: new one with a warning; giving both is an error.
+RENAMED_KEYS = {"extract": {"SPLIT_SEED": "SELECTION_SEED"}}
 SPLITS = ("train", "validation", "test")
-EXTRACTORS = ("tng_stellar", "survey", "tng_xray")
 CROPPERS = ("petrosian", "r200c", "fraction", "none")
 #: How a dataset's bands are stored: one multi-extension file per object with one HDU per
 #: band (``extensions``), one file per object and band (``band_files``, e.g. the HSC-SSP
@@ -35,25 +43,6 @@ FILE_LAYOUTS = ("extensions", "band_files", "cube")
 #: How images are joined with a survey catalogue: by the object id in the file name, or by
 #: sky position (the image's WCS centre or RA/DEC header keys) within MATCH_RADIUS_ARCSEC.
 CATALOGUE_MATCHES = ("id", "sky")
-
-#: Default file-name patterns per extractor kind. Named groups give the identity of
-#: every image; ``snapshot`` and ``projection`` are optional (0 when absent).
-DEFAULT_FILE_PATTERNS = {
-    # real SKIRT/HSC archive and the original pipeline's convention
-    "tng_stellar": (
-        r"^(?:shalo_(?P<snapshot>\d+)-(?P<object_id>\d+)_v(?P<projection>\d+)_.*"
-        r"|snap_(?P<snapshot2>\d+)-(?P<object_id2>\d+)_(?P<projection2>\d+))\.fits$"
-    ),
-    "survey": r"^(?P<object_id>\d+)_.*\.fits$",
-    "tng_xray": r"^xray_(?P<snapshot>\d+)-(?P<object_id>\d+)_v(?P<projection>\d+)_.*\.fits$",
-}
-#: Default EXTNAME template per extractor kind (``{filter}`` is replaced by the band).
-DEFAULT_BAND_EXTNAMES = {
-    "tng_stellar": "SUBARU_HSC.{filter}",
-    "survey": "SUBARU_HSC.{filter}",
-    "tng_xray": "XRAY_{filter}",
-}
-
 
 #: ``train.METHOD`` choices.
 TRAIN_METHODS = ("simclr", "nnclr")
@@ -122,7 +111,7 @@ def number(lo: float = -math.inf, hi: float = math.inf, lo_open=False, hi_open=F
                 value = float(value)
             except ValueError:
                 raise _fail(path, value, expected) from None
-        if not isinstance(value, (int, float)) or math.isnan(value):
+        if not isinstance(value, numbers.Real) or math.isnan(value):
             raise _fail(path, value, expected)
         value = float(value)
         if value < lo or value > hi or (lo_open and value == lo) or (hi_open and value == hi):
@@ -194,6 +183,47 @@ def pair(inner, ordered: bool = True):
     return conv
 
 
+def ranges(inner):
+    """One [low, high] range for every band, or a list with one range per band."""
+    one = pair(inner)
+
+    def conv(value, path):
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, (list, tuple))
+                                                              for v in value):
+            return tuple(one(v, f"{path}[{i}]") for i, v in enumerate(value))
+        return one(value, path)
+    conv.describe = "[low, high], or one such pair per band"
+    return conv
+
+
+def rotation_limit(value, path):
+    """true (any angle), false (none) or the largest angle in degrees."""
+    if isinstance(value, bool):
+        return value
+    try:
+        return number(0, 180)(value, path)
+    except ParamsError:
+        raise _fail(path, value, "true/false or a largest angle in degrees in [0, 180]") from None
+
+
+rotation_limit.describe = "true/false or degrees in [0, 180]"
+
+
+#: Tracking backends ``tracking.BACKENDS`` may name (``none``: log nothing).
+TRACKING_BACKENDS = ("mlflow", "tensorboard", "none")
+
+
+def tracking_backends(value, path):
+    """Names among :data:`TRACKING_BACKENDS`, repeats dropped; ``none`` only alone."""
+    names = list_of(string(TRACKING_BACKENDS), min_length=1)(value, path)
+    if "none" in names and len(set(names)) > 1:
+        raise _fail(path, value, "'none' alone, or backends without 'none'")
+    return tuple(dict.fromkeys(names))
+
+
+tracking_backends.describe = "list of " + "/".join(TRACKING_BACKENDS) + " (none alone)"
+
+
 def regex(value, path):
     value = string()(value, path)
     try:
@@ -261,10 +291,27 @@ def _yaml_name(f: dataclasses.Field) -> str:
     return f.name.upper()
 
 
+def _renamed(raw: dict, path: str) -> dict:
+    """``raw`` with the old names of :data:`RENAMED_KEYS` replaced by the new ones."""
+    renames = {old: new for old, new in RENAMED_KEYS.get(path, {}).items() if old in raw}
+    if not renames:
+        return raw
+    raw = dict(raw)
+    for old, new in renames.items():
+        if new in raw:
+            raise ParamsError(f"{path}.{old}: renamed {path}.{new}, which is also given; "
+                              f"keep only {path}.{new}")
+        logger.warning("%s.%s is now called %s.%s; read as such (rename it in the params file)",
+                       path, old, path, new)
+        raw[new] = raw.pop(old)
+    return raw
+
+
 def _parse_section(cls, raw: Any, path: str):
     if not isinstance(raw, dict):
         raise _fail(path, raw, "a mapping of keys")
     known = {_yaml_name(f): f for f in dataclasses.fields(cls)}
+    raw = _renamed(raw, path)
     for name in raw:
         if name not in known:
             hint = difflib.get_close_matches(str(name).upper(), known, n=1, cutoff=0.6)
@@ -324,9 +371,9 @@ class ExtractParams:
     datasets: tuple = key(list_of(string(pattern=r"[A-Za-z0-9_.\-]+"), min_length=1, unique=True),
                           "Dataset names; images are read from dataset_raw/<DATASET>/images/.",
                           example="[MOCK_FIDUCIAL, MOCK_HSC]")
-    extractors: tuple = key(list_of(string(EXTRACTORS)),
-                            "Extractor kind per dataset: tng_stellar (TNG stellar-light mocks), "
-                            "survey (observed cut-outs + catalogue), tng_xray (TNG group X-ray maps).",
+    extractors: tuple = key(list_of(string(tuple(KINDS))),
+                            "Extractor kind per dataset: "
+                            + ", ".join(f"{k} ({v.description})" for k, v in KINDS.items()) + ".",
                             example="[tng_stellar, survey]", per_dataset=True)
     simulations: tuple | None = key(optional(list_of(optional(string()))),
                                     "TNG simulation folder under config.illustris_path per dataset "
@@ -422,7 +469,9 @@ class ExtractParams:
     min_halo_mass: float = key(number(0), "Lower M200c limit [M☉] for TNG groups/clusters.",
                                1e13, "1e14")
     max_halo_mass: float = key(number(0), "Upper M200c limit [M☉].", 1e16, "1e16")
-    split_seed: int = key(integer(0), "Seed of the FRACTION selection.", 42, "42")
+    selection_seed: int = key(integer(0), "Seed of the FRACTION selection (which objects are "
+                              "kept; prepare.SPLIT_SEED seeds the split draw). Formerly "
+                              "extract.SPLIT_SEED, still read with a warning.", 42, "42")
     use_cache: bool = key(boolean, "Reuse finished chunks of an earlier (interrupted) run.", True, "true")
     num_workers: int = key(integer(1), "Parallel worker processes (joblib).", 1, "8")
     joblib_backend: str = key(string(), "joblib backend: loky (local), or dask/ray on a cluster "
@@ -438,13 +487,13 @@ class ExtractParams:
             kind = self.extractors[i]
             filters = self.filters[i] if isinstance(self.filters[0], tuple) else self.filters
             layout = (self.file_layouts or [None] * n)[i] or "extensions"
-            default_ext = "IMAGE" if layout == "band_files" else DEFAULT_BAND_EXTNAMES[kind]
+            default_ext = "IMAGE" if layout == "band_files" else KINDS[kind].band_extname
             ext = (self.band_extnames or [None] * n)[i] or default_ext
             if isinstance(ext, str):
                 band_map = {f: ext.format(filter=f) for f in filters}
             else:
                 band_map = dict(ext)
-            cropper = (self.croppers or [None] * n)[i] or ("r200c" if kind == "tng_xray" else "petrosian")
+            cropper = (self.croppers or [None] * n)[i] or KINDS[kind].cropper
             specs.append(DatasetSpec(
                 name=name, extractor=kind,
                 simulation=(self.simulations or [None] * n)[i],
@@ -452,7 +501,7 @@ class ExtractParams:
                 fields=self.fields[i], load=self.load[i], fraction=self.fraction[i],
                 num_projections=self.num_projections[i], filters=tuple(filters),
                 band_extnames=band_map,
-                file_pattern=(self.file_patterns or [None] * n)[i] or DEFAULT_FILE_PATTERNS[kind],
+                file_pattern=(self.file_patterns or [None] * n)[i] or KINDS[kind].file_pattern,
                 catalogue=(self.catalogues or [None] * n)[i], cropper=cropper,
                 file_layout=layout,
                 cube_bands=(self.cube_bands or [None] * n)[i],
@@ -530,7 +579,8 @@ class PrepareParams:
 
 @dataclass(frozen=True, kw_only=True)
 class AugmentationParams:
-    rotation: bool = key(boolean, "Rotate by a uniform angle in [0, 360°).", True, "true")
+    rotation: bool | float = key(rotation_limit, "Rotate by a uniform angle: true = any angle, false = "
+                                 "none, or a number = up to ± that many degrees.", True, "true")
     flip: bool = key(boolean, "Random horizontal and vertical flips.", True, "true")
     zoom: tuple = key(pair(number(0, lo_open=True)), "Zoom factor range (>1 zooms in).",
                       (1.0, 1.3), "[1.0, 1.3]")
@@ -538,11 +588,12 @@ class AugmentationParams:
                            0.05, "0.05")
     blur_sigma: tuple = key(pair(number(0)), "PSF-like Gaussian blur σ range [px].",
                             (0.0, 1.0), "[0.0, 1.5]")
-    noise_std: tuple = key(pair(number(0)), "Gaussian noise σ range, in image units (e.g. "
-                           "nanomaggies): added before the normalisation stretch.",
-                           (0.0, 0.05), "[0.0, 0.05]")
-    flux_scale: tuple = key(pair(number(0, lo_open=True)), "Per-band flux scale range "
-                            "(log-uniform).", (0.9, 1.1), "[0.8, 1.25]")
+    noise_std: tuple = key(ranges(number(0)), "Gaussian noise σ range, in image units (e.g. "
+                           "nanomaggies): added before the normalisation stretch; one range "
+                           "for all bands or one per band.", (0.0, 0.05), "[0.0, 0.05]")
+    flux_scale: tuple = key(ranges(number(0, lo_open=True)), "Per-band flux scale range "
+                            "(log-uniform); one range for all bands or one per band.",
+                            (0.9, 1.1), "[0.8, 1.25]")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -738,9 +789,8 @@ class InferParams:
 
 @dataclass(frozen=True, kw_only=True)
 class TrackingParams:
-    backends: tuple = key(list_of(string(("mlflow", "tensorboard", "none")), min_length=1),
-                          "Tracking backends, several allowed.", ("mlflow", "tensorboard"),
-                          "[mlflow, tensorboard]")
+    backends: tuple = key(tracking_backends, "Tracking backends, several allowed; none alone "
+                          "logs nothing.", ("mlflow", "tensorboard"), "[mlflow, tensorboard]")
     experiment: str = key(string(), "MLflow experiment name.", "galaxy-clr", "galaxy-clr")
     tags: dict = key(mapping(string(), lambda v, p: str(v)), "Tags added to every run.", {},
                      "{survey: HSC}")
@@ -798,6 +848,13 @@ NEPTUNE_MESSAGE = (
 
 #: sections only the original pipeline's params files have (converted by
 #: ``python -m scripts.params --migrate``, see scripts/params_migrate.py)
+def parse_section(cls, raw: Any, path: str):
+    """One schema section from a mapping (YAML names), e.g. a library config built from a
+    dict (:meth:`scripts.model.augment.AugmentConfig.from_dict`); raises
+    :class:`ParamsError` naming ``path`` and the key."""
+    return _parse_section(cls, raw, path)
+
+
 ORIGINAL_ONLY_SECTIONS = ("data", "train_clr", "train_cinn", "train_mlp", "model", "losses",
                           "params_opt", "sample_posterior", "peak_detection")
 
@@ -854,7 +911,7 @@ def _validate(p: Params) -> None:
             raise ParamsError(f"extract.FILE_PATTERNS[{i}]: dataset {spec.name} has FILE_LAYOUTS "
                               "band_files; its pattern needs a named group (?P<filter>…) giving "
                               "the band of each file")
-        if spec.catalogue_match == "sky" and spec.extractor != "survey":
+        if spec.catalogue_match == "sky" and KINDS[spec.extractor].simulated:
             raise ParamsError(f"extract.CATALOGUE_MATCH[{i}]: sky matching needs a survey "
                               f"catalogue; dataset {spec.name} uses extractor {spec.extractor}")
         if spec.catalogue_match == "id" and not any(g.rstrip("0123456789") == "object_id"
@@ -868,7 +925,7 @@ def _validate(p: Params) -> None:
         if spec.file_layout == "cube" and ex.mask_bits is not None and spec.cropper == "petrosian":
             raise ParamsError(f"extract.MASK_BITS = {ex.mask_bits}: dataset {spec.name} has "
                               "FILE_LAYOUTS cube, which has no mask planes; set MASK_BITS to null")
-        if spec.extractor in ("tng_stellar", "tng_xray") and not spec.simulation:
+        if KINDS[spec.extractor].simulated and not spec.simulation:
             raise ParamsError(f"extract.SIMULATIONS[{i}]: dataset {spec.name} uses extractor "
                               f"{spec.extractor} and needs a TNG simulation folder name")
         if ex.petro_reference_band is not None and spec.cropper == "petrosian" \

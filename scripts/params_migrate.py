@@ -141,7 +141,7 @@ class _Migrator:
     # ------------------------------------------------------------------ fields
     def _tng_fields(self) -> set[str]:
         from TNG import FIELDS
-        from scripts.preprocessing.extractors import image_field_names
+        from scripts.preprocessing.dataset_kinds import image_field_names
         return set(FIELDS) | set(image_field_names(self.new["extract"].get("FILTERS") or []))
 
     def rename_fields(self, names, dataset: str | None, where: str, unknown: dict) -> list | None:
@@ -289,6 +289,9 @@ class _Migrator:
         for key in ("USE_CACHE", "NUM_WORKERS", "SIZE_CHUNKS"):
             if key in ex:
                 self.put(f"extract.{key}", "extract", key, ex[key])
+        if "SPLIT_SEED" in ex:
+            self.put("extract.SPLIT_SEED", "extract", "SELECTION_SEED", ex["SPLIT_SEED"],
+                     "seed of the FRACTION selection, renamed apart from prepare.SPLIT_SEED")
 
     def _unknown_fields(self, unknown: dict) -> None:
         for name, places in unknown.items():

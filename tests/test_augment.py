@@ -218,10 +218,12 @@ def test_config_from_dict_round_trip_and_errors():
     assert AugmentConfig(rotation=False).rotation == 0.0 and AugmentConfig().rotation == 180.0
     with pytest.raises(ValueError, match="unknown key"):
         AugmentConfig.from_dict({"hue": 0.1})
-    with pytest.raises(ValueError, match="zoom"):
+    with pytest.raises(ValueError, match="train.AUGMENTATION.ZOOM"):
         AugmentConfig(zoom=(1.2, 0.8))
-    with pytest.raises(ValueError, match="flux_scale"):
+    with pytest.raises(ValueError, match="train.AUGMENTATION.FLUX_SCALE"):
         AugmentConfig(flux_scale=(0.0, 1.0))
+    with pytest.raises(ValueError, match="train.AUGMENTATION.ROTATION.*degrees in \\[0, 180\\]"):
+        AugmentConfig(rotation=200)
     with pytest.raises(ValueError, match="2 per-band ranges but the images have 5 bands"):
         augment_batch(random_images(), cfg, seed=0)
     with pytest.raises(ValueError, match="seed"):

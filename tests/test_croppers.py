@@ -15,7 +15,7 @@ from scipy import optimize, special
 
 import config
 from scripts.preprocessing import croppers
-from scripts.preprocessing.bands import read_bands, read_image_meta
+from scripts.preprocessing.fits_bands import read_bands, read_image_meta
 from scripts.preprocessing.croppers import FractionCropper, PetrosianCropper, R200cCropper
 from scripts.preprocessing.resize import area_weights, resize_area
 

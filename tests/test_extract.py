@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import signal
 import subprocess
@@ -20,7 +21,9 @@ from astropy.io import fits
 import config
 from scripts.params import parse_params
 from scripts.preprocessing import extract
-from scripts.preprocessing.extractors import make_extractor
+from scripts.preprocessing.dataset_kinds import Extractor, make_extractor
+from scripts.preprocessing.image_preprocessing import process_image
+from scripts.preprocessing.kind_registry import KINDS, extractor_class
 from tests.conftest import ROOT, stage_env, write_params
 
 STELLAR = "MOCK_FIDUCIAL"
@@ -402,14 +405,14 @@ def test_crops_beyond_the_frame_are_padded_with_the_frame_noise(small_params, sm
     # zero padding, asked for, does leave zero borders: the check above can fail
     file = table.loc[table["crop_outside_fraction"].idxmax(), "file"]
     crop = extractor_spec(small_params, PETRO_RADIUS_FACTOR=4)
-    zero = extract.process_image(str(raw_root / STELLAR / "images" / file), EXTNAMES, tuple("GRI"),
-                                 {**crop, "pad_mode": "constant"}, 32, {})
-    noise = extract.process_image(str(raw_root / STELLAR / "images" / file), EXTNAMES, tuple("GRI"),
-                                  crop, 32, {}, pad_seed=5)
+    zero = process_image(str(raw_root / STELLAR / "images" / file), EXTNAMES, tuple("GRI"),
+                         {**crop, "pad_mode": "constant"}, 32, {})
+    noise = process_image(str(raw_root / STELLAR / "images" / file), EXTNAMES, tuple("GRI"),
+                         crop, 32, {}, pad_seed=5)
     assert zero_borders(zero.image[None]).all()
     assert not zero_borders(noise.image[None]).any()
-    again = extract.process_image(str(raw_root / STELLAR / "images" / file), EXTNAMES, tuple("GRI"),
-                                  crop, 32, {}, pad_seed=5)
+    again = process_image(str(raw_root / STELLAR / "images" / file), EXTNAMES, tuple("GRI"),
+                         crop, 32, {}, pad_seed=5)
     np.testing.assert_array_equal(noise.image, again.image)
 
 
@@ -420,3 +423,14 @@ def extractor_spec(raw: dict, **overrides) -> dict:
     params = parse_params(only(raw, [STELLAR], **overrides))
     return make_extractor(params.extract.dataset(STELLAR), params.extract, Path("."), Path("."),
                           config.snapshot_redshifts_path).crop_spec()
+
+
+def test_every_registered_kind_resolves_to_an_extractor():
+    """The one registry of dataset kinds names a real Extractor subclass and a default file
+    pattern giving object ids, for every kind the params schema accepts."""
+    for kind, entry in KINDS.items():
+        cls = extractor_class(kind)
+        assert issubclass(cls, Extractor) and cls is not Extractor, kind
+        assert "object_id" in re.compile(entry.file_pattern).groupindex, kind
+    with pytest.raises(ValueError, match="no dataset kind 'nope'; known: .*survey"):
+        extractor_class("nope")

@@ -64,6 +64,35 @@ def test_unknown_key_suggests(demo_raw):
         "did you mean 'FRACTION'")
 
 
+def test_old_extract_seed_name_is_read_with_a_warning(demo_raw, caplog):
+    """extract.SPLIT_SEED (the FRACTION selection seed) is now SELECTION_SEED, distinct
+    from prepare.SPLIT_SEED: the old name still works, saying so; both at once fail."""
+    raw = copy.deepcopy(demo_raw)
+    raw["extract"]["SPLIT_SEED"] = 5
+    with caplog.at_level("WARNING", logger="scripts.params"):
+        params = parse_params(raw)
+    assert params.extract.selection_seed == 5
+    assert params.prepare.split_seed == demo_raw["prepare"]["SPLIT_SEED"]
+    assert "extract.SPLIT_SEED is now called extract.SELECTION_SEED" in caplog.text
+    bad(demo_raw, lambda r: r["extract"].update(SPLIT_SEED=5, SELECTION_SEED=6),
+        "extract.SPLIT_SEED", "extract.SELECTION_SEED", "keep only")
+
+def test_tracking_backends_and_augmentation_ranges(demo_raw):
+    """Rules the tracker factory and the augmentations rely on live in the schema."""
+    bad(demo_raw, lambda r: r.setdefault("tracking", {}).update(BACKENDS=["none", "mlflow"]),
+        "tracking.BACKENDS", "'none' alone")
+    raw = copy.deepcopy(demo_raw)
+    raw.setdefault("tracking", {})["BACKENDS"] = ["mlflow", "mlflow", "tensorboard"]
+    raw["train"]["AUGMENTATION"].update(ROTATION=30, NOISE_STD=[[0, 0.1], [0, 0.2], [0, 0.3]])
+    params = parse_params(raw)
+    assert params.tracking.backends == ("mlflow", "tensorboard")
+    assert params.train.augmentation.rotation == 30.0
+    assert params.train.augmentation.noise_std == ((0, 0.1), (0, 0.2), (0, 0.3))
+    bad(demo_raw, lambda r: r["train"]["AUGMENTATION"].update(ROTATION=270),
+        "train.AUGMENTATION.ROTATION", "degrees in [0, 180]")
+    bad(demo_raw, lambda r: r["train"]["AUGMENTATION"].update(FLUX_SCALE=[[1, 2], [0, 1]]),
+        "train.AUGMENTATION.FLUX_SCALE[1][0]")
+
 def test_unknown_nested_key(demo_raw):
     bad(demo_raw, lambda r: r["train"]["AUGMENTATION"].update(ROTATON=True),
         "train.AUGMENTATION.ROTATON", "did you mean 'ROTATION'")
@@ -166,6 +195,19 @@ def test_neptune_section_explains_shutdown(demo_raw):
     message = bad(demo_raw, lambda r: r.update(neptune={"project_name": "x", "api": "y"}),
                   "neptune", "2026-03-05", "MLflow", "tracking:")
     assert "BACKENDS" in message
+
+
+def test_neptune_message_gives_a_tracking_section_that_parses(demo_raw):
+    """The one Neptune message (scripts.params) shows a replacement that today's loader
+    accepts: the same file with that section instead of 'neptune:' validates."""
+    message = bad(demo_raw, lambda r: r.update(neptune={"project_name": "x"}), "neptune")
+    snippet = message[message.index("  tracking:"):message.index("and remove")]
+    raw = copy.deepcopy(demo_raw)
+    raw.pop("tracking", None)
+    raw.update(yaml.safe_load(snippet.replace("<name>", "galaxy-clr")))
+    params = parse_params(raw)
+    assert params.tracking.backends == ("mlflow", "tensorboard")
+    assert params.tracking.experiment == "galaxy-clr"
 
 
 def test_none_string_accepted_like_original(demo_raw):

@@ -146,7 +146,8 @@ def test_cluster_template_variant_migrates():
         "extract": {"MIN_MASS": "5e14", "MAX_MASS": "5e15", "DATASETS": ["TNG_Cluster_Xray"],
                     "SNAPSHOTS": [[99]], "FIELDS": [["z", "m200c", "weird_field"]], "LOAD": [True],
                     "FRACTION": [1.0], "IMAGE_SIZE": 64, "NUM_PROJECTIONS": 3, "FILTERS": ["soft"],
-                    "PETRO_RADIUS_FACTOR": "None", "SECRET_KEY": "nope", "MYSTERY": 1},
+                    "PETRO_RADIUS_FACTOR": "None", "SECRET_KEY": "nope", "MYSTERY": 1,
+                    "SPLIT_SEED": 3},
         "prepare": {"SPLIT_SEED": 1, "SETS": [["TNG_Cluster_Xray", [0.8, 0.1, 0.1]]],
                     "MATCHING_SOURCE_SETS": ["None"], "MATCHING_TARGET_SETS": ["None"],
                     "MATCHING_FIELDS": "None", "MATCHING_UNCERTAINTIES": "None",
@@ -159,6 +160,7 @@ def test_cluster_template_variant_migrates():
     assert params.extract.extractors == ("tng_xray",) and params.extract.num_projections == (3,)
     assert params.extract.min_halo_mass == 5e14 and params.extract.max_halo_mass == 5e15
     assert params.prepare.matching_target_sets == () and params.train.batch_size == 16
+    assert params.extract.selection_seed == 3 and params.prepare.split_seed == 1
     notes = {n.old: n for n in result.notes}
     assert notes["neptune.api_token"].kind == REMOVED and notes["extract.SECRET_KEY"].kind == REMOVED
     assert "FAKE-TOKEN-2" not in yaml.safe_dump(result.params) and "nope" not in str(result.notes)
@@ -168,6 +170,7 @@ def test_cluster_template_variant_migrates():
     assert notes["train_clr.CLR_TYPE"].kind == DROPPED
     assert notes["train_mlp.LEARNING_RATE"].kind == DECIDE
     assert notes["prepare.UNOBSERVABLES"].kind == MAPPED
+    assert notes["extract.SPLIT_SEED"].kind == MAPPED and "extract.SELECTION_SEED" in notes["extract.SPLIT_SEED"].text
 
 
 def test_stage_given_an_old_file_fails_with_one_message_pointing_to_migrate(caplog):

@@ -12,6 +12,7 @@ import pytest
 
 from scripts.params import parse_params
 from scripts.preprocessing import prepare
+from scripts.preprocessing.splits import SPLITS, uniform_from_keys
 
 
 def run_prepare(extracted_small, tmp_path, mutate=None):
@@ -124,11 +125,39 @@ def test_zero_matches_warns_and_keeps_objects(extracted_small, tmp_path, caplog)
     assert len(fid) > 0 and not fid["matched"].any()
 
 
-def test_command_line_writes_outputs(extracted_small, tmp_path):
-    """``python -m scripts.preprocessing.prepare --params P`` as a user runs it."""
+def test_each_split_group_lands_in_the_fraction_interval_of_its_draw(prepared_small):
+    """SETS fractions are honoured: a split group's split is the interval (train |
+    validation | test | unused, widths the SETS fractions) holding its stable uniform draw
+    from (SPLIT_SEED, dataset, group); pooled over the sets, the share of groups per split
+    is the fraction within binomial noise (4σ)."""
+    root, raw = prepared_small
+    seed = raw["prepare"]["SPLIT_SEED"]
+    splits = pd.read_parquet(root / "splits.parquet")
+    counts, expected_counts, n_total = {}, {}, 0
+    for name, fractions in raw["prepare"]["SETS"]:
+        groups = splits[splits["dataset"] == name].drop_duplicates("split_group")
+        u = uniform_from_keys(groups["split_group"].tolist(), name, seed)
+        expected = np.asarray(SPLITS)[np.searchsorted(np.cumsum(fractions), u, side="right")]
+        np.testing.assert_array_equal(groups["split"].to_numpy(), expected)
+        shares = dict(zip(SPLITS, [*fractions, 1.0 - sum(fractions)]))
+        for split, share in shares.items():
+            counts[split] = counts.get(split, 0) + int((groups["split"] == split).sum())
+            expected_counts[split] = expected_counts.get(split, 0.0) + len(groups) * share
+        n_total += len(groups)
+    assert n_total >= 50, f"only {n_total} split groups: too few to test the shares"
+    for split, mean in expected_counts.items():
+        p = mean / n_total
+        assert abs(counts[split] - mean) <= 4 * np.sqrt(n_total * p * (1 - p)) + 1, (split, counts, mean)
+
+
+def test_command_line_equals_the_library_run_and_its_summary(prepared_small, extracted_small, tmp_path):
+    """``python -m scripts.preprocessing.prepare --params P`` as a user runs it writes the
+    split table, scaler and summary that :func:`prepare.run` writes for the same params,
+    and the summary describes that table (image counts, split groups, fingerprint)."""
     import subprocess
     import sys
 
+    from scripts.fingerprint import table_fingerprint
     from tests.conftest import ROOT, write_params
 
     source, raw = extracted_small
@@ -139,4 +168,16 @@ def test_command_line_writes_outputs(extracted_small, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "scripts.preprocessing.prepare", "--params", str(params)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert (root / "splits.parquet").exists() and (root / "scaler.json").exists()
+    library_root, _ = prepared_small
+    splits = pd.read_parquet(root / "splits.parquet")
+    pd.testing.assert_frame_equal(splits, pd.read_parquet(library_root / "splits.parquet"))
+    assert json.loads((root / "scaler.json").read_text()) == \
+        json.loads((library_root / "scaler.json").read_text())
+    summary = json.loads((root / "prepare_summary.json").read_text())
+    assert summary["splits_fingerprint"] == table_fingerprint(splits)
+    counts = splits.groupby(["dataset", "split"]).size()
+    assert {(d, s): n for d, per in summary["images"].items() for s, n in per.items() if n} == \
+        {key: int(n) for key, n in counts.items()}
+    groups = splits.drop_duplicates(["dataset", "split_group"]).groupby(["dataset", "split"]).size()
+    assert summary["split_groups"] == {f"{d}/{s}": int(n) for (d, s), n in groups.items()}
+    assert list((tmp_path / "plots" / "prepare").glob("match_*_hist_*.png"))

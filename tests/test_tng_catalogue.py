@@ -16,6 +16,7 @@ from TNG import groupcat as groupcat_module
 from TNG.cccriteria import CCCriteria
 from TNG.fields import SFR_FLOOR, SSFR_FLOOR, UnknownFieldError
 from TNG.groupcat import GroupCatalogue
+from TNG.redshifts import TNG_SNAPSHOTS, load_snapshot_redshifts
 from tests import tng_fixtures as fx
 
 REDSHIFTS = config.snapshot_redshifts_path
@@ -316,6 +317,40 @@ def test_cccriteria_real_file():
     with pytest.raises(IndexError, match="snapshot axis"):
         cc.read(["centralCoolingTime"], halo_ids[:1], 100)
 
+
+def test_cccriteria_read_all_checks_the_structure(tmp_path):
+    """The one reader of CCcriteria.hdf5 (pipeline and mock): whole arrays as stored,
+    missing criteria and wrong shapes named."""
+    everything = CCCriteria(CC_REAL).read_all()
+    with h5py.File(CC_REAL) as f:
+        assert set(everything) == set(f)
+        for key in f:
+            np.testing.assert_array_equal(everything[key], f[key][()])
+    broken = tmp_path / "CCcriteria.hdf5"
+    arrays = {k: v for k, v in everything.items() if k not in ("HaloIDs", "centralEntropy_flag")}
+    fx.write_cc_criteria(broken, everything["HaloIDs"], arrays)
+    with pytest.raises(KeyError, match="centralEntropy_flag"):
+        CCCriteria(broken).read_all()
+    arrays["centralEntropy_flag"] = everything["centralEntropy_flag"][:, 0]
+    fx.write_cc_criteria(broken, everything["HaloIDs"], arrays)
+    with pytest.raises(ValueError, match="centralEntropy_flag has shape"):
+        CCCriteria(broken).read_all()
+
+
+def test_snapshot_redshift_table_is_checked(tmp_path):
+    """One reader of the snapshot→redshift table: every TNG snapshot, finite z ≥ 0."""
+    table = load_snapshot_redshifts(REDSHIFTS)
+    assert len(table) == TNG_SNAPSHOTS and table[-1] == pytest.approx(0.0, abs=1e-6)
+    short = tmp_path / "short.txt"
+    np.savetxt(short, table[:50])
+    with pytest.raises(ValueError, match=f"{short}.*≥{TNG_SNAPSHOTS} lines"):
+        load_snapshot_redshifts(short)
+    negative = tmp_path / "negative.txt"
+    np.savetxt(negative, np.r_[table[:-1], -1.0])
+    with pytest.raises(ValueError, match="finite non-negative"):
+        load_snapshot_redshifts(negative)
+    with pytest.raises(FileNotFoundError, match="config.snapshot_redshifts_path"):
+        load_snapshot_redshifts(tmp_path / "absent.txt")
 
 def test_group_fields_and_selection(tiny, tmp_path):
     # CCcriteria in the real structure, HaloIDs = groups of the tiny catalogue, values

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from scripts.tracking import (
-    NEPTUNE_SHUTDOWN_MESSAGE,
+    CompositeTracker,
     NullTracker,
     Tracker,
     dashboard_command,
@@ -25,6 +25,7 @@ from scripts.tracking import (
     make_tracker,
     make_tracker_from_params,
 )
+from scripts.tracking.base import GuardedBackend
 from scripts.tracking.images import image_grid, sprite, to_display
 from scripts.tracking.mlflow_backend import MAX_PARAM_VALUE_LENGTH, TRUNCATION_MARK
 
@@ -125,10 +126,71 @@ def test_flatten_params_dotted_keys_from_dicts_and_dataclasses():
         flatten_params(3)
 
 
+class _Recorder:
+    """An in-memory backend: what reached it, and (optionally) the step at which its
+    log_metrics starts raising, as a full disk or a dropped connection would."""
+
+    def __init__(self, fail_at_step: int | None = None):
+        self.metrics: list[tuple[int, dict]] = []
+        self.calls: list[str] = []
+        self.closed_with: str | None = None
+        self.fail_at_step = fail_at_step
+        self.location = "memory"
+
+    def log_metrics(self, metrics, step):
+        self.calls.append("log_metrics")
+        if self.fail_at_step is not None and step >= self.fail_at_step:
+            raise OSError("disk full")
+        self.metrics.append((step, dict(metrics)))
+
+    def set_tags(self, tags):
+        self.calls.append("set_tags")
+
+    def close(self, status="FINISHED"):
+        self.calls.append("close")
+        self.closed_with = status
+
+
+def test_composite_switches_a_failing_backend_off_with_one_warning(caplog):
+    """The guarded composite: metrics reach every backend as floats; the first exception
+    of one backend costs one warning naming it, closes it as FAILED and switches it off
+    for the rest of the run, while the others keep receiving everything."""
+    healthy, failing = _Recorder(), _Recorder(fail_at_step=2)
+    tracker = CompositeTracker([GuardedBackend("healthy", healthy), GuardedBackend("failing", failing)])
+    with caplog.at_level(logging.WARNING):
+        with tracker as t:
+            for step in range(5):
+                t.log_metrics({"train/loss": np.float32(step) / 2, "epoch": step}, step=step)
+            t.set_tags({"k": 1})
+    expected = [(s, {"train/loss": s / 2, "epoch": float(s)}) for s in range(5)]
+    assert healthy.metrics == expected
+    assert all(type(v) is float for _, m in healthy.metrics for v in m.values())
+    assert failing.metrics == expected[:2]
+    assert failing.calls == ["log_metrics"] * 3 + ["close"] and failing.closed_with == "FAILED"
+    assert healthy.calls[-2:] == ["set_tags", "close"] and healthy.closed_with == "FINISHED"
+    assert tracker.backends == ["healthy"] and tracker.locations == {"healthy": "memory"}
+    warnings = tracking_warnings(caplog)
+    assert len(warnings) == 1
+    assert "'failing'" in warnings[0].getMessage() and "disk full" in warnings[0].getMessage()
+
+
+def test_composite_drops_a_bad_metric_once_without_switching_backends_off(caplog):
+    """A non-numeric value is the caller's mistake, not the backend's: it is dropped with
+    one warning per key, the other metrics of the call still arrive, no backend goes off."""
+    backend = _Recorder()
+    tracker = CompositeTracker([GuardedBackend("only", backend)])
+    with caplog.at_level(logging.WARNING):
+        for step in range(3):
+            tracker.log_metrics({"train/loss": 1.0, "train/bad": "n/a"}, step=step)
+    assert backend.metrics == [(s, {"train/loss": 1.0}) for s in range(3)]
+    assert tracker.backends == ["only"]
+    assert len([w for w in tracking_warnings(caplog) if "train/bad" in w.getMessage()]) == 1
+
+
 def test_backend_names_are_validated():
-    with pytest.raises(ValueError, match="unknown backend"):
+    with pytest.raises(ValueError, match=r"tracking.BACKENDS\[0\] = 'neptune': expected one of"):
         make_tracker(["neptune"], "e")
-    with pytest.raises(ValueError, match="cannot be combined"):
+    with pytest.raises(ValueError, match="tracking.BACKENDS.*'none' alone"):
         make_tracker(["none", "mlflow"], "e")
 
 
@@ -149,13 +211,6 @@ def test_none_backend_records_nothing(tmp_path, monkeypatch):
             t.log_embedding(np.ones((2, 3)), pd.DataFrame({"a": [1, 2]}), None, "e")
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert make_tracker(["none"], "e").locations == {}
-
-
-def test_neptune_message_names_the_date_and_mlflow():
-    assert "2026-03-05" in NEPTUNE_SHUTDOWN_MESSAGE
-    assert "MLflow" in NEPTUNE_SHUTDOWN_MESSAGE
-    assert "tracking:" in NEPTUNE_SHUTDOWN_MESSAGE and "BACKENDS" in NEPTUNE_SHUTDOWN_MESSAGE
-    assert "make dashboard" in NEPTUNE_SHUTDOWN_MESSAGE
 
 
 def test_dashboard_command_points_at_the_local_store(tmp_path):
@@ -512,33 +567,3 @@ def test_backend_failing_mid_run_warns_once_and_others_go_on(store, tmp_path, ca
     assert [m.step for m in history] == [0, 1, 2, 3, 4]
     # what TensorBoard had before the failure is kept
     assert tb_scalars(tmp_path / "tb" / "mid-run" / "r")["train/loss"] == [(0, 0.0)]
-
-
-# --------------------------------------------------------------------------- Keras
-
-def test_keras_callback_logs_steps_and_epochs(store, tmp_path):
-    keras = pytest.importorskip("keras")
-    from scripts.tracking import KerasTrackingCallback
-
-    rng = np.random.default_rng(4)
-    x = rng.normal(size=(8, 3)).astype("float32")
-    y = x @ np.array([[1.0], [-2.0], [0.5]], dtype="float32")
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.01), loss="mse")
-    with make_tracker(["mlflow"], "keras", "fit", None, store, tmp_path) as t:
-        history = model.fit(x, y, batch_size=4, epochs=1, verbose=0,
-                            validation_data=(x, y), callbacks=[KerasTrackingCallback(t)])
-        tracker = t
-    client = client_for(store)
-    run_id = run_of(client, tracker).info.run_id
-    steps = client.get_metric_history(run_id, "train/loss")
-    assert [m.step for m in steps] == [1, 2]  # 8 samples / batch 4
-    epoch_loss = client.get_metric_history(run_id, "epoch/loss")
-    assert [m.step for m in epoch_loss] == [0]
-    assert epoch_loss[0].value == pytest.approx(history.history["loss"][0], rel=1e-6)
-    assert steps[-1].value == pytest.approx(history.history["loss"][0], rel=1e-6)
-    val = client.get_metric_history(run_id, "epoch/val_loss")
-    assert val[0].value == pytest.approx(history.history["val_loss"][0], rel=1e-6)
-    lr = client.get_metric_history(run_id, "epoch/learning_rate")
-    assert lr[0].value == pytest.approx(0.01, rel=1e-6)

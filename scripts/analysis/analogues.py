@@ -12,9 +12,9 @@ Command line, for new images::
     python -m scripts.analysis.analogues --params params.yaml FITS [FITS ...]
 
 reads each FITS file with the extract stage's own read/crop/resize
-(:func:`scripts.preprocessing.extract.process_image`, with the settings of the observed
-dataset given by ``--dataset``, default the first of ``analyse.OBSERVED_SETS``), embeds it
-with the analysed run's normalisation and encoder, and logs and plots its analogues among
+(:func:`scripts.preprocessing.image_preprocessing.process_image`, with the settings of the
+observed dataset given by ``--dataset``, default the first of ``analyse.OBSERVED_SETS``),
+embeds it with the analysed run's normalisation and encoder, and logs and plots its analogues among
 the simulated objects of the run's own ``reports/<run>/representation.parquet`` (run the
 analyse stage first). It refuses a representation table made by another encoder than
 ``models/<run>/`` holds now (their fingerprints differ): distances between vectors of two
@@ -170,8 +170,8 @@ def fits_reader(params, observed: str, raw_root: Path, illustris_root: Path) -> 
     named like the dataset's images gets the padding noise seed extract gives it (its
     identity), so an image already in the dataset is processed exactly as it was stored.
     """
-    from scripts.preprocessing.extract import process_image
-    from scripts.preprocessing.extractors import IDENTITY, make_extractor
+    from scripts.preprocessing.dataset_kinds import IDENTITY, make_extractor
+    from scripts.preprocessing.image_preprocessing import process_image
     from scripts.preprocessing.noise import identity_seed
 
     spec = params.extract.dataset(observed)

@@ -220,7 +220,7 @@ def plot_density_contours(coords, datasets, observed: Sequence[str], simulated: 
 def plot_thumbnail_map(coords, picks, thumbnails, n_grid: int, path, title: str) -> Path:
     """Images placed on the cells of an ``n_grid`` x ``n_grid`` grid over the map.
 
-    ``picks`` = [((ix, iy), index), ...] from :func:`scripts.analysis.maps.thumbnail_grid`;
+    ``picks`` = [((ix, iy), index), ...] from :func:`scripts.analysis.embedding_maps.thumbnail_grid`;
     ``thumbnails`` (len(picks), h, w, 3) display images in [0, 1] in the same order.
     The map's points are drawn faintly beneath.
     """

@@ -4,6 +4,7 @@ The real file ``CCcriteria.hdf5`` holds ``HaloIDs`` (352,) and, per criterion, a
 array over snapshots plus a ``_flag`` twin (0 = strong cool core, 1 = weak, 2 = non-cool
 core). The mock universe draws rows of it for its clusters and writes the same structure,
 with ``HaloIDs`` replaced by the mock group indices, to ``MockTNG-Cluster/postprocessing/``.
+The file is read by the pipeline's reader, :meth:`TNG.cccriteria.CCCriteria.read_all`.
 """
 from __future__ import annotations
 
@@ -12,28 +13,19 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-CRITERIA = ("centralCoolingTime", "centralEntropy", "centraleNumDens", "concentrationPhys",
-            "concentrationScaled", "slopeeNumDens")
+from TNG.cccriteria import CCCriteria
 
 
-def read_cc_criteria(path: Path) -> dict[str, np.ndarray]:
-    """All datasets of a CCcriteria file; checks the structure the mock relies on."""
-    path = Path(path)
-    if not path.is_file():
+def read_real_cc_criteria(path: Path) -> dict[str, np.ndarray]:
+    """All datasets of the real file, checked by the pipeline's reader; a missing file
+    names the settings that point the mock at it."""
+    reader = CCCriteria(path)
+    if not reader.exists():
         raise FileNotFoundError(
-            f"TNG-Cluster cool-core catalogue not found: {path} (expected the real CCcriteria.hdf5, "
-            "shipped as data/tng_cluster/CCcriteria.hdf5; set CC_CRITERIA or pass cc_criteria_path=…)")
-    with h5py.File(path, "r") as f:
-        data = {key: f[key][()] for key in f.keys()}
-    need = ["HaloIDs", *CRITERIA, *(c + "_flag" for c in CRITERIA)]
-    missing = [k for k in need if k not in data]
-    if missing:
-        raise KeyError(f"{path}: missing datasets {missing}; expected {need}")
-    n = len(data["HaloIDs"])
-    for key in need[1:]:
-        if data[key].ndim != 2 or data[key].shape[0] != n:
-            raise ValueError(f"{path}: dataset {key} has shape {data[key].shape}, expected ({n}, n_snapshots)")
-    return data
+            f"TNG-Cluster cool-core catalogue not found: {reader.path} (expected the real "
+            "CCcriteria.hdf5, shipped as data/tng_cluster/CCcriteria.hdf5; set CC_CRITERIA or "
+            "pass cc_criteria_path=…)")
+    return reader.read_all()
 
 
 def usable_rows(cc: dict, snap: int) -> np.ndarray:

@@ -3,15 +3,13 @@
 IllustrisTNG uses Planck 2015 parameters (h = 0.6774, Ωm = 0.3089, ΩΛ = 0.6911,
 Ωb = 0.0486). Every distance, angle and time in the mock universe comes from here, so the
 mock images have the same kpc/arcsec scale as the real TNG–HSC mocks (e.g. 3.369 kpc/″ at
-snapshot 84, z = 0.1973). Snapshot redshifts come from the real TNG table
-(``config.snapshot_redshifts_path``): line n is the redshift of snapshot n.
+snapshot 84, z = 0.1973). Snapshot redshifts come from the real TNG table,
+read by :func:`TNG.redshifts.load_snapshot_redshifts`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
-
 import numpy as np
 from astropy import units as u
 from astropy.cosmology import FlatLambdaCDM
@@ -56,20 +54,6 @@ class TNGCosmology:
 
     def omega_m_z(self, z) -> np.ndarray:
         return np.asarray(self.astropy.Om(z))
-
-
-def read_snapshot_redshifts(path: Path) -> np.ndarray:
-    """Read the TNG snapshot → redshift table (line n = redshift of snapshot n)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"snapshot redshift table not found: {path} (expected one redshift per line, "
-            "line n = snapshot n; see config.snapshot_redshifts_path)"
-        )
-    z = np.loadtxt(path, dtype=float, ndmin=1)
-    if z.ndim != 1 or z.size < 100:
-        raise ValueError(f"{path}: expected ≥100 lines with one redshift each, got shape {z.shape}")
-    return z
 
 
 @dataclass(frozen=True)

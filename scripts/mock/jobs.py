@@ -1,4 +1,6 @@
-"""Per-image work items and their parallel execution (joblib, loky backend).
+"""Mock step 5, rendering: per-image work items and their parallel execution (joblib).
+
+Each task holds a scene of step 4 (:mod:`scripts.mock.scene`); the loky backend runs them.
 
 A task carries everything its image needs, including its own noise seed, and writes its
 FITS file in the worker; results come back in task order. The same tasks therefore give

@@ -1,4 +1,7 @@
-"""Galaxy physics of the mock runs: how intrinsic properties follow from mass and history.
+"""Mock step 2, galaxy physics: intrinsic properties at a time from mass and history.
+
+Turns the initial conditions of step 1 (:mod:`scripts.mock.population`) into galaxies at
+one epoch, which step 3 (:mod:`scripts.mock.simulation`) writes as a catalogue.
 
 Each relation below is a simple, documented fit of the kind used in the literature, with a
 fixed per-galaxy random deviate (drawn once in :mod:`scripts.mock.population`), so a galaxy

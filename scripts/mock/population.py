@@ -1,4 +1,9 @@
-"""Initial conditions of a mock run: FoF groups, galaxy lineages, spins and merger events.
+"""Mock step 1, initial conditions: FoF groups, galaxy lineages, spins and merger events.
+
+The steps of the mock universe (driven by :mod:`scripts.mock.universe`): 1 population →
+2 :mod:`~scripts.mock.physics` → 3 :mod:`~scripts.mock.simulation` (catalogues) →
+4 :mod:`~scripts.mock.scene` (what each camera sees) → 5 :mod:`~scripts.mock.jobs`
+(images rendered in parallel).
 
 A population is what two simulations started from the same initial conditions share: halo
 masses and positions, which galaxies live in which halo, their 3-D spin axes, merger events

@@ -1,4 +1,6 @@
-"""One snapshot of a mock run as TNG group-catalogue arrays (TNG names, units, dtypes).
+"""Mock step 3, the simulated catalogue: one snapshot as TNG group-catalogue arrays.
+
+TNG names, units and dtypes; step 4 (:mod:`scripts.mock.scene`) images the same galaxies.
 
 Takes the galaxies alive at a snapshot (:func:`physics.evaluate`) and writes what SubFind
 would: masses per particle type [gas, DM, –, tracers, stars, BHs] in 1e10 M☉/h, lengths and

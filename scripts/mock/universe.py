@@ -1,4 +1,9 @@
-"""Build the whole mock universe: catalogues, images and ground truth in the real formats.
+"""Driver of the mock: runs every step for every dataset and writes the real formats.
+
+Steps: 1 :mod:`~scripts.mock.population` (initial conditions) → 2
+:mod:`~scripts.mock.physics` (galaxies at an epoch) → 3 :mod:`~scripts.mock.simulation`
+(group catalogues) → 4 :mod:`~scripts.mock.scene` (what each camera sees) → 5
+:mod:`~scripts.mock.jobs` (images rendered in parallel); then the ground truth.
 
 Writes (see the README, "The mock universe"):
 
@@ -39,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from scripts.mock import cc_criteria, geometry, observed, physics, survey, xray
-from scripts.mock.cosmology import SnapshotClock, TNGCosmology, read_snapshot_redshifts
+from scripts.mock.cosmology import SnapshotClock, TNGCosmology
 from scripts.mock.instrument import HSC_BANDS, HSCInstrument
 from scripts.mock.jobs import GalaxyImageTask, XrayImageTask, run_tasks
 from scripts.mock.population import IMAGING_LOG_MSTAR, sample_population
@@ -48,6 +53,7 @@ from scripts.mock.simulation import build_snapshot
 from scripts.mock.sizes import get_size
 from scripts.mock.tng_catalogue import (header_attrs, supplementary_paths, write_datasets,
                                         write_group_catalogue)
+from TNG.redshifts import load_snapshot_redshifts
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +279,7 @@ def _survey_dataset(population, clock, cosmo, instrument, size, raw_root, seed):
 
 def _xray_dataset(clock, cosmo, size, cameras, cc_path, raw_root, illustris_root, seed):
     """MockTNG-Cluster catalogue, its CCcriteria file from real rows, and X-ray map tasks."""
-    cc = cc_criteria.read_cc_criteria(cc_path)
+    cc = cc_criteria.read_real_cc_criteria(cc_path)
     rows_ok = cc_criteria.usable_rows(cc, CLUSTER_SNAPSHOT)
     if size.n_clusters > len(rows_ok):
         raise ValueError(f"n_clusters={size.n_clusters} exceeds the {len(rows_ok)} usable rows of {cc_path}")
@@ -378,7 +384,7 @@ def plan_universe(raw_root: Path, illustris_root: Path, size: str = "small", num
     if num_projections < 1:
         raise ValueError(f"num_projections must be ≥ 1, got {num_projections}")
     cc_path = Path(cc_criteria_path) if cc_criteria_path else default_cc_criteria_path()
-    clock = SnapshotClock(read_snapshot_redshifts(snapshot_redshifts_path or default_snapshot_redshifts_path()))
+    clock = SnapshotClock(load_snapshot_redshifts(snapshot_redshifts_path or default_snapshot_redshifts_path()))
     cosmo = clock.cosmology
     instrument = HSCInstrument()
     cameras = geometry.camera_directions(num_projections)

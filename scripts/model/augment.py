@@ -53,6 +53,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from scripts.params import AugmentationParams, parse_section
+
 logger = logging.getLogger(__name__)
 
 FILL_MODES = ("reflect", "constant", "nearest", "wrap")
@@ -63,36 +65,26 @@ INTERPOLATIONS = ("bilinear", "nearest")
 _SNAP = 1e-6
 
 Range = tuple[float, float]
-
-
-def _pair(value: Any, key: str) -> Range:
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.shape != (2,):
-        raise ValueError(f"augment.{key} must be a pair [lo, hi], got {value!r}")
-    lo, hi = float(arr[0]), float(arr[1])
-    if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
-        raise ValueError(f"augment.{key} must be [lo, hi] with lo <= hi, got {value!r}")
-    return lo, hi
-
-
-def _pair_or_pairs(value: Any, key: str) -> Range | tuple[Range, ...]:
-    """One ``(lo, hi)`` for all bands, or a tuple of pairs (one per band)."""
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.ndim == 2 and arr.shape[1] == 2 and arr.shape[0] >= 1:
-        return tuple(_pair(row, key) for row in arr)
-    return _pair(value, key)
+#: Where the params schema keeps the settings it shares with :class:`AugmentConfig`; their
+#: rules live there only, and error messages name that key.
+PARAMS_PATH = "train.AUGMENTATION"
+_SCHEMA_KEYS = tuple(f.name for f in fields(AugmentationParams))
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
     """What :func:`augment_batch` does; defaults are rotation + flips only.
 
+    The settings params also has (``train.AUGMENTATION``) are checked by the params
+    schema's own rules (:class:`scripts.params.AugmentationParams`), so a bad value fails
+    with the same message naming the key, whether it came from params.yaml or from code.
+
     Attributes:
         rotation: ``True`` (any angle, ±180°), ``False`` (none) or the maximum angle in
             degrees; angles are drawn uniformly in ``[-max, max]``.
         flip: random horizontal and vertical flips (each with probability 1/2).
         zoom: ``(min, max)`` magnification, drawn log-uniformly; ``(1, 1)`` is none.
-        translate: maximum shift as a fraction of the image size along each axis (0–1).
+        translate: maximum shift as a fraction of the image size along each axis (0–0.5).
         blur_sigma: ``(lo, hi)`` Gaussian PSF sigma in pixels, uniform; ``(0, 0)`` is none.
         blur_truncate: kernel half-width in units of the largest sigma.
         noise_std: ``(lo, hi)`` Gaussian noise std (image units), uniform, per image and
@@ -118,37 +110,16 @@ class AugmentConfig:
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
-        if isinstance(self.rotation, (bool, np.bool_)):
-            rotation = 180.0 if self.rotation else 0.0
-        else:
-            rotation = float(self.rotation)
-        if not 0.0 <= rotation <= 180.0:
-            raise ValueError(f"augment.rotation must be true/false or a max angle in degrees in [0, 180], got {self.rotation!r}")
-        set_("rotation", rotation)
-        set_("flip", bool(self.flip))
-        zoom = _pair(self.zoom, "zoom")
-        if zoom[0] <= 0:
-            raise ValueError(f"augment.zoom must be positive factors [min, max], got {self.zoom!r}")
-        set_("zoom", zoom)
-        translate = float(self.translate)
-        if not 0.0 <= translate < 1.0:
-            raise ValueError(f"augment.translate must be a fraction of the image size in [0, 1), got {self.translate!r}")
-        set_("translate", translate)
-        blur = _pair(self.blur_sigma, "blur_sigma")
-        if blur[0] < 0:
-            raise ValueError(f"augment.blur_sigma must be >= 0 pixels, got {self.blur_sigma!r}")
-        set_("blur_sigma", blur)
+        checked = parse_section(AugmentationParams,
+                                {k.upper(): getattr(self, k) for k in _SCHEMA_KEYS}, PARAMS_PATH)
+        for k in _SCHEMA_KEYS:
+            set_(k, getattr(checked, k))
+        rotation = self.rotation
+        set_("rotation", (180.0 if rotation else 0.0) if isinstance(rotation, bool) else rotation)
+        # settings of the library only (not in params): checked here, their one home
         if float(self.blur_truncate) <= 0:
             raise ValueError(f"augment.blur_truncate must be > 0, got {self.blur_truncate!r}")
         set_("blur_truncate", float(self.blur_truncate))
-        noise = _pair_or_pairs(self.noise_std, "noise_std")
-        if np.min(noise) < 0:
-            raise ValueError(f"augment.noise_std must be >= 0, got {self.noise_std!r}")
-        set_("noise_std", noise)
-        flux = _pair_or_pairs(self.flux_scale, "flux_scale")
-        if np.min(flux) <= 0:
-            raise ValueError(f"augment.flux_scale must be positive factors, got {self.flux_scale!r}")
-        set_("flux_scale", flux)
         if self.fill_mode not in FILL_MODES:
             raise ValueError(f"augment.fill_mode must be one of {FILL_MODES}, got {self.fill_mode!r}")
         if self.interpolation not in INTERPOLATIONS:

@@ -11,35 +11,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from scripts.params import TRACKING_BACKENDS as BACKENDS
+from scripts.params import tracking_backends
 from scripts.tracking.base import CompositeTracker, GuardedBackend, short_error
 
 logger = logging.getLogger(__name__)
-
-BACKENDS = ("mlflow", "tensorboard", "none")
 
 
 def default_run_name() -> str:
     """``run-YYYYmmdd-HHMMSS`` (local time), shared by all backends of one run."""
     return time.strftime("run-%Y%m%d-%H%M%S")
-
-
-def _check_backends(backends: Sequence[str] | str) -> list[str]:
-    names = [backends] if isinstance(backends, str) else list(backends)
-    names = [str(n).strip().lower() for n in names]
-    unknown = [n for n in names if n not in BACKENDS]
-    if unknown:
-        raise ValueError(
-            f"tracking.BACKENDS: unknown backend(s) {unknown}; expected a list of {list(BACKENDS)}"
-        )
-    if "none" in names and len(set(names)) > 1:
-        raise ValueError(
-            f"tracking.BACKENDS: 'none' cannot be combined with other backends, got {names}"
-        )
-    seen: list[str] = []
-    for n in names:
-        if n != "none" and n not in seen:
-            seen.append(n)
-    return seen
 
 
 def _start(name: str, experiment: str, run_name: str, tags: Mapping[str, str],
@@ -62,7 +43,7 @@ def _start(name: str, experiment: str, run_name: str, tags: Mapping[str, str],
         from scripts.tracking.tensorboard_backend import TensorBoardTracker
 
         return TensorBoardTracker(tensorboard_dir, experiment, run_name, tags)
-    raise ValueError(f"unknown tracking backend {name!r}")  # _check_backends prevents this
+    raise ValueError(f"unknown tracking backend {name!r}")  # the schema's rule prevents this
 
 
 def make_tracker(backends: Sequence[str] | str, experiment: str, run_name: str | None = None,
@@ -76,9 +57,20 @@ def make_tracker(backends: Sequence[str] | str, experiment: str, run_name: str |
     set in ``environ``, default ``os.environ``); ``tensorboard_dir`` the TensorBoard log
     root. Relative paths are taken from the current folder. A backend failing to start
     logs one warning and is skipped. After start the run is cross-referenced: tags
-    ``tracking.<backend>`` give each backend's location.
+    ``tracking.<backend>`` give each backend's location. ``backends`` are checked by the
+    params schema's rule for ``tracking.BACKENDS`` (an empty list logs nothing).
     """
-    names = _check_backends(backends)
+    if isinstance(backends, str):
+        backends = [backends]
+    names = tracking_backends(list(backends), "tracking.BACKENDS") if backends else ()
+    return _open(names, experiment, run_name, tags, mlflow_dir, tensorboard_dir, environ)
+
+
+def _open(names: Sequence[str], experiment: str, run_name: str | None,
+          tags: Mapping[str, Any] | None, mlflow_dir: str | Path, tensorboard_dir: str | Path,
+          environ: Mapping[str, str] | None) -> CompositeTracker:
+    """The composite over backends ``names``, already checked by the params schema."""
+    names = [n for n in names if n != "none"]
     run = run_name or default_run_name()
     str_tags = {str(k): str(v) for k, v in (tags or {}).items()}
     guarded: list[GuardedBackend] = []
@@ -104,20 +96,14 @@ def make_tracker_from_params(section: Any, run_name: str | None = None, root: An
                              environ: Mapping[str, str] | None = None) -> CompositeTracker:
     """:func:`make_tracker` from the parsed ``tracking:`` section
     (``scripts.params.TrackingParams``: backends, experiment, tags, mlflow_dir,
-    tensorboard_dir). Relative folders are taken from ``root`` (default: the project
-    root, ``config.root_path``), so a stage run from elsewhere still logs to the project.
+    tensorboard_dir), whose backends the schema has checked. Relative folders are taken
+    from ``root`` (default: the project root, ``config.root_path``), so a stage run from
+    elsewhere still logs to the project.
     """
     from pathlib import Path
 
     import config
 
     base = Path(root) if root is not None else config.root_path
-    return make_tracker(
-        backends=section.backends,
-        experiment=section.experiment,
-        run_name=run_name,
-        tags=dict(section.tags or {}),
-        mlflow_dir=str(base / section.mlflow_dir),
-        tensorboard_dir=str(base / section.tensorboard_dir),
-        environ=environ,
-    )
+    return _open(section.backends, section.experiment, run_name, dict(section.tags or {}),
+                 str(base / section.mlflow_dir), str(base / section.tensorboard_dir), environ)

@@ -11,8 +11,8 @@ import pytest
 from astropy.io import fits
 
 import config
-from scripts.preprocessing import bands
-from scripts.preprocessing.bands import BadImageError
+from scripts.preprocessing import fits_bands as bands
+from scripts.preprocessing.fits_bands import BadImageError
 
 REAL = config.real_hsc_mock_path
 HSC = [f"SUBARU_HSC.{b}" for b in "GRIZY"]
@@ -378,7 +378,7 @@ def test_nan_block_is_filled_from_its_border_and_other_policies(tmp_path):
 
 def test_load_bands_returns_header_meta_of_the_first_band():
     """One open gives pixels and pixel scales (extract reads each file once)."""
-    from scripts.preprocessing.bands import load_bands, read_image_meta
+    from scripts.preprocessing.fits_bands import load_bands, read_image_meta
 
     real = REAL
     bands = load_bands(real, ["SUBARU_HSC.G", "SUBARU_HSC.I"])
@@ -636,7 +636,7 @@ def test_header_values_equal_astropy_including_extend(tmp_path):
 
 def test_trailing_block_starting_with_end_is_a_reason_not_a_crash(tmp_path):
     """astropy raises AttributeError on such a file; the reader turns it into a reason."""
-    from scripts.preprocessing.bands import BadImageError, load_bands
+    from scripts.preprocessing.fits_bands import BadImageError, load_bands
 
     path = tmp_path / "trailing_end.fits"
     data = REAL.read_bytes()

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from scripts.analysis.maps import fit_pca, fit_umap, thumbnail_grid
+from scripts.analysis.embedding_maps import fit_pca, fit_umap, thumbnail_grid
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ cropping, caching, parallelism, reports) the same way for every kind:
    leaves the frame is padded (:attr:`Extractor.pad_mode`).
 
 Add your own dataset kind by subclassing :class:`Extractor` (see README, "Add your own
-dataset") and registering it in :data:`EXTRACTORS`.
+dataset") and registering it in :data:`scripts.preprocessing.kind_registry.KINDS`, the one
+registry of kinds, which the params schema reads too.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from scripts.params import DatasetSpec, ExtractParams
+from scripts.preprocessing.kind_registry import KINDS, extractor_class
 from TNG.fields import UnknownFieldError
 
 log = logging.getLogger(__name__)
@@ -71,9 +73,9 @@ def _not_a_file(path: Path) -> str:
 
 
 class Extractor:
-    """Base class; subclasses set :attr:`kind` and implement :meth:`catalogue`."""
+    """Base class; subclasses implement :meth:`catalogue` and are registered in
+    :data:`~scripts.preprocessing.kind_registry.KINDS`."""
 
-    kind = ""
     #: catalogue columns the cropper needs besides the requested FIELDS
     crop_fields: tuple[str, ...] = ()
     #: padding of crops beyond the frame: sky noise of the image's σ (sky-subtracted
@@ -92,6 +94,11 @@ class Extractor:
         self.illustris_root = Path(illustris_root)
         self.snapshot_redshifts_path = Path(snapshot_redshifts_path)
         self.pattern = re.compile(spec.file_pattern)
+
+    @property
+    def kind(self) -> str:
+        """The dataset kind (``extract.EXTRACTORS``) this extractor serves."""
+        return self.spec.extractor
 
     @property
     def images_dir(self) -> Path:
@@ -120,7 +127,7 @@ class Extractor:
         if "object_id" not in groups and not sky:
             return None
         out = {"object_id": int(groups["object_id"]) if "object_id" in groups else -1,
-               "snapshot": int(groups.get("snapshot", NO_SNAPSHOT if self.kind == "survey" else 0)),
+               "snapshot": int(groups.get("snapshot", 0 if KINDS[self.kind].simulated else NO_SNAPSHOT)),
                "projection": int(groups.get("projection", 0))}
         if self.spec.file_layout == "band_files":
             if "filter" not in groups:
@@ -171,7 +178,7 @@ class Extractor:
         if self.spec.catalogue_match == "sky":
             table, bad = self.match_sky(table)
             irregular = irregular + bad
-        if self.spec.snapshots is not None and self.kind != "survey":
+        if self.spec.snapshots is not None and KINDS[self.kind].simulated:
             table = table[table["snapshot"].isin(self.spec.snapshots)]
         table = table.astype({c: np.int64 for c in IDENTITY})
         table = table.sort_values(["snapshot", "object_id", "projection", "file"])
@@ -222,7 +229,8 @@ class Extractor:
         return size, mtime
 
     def load_spec(self, name: str) -> dict:
-        """How :func:`extract.process_image` reads the object named ``name``."""
+        """How :func:`~scripts.preprocessing.image_preprocessing.process_image` reads the
+        object named ``name``."""
         layout = self.spec.file_layout
         if layout == "band_files":
             return {"layout": layout, "paths": [None if p is None else str(p)
@@ -320,7 +328,6 @@ class _TNGExtractor(Extractor):
 class TNGStellarExtractor(_TNGExtractor):
     """SKIRT/HSC-like stellar-light mocks of TNG galaxies (subhalos)."""
 
-    kind = "tng_stellar"
 
     def reader(self, snapshot):
         from TNG.subhalo import SubhaloStellar
@@ -334,7 +341,6 @@ class TNGStellarExtractor(_TNGExtractor):
 class TNGXrayExtractor(_TNGExtractor):
     """X-ray surface-brightness maps of TNG groups and clusters (FoF halos)."""
 
-    kind = "tng_xray"
     crop_fields = ("r200c_kpc",)
     #: count maps are not sky-subtracted: zero-mean Gaussian padding would add negative
     #: counts, while zeros sit at their faint background. The maps span 2 R200c, so the
@@ -359,7 +365,6 @@ class TNGXrayExtractor(_TNGExtractor):
 class SurveyExtractor(Extractor):
     """Observed cut-outs with a catalogue of observed quantities keyed by ``object_id``."""
 
-    kind = "survey"
 
     def catalogue_path(self) -> Path:
         name = self.spec.catalogue or "catalogue.csv"
@@ -397,7 +402,7 @@ class SurveyExtractor(Extractor):
         import astropy.units as u
         from astropy.coordinates import SkyCoord
 
-        from scripts.preprocessing.bands import BadImageError, sky_position
+        from scripts.preprocessing.fits_bands import BadImageError, sky_position
 
         catalogue = self.read_catalogue()
         path = self.catalogue_path()
@@ -479,16 +484,11 @@ class SurveyExtractor(Extractor):
         )
 
 
-EXTRACTORS: dict[str, type[Extractor]] = {
-    cls.kind: cls for cls in (TNGStellarExtractor, SurveyExtractor, TNGXrayExtractor)
-}
-
-
 def make_extractor(spec: DatasetSpec, params: ExtractParams, raw_root: Path, illustris_root: Path,
                    snapshot_redshifts_path: Path) -> Extractor:
+    """The extractor of ``spec``'s kind, from the registry of kinds."""
     try:
-        cls = EXTRACTORS[spec.extractor]
-    except KeyError:
-        raise ValueError(f"dataset {spec.name}: no extractor {spec.extractor!r}; known: "
-                         f"{sorted(EXTRACTORS)}") from None
+        cls = extractor_class(spec.extractor)
+    except ValueError as err:
+        raise ValueError(f"dataset {spec.name}: {err}") from None
     return cls(spec, params, raw_root, illustris_root, snapshot_redshifts_path)
