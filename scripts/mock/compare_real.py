@@ -1,7 +1,7 @@
 """Mock universe against real TNG–HSC images: the quantities that make a set easy or hard.
 
 Every image, mock or real, is measured by the extract stage's own code: the band reader
-(:func:`scripts.preprocessing.bands.load_bands`, with the variance planes), the sky σ of
+(:func:`scripts.preprocessing.fits_bands.load_bands`, with the variance planes), the sky σ of
 :mod:`scripts.preprocessing.noise` and the :class:`~scripts.preprocessing.croppers.PetrosianCropper`
 fit on the R band. Per image:
 
@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from scripts.preprocessing.bands import load_bands, read_header_values
+from scripts.preprocessing.fits_bands import load_bands, read_header_values
 from scripts.preprocessing.croppers import PetrosianCropper
 from scripts.preprocessing.noise import outer_strip, robust_sigma, sky_sigma
 
