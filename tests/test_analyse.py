@@ -55,7 +55,12 @@ SED_CATALOGUE = "catalogue_sed.csv"
 
 
 # --------------------------------------------------------------------------- fixed encoder
-def aperture_encoder(image_size: int, n_bands: int, radii=(1, 2, 3, 4, 6, 8, 12)):
+#: Aperture radii [px] of :func:`aperture_encoder` on the 32-px crop (R90 ≈ 8 px): fine
+#: enough to describe the profile, none so large that it sums the neighbours in the crop.
+APERTURE_RADII = (1, 2, 3, 4, 6, 8, 12)
+
+
+def aperture_encoder(image_size: int, n_bands: int, radii=APERTURE_RADII):
     """Fixed encoder of aperture statistics (see module docstring); built-in layers only.
 
     Output: ``len(radii) * n_bands`` aperture means (pixels within radius r of the centre,
@@ -207,7 +212,7 @@ def test_aperture_encoder_is_rotation_invariant():
     base = np.asarray(model(x))
     for turned in (np.rot90(x, 1, axes=(1, 2)), x[:, ::-1], x[:, :, ::-1]):
         np.testing.assert_allclose(np.asarray(model(np.ascontiguousarray(turned))), base, atol=1e-5)
-    assert base.shape == (4, 4 * 3 + 4 * 2)
+    assert base.shape == (4, len(APERTURE_RADII) * 3 + len(APERTURE_RADII) * 2)
 
 
 # --------------------------------------------------------------------------- science

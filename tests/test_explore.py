@@ -33,7 +33,7 @@ def _raw_params(raw):
     raw["train"]["RUN_NAME"] = RUN
     raw["analyse"]["UMAP"]["FIT_SUBSAMPLE"] = 100
     raw["analyse"]["SPLITS"] = ["train", "validation", "test"]
-    raw["analyse"]["REALISM"].update(K=3, N_PERMUTATIONS=10, C2ST_PERMUTATIONS=2)  # 16 observed objects
+    raw["analyse"]["REALISM"].update(K=3, N_PERMUTATIONS=10, C2ST_PERMUTATIONS=2)  # 14 observed objects
     raw["tracking"]["BACKENDS"] = ["none"]
     return raw
 

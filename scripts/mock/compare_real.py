@@ -63,31 +63,37 @@ def default_real_files() -> list[Path]:
     return [Path(config.real_hsc_mock_path)]
 
 
-def detect_neighbours(band: np.ndarray, center: tuple[float, float], radius: float) -> tuple[int, int]:
-    """(sources other than the one at ``center``, how many of them have their centroid
-    within ``radius`` px of it) on a 2-D band.
+def segment(band: np.ndarray, center: tuple[float, float]) -> tuple[np.ndarray, int, list[int]]:
+    """Detection map of a 2-D band: (labels, label of the source at ``center`` (0: none),
+    labels of the other sources).
 
-    Detection: the band smoothed by a Gaussian of :data:`DETECT_SMOOTH_PX`, thresholded at
+    The band is smoothed by a Gaussian of :data:`DETECT_SMOOTH_PX` and thresholded at
     :data:`DETECT_THRESHOLD` times the smoothed image's own robust σ in the outer strip (so
-    correlated noise, as in real coadds, does not inflate the counts), connected regions of
-    at least :data:`DETECT_MIN_PIXELS` pixels.
+    correlated noise, as in real coadds, does not inflate the counts); sources are
+    connected regions of at least :data:`DETECT_MIN_PIXELS` pixels.
     """
     smooth = ndimage.gaussian_filter(np.asarray(band, dtype=np.float64), DETECT_SMOOTH_PX)
     sigma = robust_sigma(smooth[outer_strip(smooth.shape)])
     if not (math.isfinite(sigma) and sigma > 0):
-        return 0, 0
+        return np.zeros(smooth.shape, dtype=np.int32), 0, []
     labels, n = ndimage.label(smooth > DETECT_THRESHOLD * sigma)
-    if n == 0:
-        return 0, 0
     index = np.arange(1, n + 1)
-    sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=index)
+    sizes = ndimage.sum_labels(np.ones_like(labels), labels, index=index) if n else []
     h, w = labels.shape
     x, y = int(round(center[0])), int(round(center[1]))
-    own = labels[min(max(y, 0), h - 1), min(max(x, 0), w - 1)]
-    others = [k for k, size in zip(index, sizes) if size >= DETECT_MIN_PIXELS and k != own]
+    own = int(labels[min(max(y, 0), h - 1), min(max(x, 0), w - 1)])
+    others = [int(k) for k, size in zip(index, sizes) if size >= DETECT_MIN_PIXELS and k != own]
+    return labels, own, others
+
+
+def detect_neighbours(band: np.ndarray, center: tuple[float, float], radius: float) -> tuple[int, int]:
+    """(sources other than the one at ``center``, how many of them have their centroid
+    within ``radius`` px of it) on a 2-D band (detection: :func:`segment`)."""
+    labels, _, others = segment(band, center)
     if not others:
         return 0, 0
-    centroids = ndimage.center_of_mass(np.clip(smooth, 0.0, None), labels, others)
+    weights = np.clip(ndimage.gaussian_filter(np.asarray(band, dtype=np.float64), DETECT_SMOOTH_PX), 0.0, None)
+    centroids = ndimage.center_of_mass(weights, labels, others)
     near = sum(1 for cy, cx in centroids if math.hypot(cx - center[0], cy - center[1]) <= radius)
     return len(others), near
 

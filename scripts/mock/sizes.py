@@ -39,7 +39,9 @@ class UniverseSize:
 
 SIZES = {
     "small": UniverseSize(
-        name="small", n_groups=9, n_empty_groups=3, n_hsc_groups=20, n_hsc=16, n_clusters=8,
+        # 14 observed galaxies, no more than the 15 independent simulated objects (merger
+        # trees): the realism measures then score every observed image
+        name="small", n_groups=9, n_empty_groups=3, n_hsc_groups=20, n_hsc=14, n_clusters=8,
         galaxy_npix=(48, 64), xray_npix=48, num_files=3,
     ),
     # the science tests of analyse: enough observed galaxies (100) for stable realism metrics
