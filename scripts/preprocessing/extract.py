@@ -18,7 +18,8 @@ For every dataset with ``LOAD: true``:
    chosen object stay together);
 4. each image is read by EXTNAME, cropped (Petrosian / R200c / fraction), area-resized to
    ``IMAGE_SIZE`` and measured (Petrosian radii and magnitudes) in ``NUM_WORKERS``
-   processes (joblib). A broken file is skipped with its reason, never stopping the run;
+   processes (joblib), or on the workers of a Dask cluster (``JOBLIB_BACKEND: dask``, see
+   :mod:`workers`). A broken file is skipped with its reason, never stopping the run;
 5. results are committed in chunks of ``SIZE_CHUNKS`` images to ``.cache/`` (atomic
    writes), so a run killed at any point resumes from the finished chunks
    (``USE_CACHE``); new files are processed alone, and a change of FIELDS only re-joins
@@ -30,7 +31,9 @@ The process exits non-zero only when a loaded dataset ends with no usable object
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -50,6 +53,7 @@ from tqdm import tqdm
 
 import config
 from scripts.params import DatasetSpec, ExtractParams
+from scripts.preprocessing import workers
 from scripts.preprocessing.bands import (BadImageError, load_band_files, load_bands, load_cube,
                                          read_band_planes)
 from scripts.preprocessing.croppers import (FractionCropper, PetrosianCropper, R200cCropper,
@@ -336,16 +340,14 @@ def extract_dataset(extractor: Extractor, params: ExtractParams, out_root: Path)
                                              params.image_size, crop_in, seed,
                                              extractor.load_spec(name))
 
+    # one stream of tasks over every chunk: the workers go on with the next chunk while
+    # this process commits the last one; chunks are the same consecutive slices of todo
+    results = workers.imap((task(n) for n in todo), params.joblib_backend, params.num_workers,
+                           params.dask_scheduler)
     with tqdm(total=len(todo), desc=spec.name, unit="img", disable=None) as bar, \
-            joblib.parallel_config(backend=params.joblib_backend, n_jobs=params.num_workers):
-        parallel = joblib.Parallel(return_as="list")
-        for begin in range(0, len(todo), params.size_chunks):
-            chunk = todo[begin:begin + params.size_chunks]
-            if params.num_workers == 1:
-                results = [fn(*a, **k) for fn, a, k in (task(n) for n in chunk)]
-            else:
-                results = parallel(task(n) for n in chunk)
-            fresh_records.append(cache.write(results, stats, image_shape))
+            contextlib.closing(results):
+        while chunk := list(itertools.islice(results, params.size_chunks)):
+            fresh_records.append(cache.write(chunk, stats, image_shape))
             bar.update(len(chunk))
 
     records = pd.concat(fresh_records, ignore_index=True)
