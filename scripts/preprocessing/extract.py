@@ -326,16 +326,18 @@ def extract_dataset(extractor: Extractor, params: ExtractParams, out_root: Path)
     todo = [f for f in work["file"] if f not in done]
     log.info("%s: %d images to process, %d reused from cache", spec.name, len(todo), len(work) - len(todo))
 
+    # per-file arguments from plain dicts: pandas .loc per image cost this process more
+    # CPU than its chunk commits, taken from the workers (profile in BENCHMARKS.md)
     inputs = extractor.crop_inputs(match.fields)
-    ident = work.set_index("file")[["snapshot", "object_id"]]
-    work_ident = work.set_index("file")[list(IDENTITY)]
+    crop_rows = inputs.to_dict("index") if len(inputs.columns) else {}
+    identity = dict(zip(work["file"], work[list(IDENTITY)].itertuples(index=False, name=None)))
     extnames = tuple(spec.band_extnames[f] for f in spec.filters)
     image_shape = (params.image_size, params.image_size, len(spec.filters))
 
     def task(name):
-        key = tuple(ident.loc[name])
-        crop_in = inputs.loc[key].to_dict() if len(inputs.columns) else {}
-        seed = identity_seed(spec.name, *(int(v) for v in work_ident.loc[name]))
+        ident = tuple(int(v) for v in identity[name])  # object_id, snapshot, projection
+        crop_in = crop_rows[ident[1], ident[0]] if crop_rows else {}
+        seed = identity_seed(spec.name, *ident)
         return joblib.delayed(process_image)(str(images_dir / name), extnames, spec.filters, crop,
                                              params.image_size, crop_in, seed,
                                              extractor.load_spec(name))
