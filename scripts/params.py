@@ -410,7 +410,8 @@ class ExtractParams:
     max_halo_mass: float = key(number(0), "Upper M200c limit [M☉].", 1e16, "1e16")
     split_seed: int = key(integer(0), "Seed of the FRACTION selection.", 42, "42")
     use_cache: bool = key(boolean, "Reuse finished chunks of an earlier (interrupted) run.", True, "true")
-    num_workers: int = key(integer(1), "Parallel worker processes (joblib).", 1, "8")
+    num_workers: int = key(integer(1), "Parallel worker processes (loky); JOBLIB_BACKEND dask "
+                           "uses every worker of the cluster instead.", 1, "8")
     joblib_backend: str = key(string(JOBLIB_BACKENDS),
                               "joblib backend of the workers: loky (processes on this machine) or "
                               "dask (the workers of a Dask cluster, see DASK_SCHEDULER and README "
