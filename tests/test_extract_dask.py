@@ -8,7 +8,10 @@ import copy
 import json
 import os
 import signal
+import time
+from pathlib import Path
 
+import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -126,6 +129,31 @@ def test_scheduler_from_the_environment_and_a_clear_error_without(cluster, datas
     monkeypatch.delenv(workers.SCHEDULER_ENV)
     with pytest.raises(ParamsError, match="DASK_SCHEDULER.*DASK_SCHEDULER_ADDRESS"):
         run(dask_params(None), raw_root, tmp_path / "none")
+
+
+def touch(folder: str, i: int) -> int:
+    """A task that leaves a trace of having run."""
+    (Path(folder) / str(i)).touch()
+    return i
+
+
+@pytest.mark.parametrize("backend", ["loky", "dask"])
+def test_the_next_chunk_computes_while_one_is_committed_and_no_further(backend, cluster, tmp_path):
+    """While the caller holds chunk 0, chunk 1 runs (the workers do not wait) but chunk 2
+    does not (results never pile up beyond two chunks); results keep their order."""
+    local, _ = cluster
+    size, n_chunks = 4, 5
+    chunks = ([joblib.delayed(touch)(str(tmp_path), i) for i in range(c * size, (c + 1) * size)]
+              for c in range(n_chunks))
+    results = workers.imap_chunks(chunks, backend, 2, local.scheduler_address if backend == "dask"
+                                  else None)
+    first = next(results)
+    deadline = time.monotonic() + 30
+    while len(list(tmp_path.iterdir())) < 2 * size and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # time enough for a third chunk to start, were it dispatched
+    assert sorted(int(p.name) for p in tmp_path.iterdir()) == list(range(2 * size))
+    assert first + [i for chunk in results for i in chunk] == list(range(n_chunks * size))
 
 
 def test_params_check_the_backend_and_the_scheduler_key():

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import json
 import logging
 import math
@@ -342,15 +341,17 @@ def extract_dataset(extractor: Extractor, params: ExtractParams, out_root: Path)
                                              params.image_size, crop_in, seed,
                                              extractor.load_spec(name))
 
-    # one stream of tasks over every chunk: the workers go on with the next chunk while
-    # this process commits the last one; chunks are the same consecutive slices of todo
-    results = workers.imap((task(n) for n in todo), params.joblib_backend, params.num_workers,
-                           params.dask_scheduler)
+    # the workers compute the next chunk while this process commits the last one
+    chunks = ([task(n) for n in todo[begin:begin + params.size_chunks]]
+              for begin in range(0, len(todo), params.size_chunks))
+    results = workers.imap_chunks(chunks, params.joblib_backend, params.num_workers,
+                                  params.dask_scheduler)
     with tqdm(total=len(todo), desc=spec.name, unit="img", disable=None) as bar, \
             contextlib.closing(results):
-        while chunk := list(itertools.islice(results, params.size_chunks)):
+        for chunk in results:
             fresh_records.append(cache.write(chunk, stats, image_shape))
             bar.update(len(chunk))
+            del chunk  # its images go before the next chunk is collected: two at most
 
     records = pd.concat(fresh_records, ignore_index=True)
     if records.empty:  # nothing selected: an empty store and a report that says why

@@ -1,9 +1,10 @@
 """Where extract's per-image tasks run: in this process, in loky processes, or on Dask.
 
-:func:`imap` yields the results of a stream of ``joblib.delayed`` calls in input order,
-as they come in, so the caller can commit a chunk while the workers already compute the
-next one (no barrier at chunk boundaries). The number of tasks in flight is bounded by
-joblib's ``pre_dispatch``, so memory stays bounded however long the stream.
+:func:`imap_chunks` yields the results of chunk after chunk of ``joblib.delayed`` calls,
+each in input order, while the next chunk is already computing: the caller commits a chunk
+without the workers waiting, and memory holds at most two chunks of results however fast
+the workers are (a single unbounded stream would pile results up in this process whenever
+the commits are slower than a large cluster).
 
 ``JOBLIB_BACKEND: dask`` sends the tasks to the workers of a running ``dask.distributed``
 scheduler (``DASK_SCHEDULER``, else the ``DASK_SCHEDULER_ADDRESS`` environment variable).
@@ -14,6 +15,7 @@ writes the chunks.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -61,20 +63,36 @@ def dask_client(address: str):
         client.close()
 
 
-def imap(calls: Iterable, backend: str, num_workers: int, scheduler: str | None = None) -> Iterator:
-    """Results of ``calls`` (``joblib.delayed`` triples) in input order, as they finish.
+def imap_chunks(chunks: Iterable[list], backend: str, num_workers: int,
+                scheduler: str | None = None) -> Iterator[list]:
+    """Results of each chunk of ``joblib.delayed`` calls, chunk after chunk, in order.
 
-    ``loky`` with one worker runs them in this process (no worker start-up); ``dask`` runs
-    them on every worker of the cluster whatever ``num_workers`` says.
+    The next chunk is already dispatched while the caller commits the last one, so the
+    workers do not wait at chunk boundaries, and at most two chunks of results exist at
+    a time. ``loky`` with one worker runs the calls in this process (no worker start-up);
+    ``dask`` runs them on every worker of the cluster whatever ``num_workers`` says.
     """
     if backend == "loky" and num_workers == 1:
-        for fn, args, kwargs in calls:
-            yield fn(*args, **kwargs)
+        for chunk in chunks:
+            yield [fn(*args, **kwargs) for fn, args, kwargs in chunk]
         return
     with contextlib.ExitStack() as stack:
         if backend == "dask":
             client = stack.enter_context(dask_client(scheduler_address(scheduler)))
-            stack.enter_context(joblib.parallel_config(backend="dask", client=client, n_jobs=-1))
+            config = {"backend": "dask", "client": client, "n_jobs": -1}
         else:
-            stack.enter_context(joblib.parallel_config(backend=backend, n_jobs=num_workers))
-        yield from joblib.Parallel(return_as="generator")(calls)
+            config = {"backend": backend, "n_jobs": num_workers}
+
+        def start(chunk: list) -> Iterator:
+            # a backend instance per call: two calls run at once, and a joblib backend
+            # keeps per-call state (loky's workers are shared all the same)
+            with joblib.parallel_config(**config):
+                return joblib.Parallel(return_as="generator")(chunk)
+
+        running: collections.deque[Iterator] = collections.deque()
+        for chunk in chunks:
+            running.append(start(chunk))
+            if len(running) == 2:
+                yield list(running.popleft())
+        while running:
+            yield list(running.popleft())
