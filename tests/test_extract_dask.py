@@ -131,6 +131,13 @@ def test_scheduler_from_the_environment_and_a_clear_error_without(cluster, datas
         run(dask_params(None), raw_root, tmp_path / "none")
 
 
+def test_a_scheduler_that_does_not_answer_is_named_in_the_error(dataset, tmp_path, monkeypatch):
+    raw_root, _, _ = dataset
+    monkeypatch.setattr(workers, "CONNECT_TIMEOUT_S", 1)
+    with pytest.raises(OSError, match=r"tcp://127.0.0.1:9.*no Dask scheduler answered"):
+        run(dask_params("tcp://127.0.0.1:9"), raw_root, tmp_path)
+
+
 def touch(folder: str, i: int) -> int:
     """A task that leaves a trace of having run."""
     (Path(folder) / str(i)).touch()

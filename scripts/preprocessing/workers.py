@@ -47,6 +47,8 @@ def scheduler_address(configured: str | None) -> str:
 @contextlib.contextmanager
 def dask_client(address: str):
     """A ``dask.distributed.Client`` connected to ``address``, closed on exit."""
+    # imported here, not at the top: every loky worker imports this module (through
+    # extract), and distributed would add about a second to each worker's start-up
     from dask.distributed import Client
 
     try:
