@@ -35,6 +35,8 @@ REQUIRED = object()
 #: new one with a warning; giving both is an error.
 RENAMED_KEYS = {"extract": {"SPLIT_SEED": "SELECTION_SEED"}}
 SPLITS = ("train", "validation", "test")
+#: joblib backends extract runs its workers on (dask: a dask.distributed cluster).
+JOBLIB_BACKENDS = ("loky", "dask")
 CROPPERS = ("petrosian", "r200c", "fraction", "none")
 #: How a dataset's bands are stored: one multi-extension file per object with one HDU per
 #: band (``extensions``), one file per object and band (``band_files``, e.g. the HSC-SSP
@@ -473,9 +475,17 @@ class ExtractParams:
                               "kept; prepare.SPLIT_SEED seeds the split draw). Formerly "
                               "extract.SPLIT_SEED, still read with a warning.", 42, "42")
     use_cache: bool = key(boolean, "Reuse finished chunks of an earlier (interrupted) run.", True, "true")
-    num_workers: int = key(integer(1), "Parallel worker processes (joblib).", 1, "8")
-    joblib_backend: str = key(string(), "joblib backend: loky (local), or dask/ray on a cluster "
-                              "(after registering it, see README).", "loky", "loky")
+    num_workers: int = key(integer(1), "Parallel worker processes (loky); JOBLIB_BACKEND dask "
+                           "uses every worker of the cluster instead.", 1, "8")
+    joblib_backend: str = key(string(JOBLIB_BACKENDS),
+                              "joblib backend of the workers: loky (processes on this machine) or "
+                              "dask (the workers of a Dask cluster, see DASK_SCHEDULER and README "
+                              "'Running at survey scale').", "loky", "dask")
+    dask_scheduler: str | None = key(optional(string()),
+                                     "Address of the Dask scheduler for JOBLIB_BACKEND dask; null "
+                                     "= the DASK_SCHEDULER_ADDRESS environment variable (extract "
+                                     "stops with an error when neither is set).", None,
+                                     "tcp://10.0.0.5:8786")
     size_chunks: int = key(integer(1), "Images per committed chunk: the resume unit and the "
                            "memory bound.", 2000, "2000")
 
@@ -932,6 +942,11 @@ def _validate(p: Params) -> None:
                 and ex.petro_reference_band not in spec.filters:
             raise ParamsError(f"extract.PETRO_REFERENCE_BAND = {ex.petro_reference_band!r}: "
                               f"expected one of dataset {spec.name}'s FILTERS {list(spec.filters)}")
+
+    if ex.dask_scheduler is not None and ex.joblib_backend != "dask":
+        raise ParamsError(f"extract.DASK_SCHEDULER = {ex.dask_scheduler!r}: only used with "
+                          f"JOBLIB_BACKEND dask, but JOBLIB_BACKEND is {ex.joblib_backend!r}; "
+                          "set JOBLIB_BACKEND to dask or DASK_SCHEDULER to null")
 
     names = pr.set_names
     for i, name in enumerate(names):

@@ -18,7 +18,8 @@ For every dataset with ``LOAD: true``:
    chosen object stay together);
 4. each image is read by EXTNAME, cropped (Petrosian / R200c / fraction), area-resized to
    ``IMAGE_SIZE`` and measured (Petrosian radii and magnitudes) in ``NUM_WORKERS``
-   processes (joblib). A broken file is skipped with its reason, never stopping the run;
+   processes (joblib), or on the workers of a Dask cluster (``JOBLIB_BACKEND: dask``, see
+   :mod:`workers`). A broken file is skipped with its reason, never stopping the run;
 5. results are committed in chunks of ``SIZE_CHUNKS`` images to ``.cache/`` (atomic
    writes), so a run killed at any point resumes from the finished chunks
    (``USE_CACHE``); new files are processed alone, and a change of FIELDS only re-joins
@@ -30,6 +31,7 @@ The process exits non-zero only when a loaded dataset ends with no usable object
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -48,6 +50,7 @@ from tqdm import tqdm
 
 import config
 from scripts.params import DatasetSpec, ExtractParams
+from scripts.preprocessing import workers
 from scripts.preprocessing.croppers import outside_summary
 from scripts.preprocessing.dataset_kinds import IDENTITY, Extractor, image_field_names, make_extractor
 from scripts.preprocessing.image_preprocessing import PROCESSING_VERSION, ImageResult, process_image
@@ -193,31 +196,33 @@ def extract_dataset(extractor: Extractor, params: ExtractParams, out_root: Path)
     todo = [f for f in work["file"] if f not in done]
     log.info("%s: %d images to process, %d reused from cache", spec.name, len(todo), len(work) - len(todo))
 
+    # per-file arguments from plain dicts: pandas .loc per image cost this process more
+    # CPU than its chunk commits, taken from the workers (profile in BENCHMARKS.md)
     inputs = extractor.crop_inputs(match.fields)
-    ident = work.set_index("file")[["snapshot", "object_id"]]
-    work_ident = work.set_index("file")[list(IDENTITY)]
+    crop_rows = inputs.to_dict("index") if len(inputs.columns) else {}
+    identity = dict(zip(work["file"], work[list(IDENTITY)].itertuples(index=False, name=None)))
     extnames = tuple(spec.band_extnames[f] for f in spec.filters)
     image_shape = (params.image_size, params.image_size, len(spec.filters))
 
     def task(name):
-        key = tuple(ident.loc[name])
-        crop_in = inputs.loc[key].to_dict() if len(inputs.columns) else {}
-        seed = identity_seed(spec.name, *(int(v) for v in work_ident.loc[name]))
+        ident = tuple(int(v) for v in identity[name])  # object_id, snapshot, projection
+        crop_in = crop_rows[ident[1], ident[0]] if crop_rows else {}
+        seed = identity_seed(spec.name, *ident)
         return joblib.delayed(process_image)(str(images_dir / name), extnames, spec.filters, crop,
                                              params.image_size, crop_in, seed,
                                              extractor.load_spec(name))
 
+    # the workers compute the next chunk while this process commits the last one
+    chunks = ([task(n) for n in todo[begin:begin + params.size_chunks]]
+              for begin in range(0, len(todo), params.size_chunks))
+    results = workers.imap_chunks(chunks, params.joblib_backend, params.num_workers,
+                                  params.dask_scheduler)
     with tqdm(total=len(todo), desc=spec.name, unit="img", disable=None) as bar, \
-            joblib.parallel_config(backend=params.joblib_backend, n_jobs=params.num_workers):
-        parallel = joblib.Parallel(return_as="list")
-        for begin in range(0, len(todo), params.size_chunks):
-            chunk = todo[begin:begin + params.size_chunks]
-            if params.num_workers == 1:
-                results = [fn(*a, **k) for fn, a, k in (task(n) for n in chunk)]
-            else:
-                results = parallel(task(n) for n in chunk)
-            fresh_records.append(cache.write(results, stats, image_shape))
+            contextlib.closing(results):
+        for chunk in results:
+            fresh_records.append(cache.write(chunk, stats, image_shape))
             bar.update(len(chunk))
+            del chunk  # its images go before the next chunk is collected: two at most
 
     records = pd.concat(fresh_records, ignore_index=True)
     if records.empty:  # nothing selected: an empty store and a report that says why
