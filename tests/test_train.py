@@ -304,7 +304,7 @@ def test_non_finite_loss_stops_names_step_keeps_checkpoint(tmp_path, caplog):
     import tensorflow as tf
 
     from scripts import train
-    from scripts.model.data import PairSampler
+    from scripts.model.input_pipeline import PairSampler
     from scripts.model.sampling import split_table
 
     root = tmp_path / "data"

@@ -3,7 +3,7 @@ the training loop.
 
 Positives are views of one physical object (``positives: projections``) or two
 augmentations of one image; :func:`object_groups` names the object behind each image so
-:class:`~scripts.model.data.PairSampler` can pair its projections.
+:class:`~scripts.model.input_pipeline.PairSampler` can pair its projections.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from scripts.model.data import HDF5Images, PairSampler
+from scripts.model.input_pipeline import HDF5Images, PairSampler
 
 
 def object_groups(table: pd.DataFrame) -> pd.Series:
@@ -30,7 +30,7 @@ def object_groups(table: pd.DataFrame) -> pd.Series:
 
 def split_table(splits: pd.DataFrame, datasets, split_names) -> pd.DataFrame:
     """Rows of ``splits`` in ``datasets`` and ``split_names``, with the ``group`` column that
-    :class:`~scripts.model.data.PairSampler` needs (sorted by dataset, row for stability)."""
+    :class:`~scripts.model.input_pipeline.PairSampler` needs (sorted by dataset, row for stability)."""
     for col in ("dataset", "row", "split"):
         if col not in splits.columns:
             raise ValueError(f"splits table lacks column {col!r}; run the prepare stage")

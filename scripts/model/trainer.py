@@ -5,7 +5,7 @@ Why a custom loop and not ``model.fit``: the NT-Xent negatives are gathered acro
 inside the step and a run resumed from a checkpoint must reproduce an uninterrupted run bit
 for bit. The last needs every source of randomness to be a function of ``(seed, step)``:
 
-- the rows of batch ``k``: :class:`scripts.model.data.PairSampler` (pure in ``(seed, k)``),
+- the rows of batch ``k``: :class:`scripts.model.input_pipeline.PairSampler` (pure in ``(seed, k)``),
   set up by :mod:`scripts.model.sampling`;
 - the augmentations of batch ``k``: stateless ops seeded by
   :func:`scripts.model.views.view_seeds` ``(seed, k)``;

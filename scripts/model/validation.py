@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from scripts.model.checkpointing import TrainingState
-from scripts.model.data import PairSampler
+from scripts.model.input_pipeline import PairSampler
 
 log = logging.getLogger(__name__)
 

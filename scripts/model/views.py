@@ -11,7 +11,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from scripts.model.augment import AugmentConfig, augment_batch
-from scripts.model.data import HDF5Images, PairSampler, pair_dataset
+from scripts.model.input_pipeline import HDF5Images, PairSampler, pair_dataset
 from scripts.model.normalise import Normalisation
 
 #: Salt of the validation augmentation seeds: a stream disjoint from the training steps.
