@@ -9,6 +9,7 @@ dynamically (``keras.optimizers.LossScaleOptimizer``).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 
@@ -19,7 +20,6 @@ from scripts.model import distribute
 from scripts.model.augment import AugmentConfig
 from scripts.model.lars import LARS
 from scripts.model.normalise import Normalisation
-from scripts.model.resnet import RESNET_SPECS
 from scripts.model.schedule import WarmupCosine, scaled_learning_rate
 from scripts.model.simclr import SimCLRModel, build_simclr_model
 from scripts.model.train_errors import TrainInputError
@@ -27,14 +27,13 @@ from scripts.model.train_errors import TrainInputError
 #: Variables (by ``variable.path``) that get no weight decay (and, for LARS, no trust
 #: ratio): batch-norm parameters and biases (DESIGN §5).
 NO_DECAY_PATTERNS = ("batch_normalization", "bias")
-JIT_COMPILE = ("auto", "on", "off")
 
 
 def augment_config(params) -> AugmentConfig:
-    """:class:`AugmentConfig` from ``train.AUGMENTATION``."""
+    """:class:`AugmentConfig` of ``train.AUGMENTATION`` as the params schema parsed and
+    validated it: every schema key is carried over, none is listed or checked again here."""
     a = params.augmentation
-    return AugmentConfig(rotation=a.rotation, flip=a.flip, zoom=a.zoom, translate=a.translate,
-                         blur_sigma=a.blur_sigma, noise_std=a.noise_std, flux_scale=a.flux_scale)
+    return AugmentConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(a)})
 
 
 def normalisation_from_params(params) -> Normalisation:
@@ -50,10 +49,8 @@ def resolve_jit_compile(setting: str, replicas: int, gpus: int | None = None) ->
     ``auto``: on when a GPU is visible and the strategy has one replica (XLA was ~12× slower
     for this step on the 2-core CPU box); ``on``: always (one replica; raises
     :class:`TrainInputError` otherwise); ``off``: never. ``gpus`` defaults to the visible
-    GPUs.
+    GPUs. ``setting`` is one of the schema's choices (it validated the key).
     """
-    if setting not in JIT_COMPILE:
-        raise TrainInputError(f"train.JIT_COMPILE = {setting!r}: expected one of {JIT_COMPILE}")
     if setting == "off":
         return False, "train.JIT_COMPILE is off"
     if replicas > 1:
@@ -70,12 +67,9 @@ def resolve_jit_compile(setting: str, replicas: int, gpus: int | None = None) ->
 
 
 def depth_of(architecture: str) -> int:
-    """ResNet depth of ``train.ARCHITECTURE`` (``resnet18`` → 18)."""
-    depth = int(architecture.replace("resnet", ""))
-    if depth not in RESNET_SPECS:
-        raise ValueError(f"train.ARCHITECTURE = {architecture!r}: expected one of "
-                         f"{['resnet%d' % d for d in RESNET_SPECS]}")
-    return depth
+    """ResNet depth of ``train.ARCHITECTURE`` (``resnet18`` → 18; the schema validated the
+    name against the depths :data:`scripts.model.resnet.RESNET_SPECS` builds)."""
+    return int(architecture.replace("resnet", ""))
 
 
 def build_model(params, input_shape, sync_batch_norm: bool = False) -> SimCLRModel:

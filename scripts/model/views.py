@@ -44,11 +44,9 @@ def replica_views_fn(views_fn, seed: int, augment_on: str):
 
     ``augment_on="input"``: the batch already holds the views. ``"device"``: the batch is
     ``(steps, raw_a, raw_b)`` and each replica augments its slice with the step's seeds
-    folded with its replica id.
+    folded with its replica id. ``augment_on`` is one of :data:`AUGMENT_ON` (the
+    :class:`~scripts.model.trainer.Trainer` checks it).
     """
-    if augment_on not in AUGMENT_ON:
-        raise ValueError(f"augment_on = {augment_on!r}: expected one of {AUGMENT_ON}")
-
     def replica_views(batch, salt):
         if augment_on == "input":
             return batch
