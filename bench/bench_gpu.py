@@ -183,7 +183,7 @@ def run(cases, variants_of, steps: int, max_seconds: float, peak_tflops: float |
                     continue
                 row, views = run_variant(case, variant, Path(tmp), views, steps)
                 if flops is None:
-                    from scripts.model.trainer import build_model
+                    from scripts.model.build import build_model
 
                     model = build_model(case_params(case, Variant("ours", False, "off")).train,
                                         (case.image, case.image, 3))

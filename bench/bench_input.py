@@ -3,10 +3,10 @@
 Measures, in one run, on a store of ``--image``-pixel 3-band images (default 64) and
 global batch 128 (one pair = two views of one object):
 
-- reads alone: :meth:`scripts.model.data.HDF5Images.read` by byte offset (``os.preadv``,
+- reads alone: :meth:`scripts.model.input_pipeline.HDF5Images.read` by byte offset (``os.preadv``,
   the default), the same rows through h5py one by one (the previous reader, and the
   fallback for compressed stores), and from the in-memory cache (``CACHE_IMAGES``);
-- raw batches through ``tf.data`` (:func:`scripts.model.data.pair_dataset`, parallel
+- raw batches through ``tf.data`` (:func:`scripts.model.input_pipeline.pair_dataset`, parallel
   reads with AUTOTUNE, prefetch): what the step receives with ``--augment-on device``;
 - the full input pipeline of the train stage: reads + augmentation (params.yaml's
   production settings: any-angle rotation, flips, zoom 1–1.5, shift 0.1, blur σ ≤ 2 px,
@@ -62,7 +62,7 @@ def read_rates(reader, sampler, batches: int) -> dict[str, float]:
     """Pairs/s of :meth:`HDF5Images.read` from one thread: by byte offset (default), through
     h5py (the previous reader, and the fallback) and from the in-memory cache, on the same
     batches, the three alternating batch by batch so load changes hit them alike."""
-    from scripts.model.data import HDF5Images
+    from scripts.model.input_pipeline import HDF5Images
 
     stores = {n: reader.paths[n] for n in reader.names}
     readers = {"offsets": reader, "h5py": HDF5Images(stores, direct=False),
@@ -80,7 +80,7 @@ def read_rates(reader, sampler, batches: int) -> dict[str, float]:
 
 
 def run(batches: int, steps: int, n_images: int, image: int, skip_step: bool) -> dict:
-    from scripts.model.data import HDF5Images, pair_dataset
+    from scripts.model.input_pipeline import HDF5Images, pair_dataset
     from scripts.model.trainer import Trainer
     from scripts.train import read_inputs
 

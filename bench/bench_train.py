@@ -117,7 +117,7 @@ def fit_step(views, params, jit_compile: bool = False):
     import tensorflow as tf
 
     from scripts.model.losses import nt_xent_loss
-    from scripts.model.trainer import build_model, build_optimizer, learning_rate_schedule
+    from scripts.model.build import build_model, build_optimizer, learning_rate_schedule
 
     p = params.train
     model = build_model(p, tuple(int(s) for s in views[0].shape[1:]))

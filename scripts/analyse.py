@@ -161,7 +161,7 @@ class ImageAccess:
     """Raw images of the analysed datasets by (dataset, row), and their display form."""
 
     def __init__(self, dataset_root: Path, names, params: Params):
-        from scripts.model.data import HDF5Images
+        from scripts.model.input_pipeline import HDF5Images
 
         self.names = list(names)
         self.reader = HDF5Images({n: store_path(dataset_root, n) for n in self.names})

@@ -102,9 +102,11 @@ def run_training(params: Params, dataset_path: Path, models_path: Path, tracker=
     """Train (or resume) ``models_path/<RUN_NAME>`` and export it when finished (``export``).
 
     Returns the summary written to ``train_summary.json``. Raises
-    :class:`scripts.model.trainer.NonFiniteLossError` after recording it in the summary.
+    :class:`scripts.model.train_errors.NonFiniteLossError` after recording it in the summary.
     """
-    from scripts.model.trainer import NonFiniteLossError, Trainer, write_summary
+    from scripts.model.export import write_summary
+    from scripts.model.train_errors import NonFiniteLossError
+    from scripts.model.trainer import Trainer
 
     run_dir = Path(models_path) / params.train.run_name
     table, stores = read_inputs(params, Path(dataset_path))
@@ -182,7 +184,7 @@ def main(argv=None) -> int:
 
     # the strategy first: MultiWorkerMirroredStrategy must exist before other TF ops
     from scripts.model.distribute import make_strategy
-    from scripts.model.trainer import NonFiniteLossError, TrainInputError
+    from scripts.model.train_errors import NonFiniteLossError, TrainInputError
 
     strategy = make_strategy(params.train.distribution)
     tracker = make_run_tracker(params)

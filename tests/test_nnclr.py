@@ -222,7 +222,8 @@ def test_tiny_model_learns_with_nnclr(synth, tmp_path):
 def test_switching_method_in_a_run_folder_is_refused(synth, tmp_path):
     """A run folder's checkpoints belong to one method: resuming a SimCLR checkpoint as
     NNCLR (no queue to restore) or the reverse stops with a message naming train.METHOD."""
-    from scripts.model.trainer import Trainer, TrainInputError
+    from scripts.model.train_errors import TrainInputError
+    from scripts.model.trainer import Trainer
     from scripts.train import read_inputs
 
     simclr = make_params(epochs=1, steps_per_epoch=1, batch_size=8)

@@ -149,3 +149,16 @@ def test_bad_arguments_are_rejected_with_the_key():
         build_projection_head(8, num_layers=0)
     with pytest.raises(ValueError, match=r"\(H, W, C\)"):
         build_resnet(18, (32, 32), width_multiplier=0.5)
+
+
+def test_every_architecture_the_schema_accepts_is_a_depth_resnet_builds():
+    """The schema validates train.ARCHITECTURE once; the builder relies on its choices."""
+    import dataclasses
+
+    from scripts.model.build import depth_of
+    from scripts.model.resnet import RESNET_SPECS
+    from scripts.params import TrainParams
+
+    conv = next(f for f in dataclasses.fields(TrainParams) if f.name == "architecture").metadata["key"].conv
+    names = conv.describe.removeprefix("one of ").split("/")
+    assert {depth_of(name) for name in names} == set(RESNET_SPECS)

@@ -27,9 +27,11 @@ from scripts.tracking import (
 )
 from scripts.tracking.base import GuardedBackend
 from scripts.tracking.images import image_grid, sprite, to_display
-from scripts.tracking.mlflow_backend import MAX_PARAM_VALUE_LENGTH, TRUNCATION_MARK
+from scripts.tracking.mlflow_backend import TRUNCATION_MARK
 
 mlflow = pytest.importorskip("mlflow")
+# MLflow's own limit, which the backend follows
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH as MAX_PARAM_VALUE_LENGTH  # noqa: E402
 
 
 # --------------------------------------------------------------------------- helpers

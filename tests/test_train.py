@@ -304,8 +304,8 @@ def test_non_finite_loss_stops_names_step_keeps_checkpoint(tmp_path, caplog):
     import tensorflow as tf
 
     from scripts import train
-    from scripts.model.data import PairSampler
-    from scripts.model.trainer import split_table
+    from scripts.model.input_pipeline import PairSampler
+    from scripts.model.sampling import split_table
 
     root = tmp_path / "data"
     write_synthetic(root, n_train=15, n_val=4, seed=3)  # 45 training images, batch 16
@@ -343,7 +343,7 @@ def test_non_finite_loss_stops_names_step_keeps_checkpoint(tmp_path, caplog):
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    from scripts.model.trainer import build_model
+    from scripts.model.build import build_model
 
     return build_model(make_params().train, (SIZE, SIZE, 3))
 
@@ -356,7 +356,7 @@ def test_optimizer_from_params_decays_weights_not_batch_norm(tiny_model, name, e
     wd·w rescaled by the trust ratio eeta·‖w‖/‖wd·w‖) and leaves every BN gamma as it was."""
     import keras
 
-    from scripts.model.trainer import build_optimizer, learning_rate_schedule
+    from scripts.model.build import build_optimizer, learning_rate_schedule
 
     params = make_params(optimizer=name, weight_decay=0.01, learning_rate=0.5,
                          lr_scaling="none", warmup_epochs=0).train
@@ -379,7 +379,7 @@ def test_optimizer_from_params_decays_weights_not_batch_norm(tiny_model, name, e
 
 
 def test_learning_rate_scaling_and_warmup():
-    from scripts.model.trainer import learning_rate_schedule
+    from scripts.model.build import learning_rate_schedule
 
     for scaling, peak in [("linear", 0.3 * 512 / 256), ("sqrt", 0.3 * np.sqrt(512)), ("none", 0.3)]:
         p = make_params(learning_rate=0.3, batch_size=512, lr_scaling=scaling, warmup_epochs=2).train

@@ -32,7 +32,8 @@ def synth(tmp_path_factory):
 
 
 def test_resolve_jit_compile():
-    from scripts.model.trainer import TrainInputError, resolve_jit_compile
+    from scripts.model.build import resolve_jit_compile
+    from scripts.model.train_errors import TrainInputError
 
     assert resolve_jit_compile("auto", 1, gpus=1)[0] is True
     assert resolve_jit_compile("auto", 1, gpus=0)[0] is False
@@ -123,7 +124,7 @@ def test_bench_gpu_smoke_runs_on_cpu(tmp_path):
 
 def test_prefetch_to_device_keeps_the_batches(synth, tmp_path):
     """Batches copied ahead to a device (the GPU in training; the CPU here) are the same."""
-    from scripts.model.trainer import prefetch_to
+    from scripts.model.views import prefetch_to
 
     trainer = _trainer(make_params(batch_size=8), synth, tmp_path / "p")
     assert trainer.prefetch_device is None  # no GPU here

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from scripts.model.trainer import build_model
+from scripts.model.build import build_model
 from scripts.params import load_params
 from scripts.train import run_training
 from tests.test_train import write_params, write_synthetic
@@ -34,7 +34,7 @@ NNCLR_QUEUE = 20      # 2.5 batches of 8
 DRIVER = """
 import sys, time
 from pathlib import Path
-from scripts.model.trainer import build_model
+from scripts.model.build import build_model
 from scripts.params import load_params
 from scripts.train import run_training
 

@@ -232,7 +232,7 @@ def run_cli(params, fits_paths: Sequence[str | Path], dataset_root: Path, models
     a ``file`` column, also written to ``out_dir/analogues.csv`` (default
     ``reports/<run>/new_analogues``) with a panel PNG."""
     from scripts.analysis import plots
-    from scripts.model.data import HDF5Images
+    from scripts.model.input_pipeline import HDF5Images
     from scripts.analysis.representation import store_path
 
     an = params.analyse

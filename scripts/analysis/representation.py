@@ -5,7 +5,7 @@ The analyse stage embeds each (dataset, split) once and stores the vectors in
 metadata): one row per image with its identity (``dataset``,
 ``row``, ``object_id``, ``snapshot``, ``projection``, ``split``) and the vector as float32
 columns ``r0 … r{D-1}``. Images are streamed from the HDF5 stores in batches
-(:func:`scripts.model.data.ordered_dataset`) and the table is written batch by batch
+(:func:`scripts.model.input_pipeline.ordered_dataset`) and the table is written batch by batch
 (pyarrow ``ParquetWriter``), so neither the images nor the vectors of a large survey
 need to fit in memory at once.
 
@@ -166,7 +166,7 @@ def compute_representations(embed: Callable[[np.ndarray], np.ndarray], table: pd
     """Embed the images of ``table`` (from :func:`rows_to_embed`) and write the parquet file.
 
     ``embed`` maps raw images (N, H, W, C) to (N, D) vectors. Images are read in batches of
-    ``batch_size`` through :func:`scripts.model.data.ordered_dataset` (tf.data, reads
+    ``batch_size`` through :func:`scripts.model.input_pipeline.ordered_dataset` (tf.data, reads
     overlapping the encoder) and the vectors are appended to ``out_path`` in row groups of
     ``row_group_size`` rows (only one row group is held in memory).
     The file is written under a temporary name and renamed at the end, so an interrupted
@@ -174,7 +174,7 @@ def compute_representations(embed: Callable[[np.ndarray], np.ndarray], table: pd
     (e.g. the encoder fingerprint; read back by :func:`representation_metadata`). Returns
     the number of rows written.
     """
-    from scripts.model.data import HDF5Images, ordered_dataset
+    from scripts.model.input_pipeline import HDF5Images, ordered_dataset
 
     out_path = Path(out_path)
     if len(table) == 0:

@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class GalaxyImageTask:
     """Render a multi-band HSC-like cut-out; ``measure_band`` ≥ 0 measures Petrosian radii
-    [px] on that band's noiseless subject model (for survey catalogues)."""
+    [px] on that band's noiseless subject model with the extract stage's fit
+    (:func:`scripts.mock.measure.petrosian_radii`, for survey catalogues)."""
 
     path: str
     scene: GalaxyScene

@@ -1,16 +1,23 @@
-"""Aperture photometry on cut-outs: curve of growth, Petrosian and flux radii.
+"""Measurements on mock cut-outs: the survey catalogue's Petrosian sizes, and the aperture
+photometry the tests check the mock's physics with.
 
-Used to give the observed survey catalogue its measured sizes (SDSS-style Petrosian
-radius, η = 0.2; R50/R90 enclose 50/90 % of the flux within 2 r_P) and by the tests to
-check the physics in the images. Circular apertures around the cut-out centre; each pixel
-is split into ``oversample``² sub-pixels so small radii are exact to a few per cent.
-Radii are returned in pixels.
+Petrosian radii come from the extract stage's own :class:`~scripts.preprocessing.croppers.PetrosianCropper`
+(SDSS definition: η = 0.2, Petrosian flux within 2 r_P, R50/R90 enclosing 50/90 % of it),
+so the survey catalogue's ``petro_*`` columns and the radii extract measures on the
+images share one definition. The catalogue measures them on the noiseless subject model,
+as a survey's deblended photometry would, so no S/N test applies.
+
+:class:`CurveOfGrowth` and :func:`flux_within` are plain circular-aperture sums around the
+cut-out centre (each pixel split into ``oversample``² sub-pixels), exact to a few per cent
+at small radii. Radii are in pixels.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-PETROSIAN_ETA = 0.2
+from scripts.preprocessing.croppers import PetrosianCropper
 
 
 class CurveOfGrowth:
@@ -39,53 +46,18 @@ class CurveOfGrowth:
         return float(self.r[min(idx, len(self.r) - 1)])
 
 
-def petrosian_radius(cog: CurveOfGrowth, eta: float = PETROSIAN_ETA, step: float = 0.25) -> float:
-    """Radius [px] where the local surface brightness (annulus 0.8–1.25 r) falls to η
-    times the mean within r; the largest usable radius if never reached."""
-    radii = np.arange(1.0, cog.r_max / 1.25, step)
-    if radii.size == 0:
-        return cog.r_max
-    inner = cog(radii)
-    ann = (cog(1.25 * radii) - cog(0.8 * radii)) / (np.pi * (1.25 ** 2 - 0.8 ** 2) * radii ** 2)
-    mean = inner / (np.pi * radii ** 2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(mean > 0, ann / mean, 1.0)
-    below = np.flatnonzero(ratio <= eta)
-    if below.size == 0:
-        return float(radii[-1])
-    k = below[0]
-    if k == 0:
-        return float(radii[0])
-    # linear interpolation between the bracketing radii
-    r0, r1, e0, e1 = radii[k - 1], radii[k], ratio[k - 1], ratio[k]
-    return float(r0 + (eta - e0) * (r1 - r0) / (e1 - e0))
-
-
-#: Sub-pixels per cut-out edge that :func:`petrosian_radii` aims at by default.
-SUBPIXELS_PER_EDGE = 480
-
-
-def default_oversample(shape: tuple[int, ...]) -> int:
-    """5 up to 96-px cut-outs, fewer for larger ones (2 at 224 px), so the sorted curve of
-    growth costs no more than on a 96-px cut-out: a large frame holds a large galaxy, whose
-    radii need no sub-pixel sampling to be exact to a few per cent."""
-    return max(2, min(5, SUBPIXELS_PER_EDGE // max(shape)))
-
-
-def petrosian_radii(image: np.ndarray, oversample: int | None = None) -> dict[str, float]:
-    """r_petro, r50, r90 [px] and the Petrosian flux of ``image`` (``oversample`` default:
-    :func:`default_oversample`)."""
-    oversample = default_oversample(image.shape) if oversample is None else oversample
-    cog = CurveOfGrowth(image, oversample=oversample)
-    rp = petrosian_radius(cog)
-    r_ap = min(2.0 * rp, cog.r_max)
-    flux = float(cog(r_ap))
-    return {
-        "r_petro": rp,
-        "r50": cog.radius_enclosing(0.5 * flux),
-        "r90": cog.radius_enclosing(0.9 * flux),
-        "petro_flux": flux,
-    }
+def petrosian_radii(image: np.ndarray) -> dict[str, float]:
+    """Petrosian measures of a noiseless 2-D ``image`` by the extract stage's
+    :class:`PetrosianCropper`: ``r_petro``, ``r50``, ``r90`` [px] and ``petro_flux`` (NaN
+    where the fit fails, e.g. a galaxy larger than its frame, as a survey catalogue leaves
+    them empty), and ``aperture_px``, the photometric aperture: 2 r_P, or the largest circle
+    in the frame when the fit failed."""
+    cropper = PetrosianCropper(min_snr=0.0).fit(image)
+    failed = cropper.failed
+    r_petro = cropper.r_petrosian
+    return {"r_petro": r_petro, "r50": cropper.r50, "r90": cropper.r90,
+            "petro_flux": math.nan if failed else cropper.flux_petrosian,
+            "aperture_px": min(image.shape) / 2.0 if failed else cropper.petrosian_aperture * r_petro}
 
 
 def flux_within(image: np.ndarray, radius_px: float, oversample: int = 5) -> float:

@@ -7,7 +7,8 @@ look like HSC-SSP ``object_id`` (17-digit integers). The catalogue has observabl
 ``photoz`` (σ_z = 0.03 (1+z), 3 % outliers), cModel-like g/r/i magnitudes (true flux plus
 sky noise in an aperture of 2 Petrosian radii and 1 % calibration scatter) with errors, and
 Petrosian R50/R90 in arcsec measured on the noiseless, PSF-convolved r-band image of the
-galaxy (deblended: neighbours excluded).
+galaxy (deblended: neighbours excluded) by the extract stage's own Petrosian fit
+(:mod:`scripts.mock.measure`); empty where that fit fails.
 """
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def observe_catalogue(rng: np.random.Generator, truth: pd.DataFrame, measurement
                       sky_sigma: np.ndarray, pixel_scale: float, ra: np.ndarray, dec: np.ndarray,
                       outlier_fraction: float = 0.03, sigma_z: float = 0.03) -> pd.DataFrame:
     """Survey catalogue rows for ``truth`` (object_id, redshift, g/r/i_mag columns);
-    ``measurements`` are Petrosian radii [px] per object, ``sky_sigma`` (N, 3) per band."""
+    ``measurements`` are :func:`scripts.mock.measure.petrosian_radii` per object (radii and
+    photometric aperture [px]), ``sky_sigma`` (N, 3) per band."""
     n = len(truth)
     z = truth["redshift"].to_numpy()
     photoz = z + sigma_z * (1 + z) * rng.standard_normal(n)
@@ -49,7 +51,7 @@ def observe_catalogue(rng: np.random.Generator, truth: pd.DataFrame, measurement
     photoz = np.where(out, rng.uniform(0.0, 1.0, n), photoz)
     photoz = np.clip(photoz, 0.01, None)
     rp = np.array([m["r_petro"] for m in measurements])
-    area = np.pi * (2.0 * rp) ** 2
+    area = np.pi * np.array([m["aperture_px"] for m in measurements]) ** 2
     cat = {
         "object_id": truth["object_id"].to_numpy().astype(np.int64),
         "ra": ra,

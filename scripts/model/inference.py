@@ -89,7 +89,7 @@ def embed(run_dir_or_encoder, images, batch_size: int = 256,
             together with ``normalisation``.
         images: ``(N, H, W, C)`` raw images — a numpy array, an ``h5py`` dataset or anything
             sliceable with ``len`` (read ``batch_size`` rows at a time, never all at once) —
-            or an iterable of such batches (e.g. :func:`scripts.model.data.ordered_dataset`).
+            or an iterable of such batches (e.g. :func:`scripts.model.input_pipeline.ordered_dataset`).
         batch_size: images per forward pass.
         normalisation: only with a bare encoder: the normalisation it was trained with.
         progress: show a tqdm bar.

@@ -198,7 +198,6 @@ class GuardedBackend:
     def __init__(self, name: str, backend: Any) -> None:
         self.name = name
         self._backend = backend
-        self.failed = False
 
     @property
     def active(self) -> bool:
@@ -216,7 +215,6 @@ class GuardedBackend:
             getattr(backend, method)(*args, **kwargs)
         except Exception as exc:  # a tracking backend must never stop the run
             self._backend = None
-            self.failed = True
             logger.warning(
                 "Tracking backend %r failed in %s (%s: %s); it is switched off for the rest "
                 "of this run, which goes on (other backends keep logging).",

@@ -19,11 +19,13 @@ Remote URIs get short HTTP limits unless the environment already sets them
 unreachable server costs a few seconds once (then this backend is switched off) rather
 than MLflow's default minutes of retries.
 
-Limits handled: parameter values longer than MLflow's limit (6000 characters) are cut
-with a ``…[truncated]`` mark and the full flattened parameters are also stored as the
-``params.json`` artifact; names are cleaned to MLflow's allowed characters; batches
-respect MLflow's per-request counts. Per-step metrics are buffered and sent in batches
-(every ``flush_every`` values or ``flush_seconds``, and at close).
+Limits: MLflow's own (``mlflow.utils.validation``, read when a run starts, so they follow
+the installed version). Parameter and tag values longer than its limit are cut with a
+``…[truncated]`` mark, and the full flattened parameters are also stored as the
+``params.json`` artifact; names are cleaned to MLflow's allowed characters. MLflow's client
+splits batches to its per-request counts. Per-step metrics go through MLflow's
+asynchronous logging (``synchronous=False``): its queue batches them in a background
+thread and ending the run waits for it, so the training loop never waits on the store.
 """
 from __future__ import annotations
 
@@ -62,12 +64,6 @@ DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "artifacts"
 TRUNCATION_MARK = "…[truncated]"
 
-# MLflow's limits (mlflow.utils.validation), fixed here so importing this module stays cheap
-MAX_PARAM_VALUE_LENGTH = 6000
-MAX_TAG_VALUE_LENGTH = 8000
-MAX_KEY_LENGTH = 250
-MAX_PARAMS_TAGS_PER_BATCH = 100
-MAX_METRICS_PER_BATCH = 1000
 
 
 def local_tracking_uri(mlflow_dir: str | Path) -> str:
@@ -111,39 +107,39 @@ _BAD_NAME_CHARS = re.compile(r"[^A-Za-z0-9_\-. :/]+")
 
 
 def clean_key(key: str) -> str:
-    """A metric/param/tag name MLflow accepts (other characters → ``_``, ≤ 250 chars)."""
+    """A metric/param/tag name MLflow accepts: other characters → ``_``, at most MLflow's
+    key length (a long name keeps a hash of its end, so names stay distinct)."""
+    from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH
+
     cleaned = _BAD_NAME_CHARS.sub("_", str(key)).strip() or "_"
-    if len(cleaned) > MAX_KEY_LENGTH:
+    if len(cleaned) > MAX_ENTITY_KEY_LENGTH:
         import hashlib
 
         digest = hashlib.sha1(cleaned.encode()).hexdigest()[:8]
-        cleaned = cleaned[: MAX_KEY_LENGTH - 9] + "~" + digest
+        cleaned = cleaned[: MAX_ENTITY_KEY_LENGTH - 9] + "~" + digest
     return cleaned
 
 
 def truncate(value: str, limit: int) -> str:
+    """``value`` cut to ``limit`` characters, the cut marked by :data:`TRUNCATION_MARK`."""
     return value if len(value) <= limit else value[: limit - len(TRUNCATION_MARK)] + TRUNCATION_MARK
-
-
-def _chunks(items: list, size: int):
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
 
 
 class MlflowTracker(TrackerBase):
     """One MLflow run; ``location`` is ``<tracking uri>#<run id>``, ``run_id`` the id."""
 
     def __init__(self, tracking_uri: str, experiment: str, run_name: str | None,
-                 tags: Mapping[str, str] | None = None, artifact_root: str | Path | None = None,
-                 flush_every: int = 500, flush_seconds: float = 15.0) -> None:
+                 tags: Mapping[str, str] | None = None, artifact_root: str | Path | None = None) -> None:
         if is_remote(tracking_uri):
             # MLflow reads these at each request; the user's own settings win
             for key, value in REMOTE_HTTP_DEFAULTS.items():
                 os.environ.setdefault(key, value)
         from mlflow import MlflowClient
         from mlflow.entities import Metric, Param, RunTag
+        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
         self._Metric, self._Param, self._RunTag = Metric, Param, RunTag
+        self._max_param, self._max_tag = MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
         self.tracking_uri = tracking_uri
         self._client = MlflowClient(tracking_uri=tracking_uri)
         experiment_id = self._experiment_id(experiment, artifact_root)
@@ -153,15 +149,11 @@ class MlflowTracker(TrackerBase):
         run = self._client.create_run(
             experiment_id,
             run_name=run_name,
-            tags={clean_key(k): truncate(v, MAX_TAG_VALUE_LENGTH) for k, v in all_tags.items()},
+            tags={clean_key(k): truncate(v, self._max_tag) for k, v in all_tags.items()},
         )
         self.run_id = run.info.run_id
         self.artifact_uri = run.info.artifact_uri
         self.location = f"{tracking_uri}#{self.run_id}"
-        self._flush_every = int(flush_every)
-        self._flush_seconds = float(flush_seconds)
-        self._pending: list = []
-        self._last_flush = time.monotonic()
         self._params: dict[str, str] = {}
         self._full_params: dict[str, Any] = {}
         self._refused_param_keys: set[str] = set()
@@ -209,7 +201,7 @@ class MlflowTracker(TrackerBase):
         changed: list[str] = []
         for key, value in params.items():
             k = clean_key(key)
-            v = truncate(str(value), MAX_PARAM_VALUE_LENGTH)
+            v = truncate(str(value), self._max_param)
             if k in self._params:
                 if self._params[k] != v and k not in self._refused_param_keys:
                     changed.append(k)
@@ -221,34 +213,23 @@ class MlflowTracker(TrackerBase):
                 "MLflow keeps the first value of a parameter; new values of %s not logged "
                 "(they are in params.json)", ", ".join(sorted(changed)),
             )
-        entries = [self._Param(k, v) for k, v in new.items()]
-        for chunk in _chunks(entries, MAX_PARAMS_TAGS_PER_BATCH):
-            self._client.log_batch(self.run_id, params=chunk)
+        self._client.log_batch(self.run_id, params=[self._Param(k, v) for k, v in new.items()])
         self._params.update(new)
         self._full_params.update(params)
         self._client.log_dict(self.run_id, self._full_params, "params.json")
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Queued on MLflow's asynchronous logging; the call returns at once."""
         now = int(time.time() * 1000)
-        self._pending.extend(
-            self._Metric(clean_key(k), float(v), now, int(step)) for k, v in metrics.items()
+        self._client.log_batch(
+            self.run_id,
+            metrics=[self._Metric(clean_key(k), float(v), now, int(step)) for k, v in metrics.items()],
+            synchronous=False,
         )
-        if (len(self._pending) >= self._flush_every
-                or time.monotonic() - self._last_flush >= self._flush_seconds):
-            self.flush()
-
-    def flush(self) -> None:
-        """Send the buffered metrics."""
-        pending, self._pending = self._pending, []
-        for chunk in _chunks(pending, MAX_METRICS_PER_BATCH):
-            self._client.log_batch(self.run_id, metrics=chunk)
-        self._last_flush = time.monotonic()
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        entries = [self._RunTag(clean_key(k), truncate(str(v), MAX_TAG_VALUE_LENGTH))
-                   for k, v in tags.items()]
-        for chunk in _chunks(entries, MAX_PARAMS_TAGS_PER_BATCH):
-            self._client.log_batch(self.run_id, tags=chunk)
+        self._client.log_batch(self.run_id, tags=[self._RunTag(clean_key(k), truncate(str(v), self._max_tag))
+                                                  for k, v in tags.items()])
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self._client.log_artifact(self.run_id, str(path), artifact_path)
@@ -269,15 +250,13 @@ class MlflowTracker(TrackerBase):
         """Projector files as artifacts under ``embeddings/<name>/``: a ready TensorBoard
         log dir (``projector_config.pbtxt`` + ``projector/<name>/`` files)."""
         with tempfile.TemporaryDirectory(prefix="track_emb_") as tmp:
-            files = write_embedding_files(tmp, vectors, metadata, thumbnails, name)
-            write_projector_config(tmp, [files])
-            self._client.log_artifacts(self.run_id, tmp, f"embeddings/{files.name}")
+            info = write_embedding_files(tmp, vectors, metadata, thumbnails, name)
+            write_projector_config(tmp, [info])
+            self._client.log_artifacts(self.run_id, tmp, f"embeddings/{info.tensor_name}")
 
     def close(self, status: str = "FINISHED") -> None:
         if self._closed:
             return
         self._closed = True
-        try:
-            self.flush()
-        finally:
-            self._client.set_terminated(self.run_id, status=status)
+        # ends the run after MLflow's asynchronous queue has written every metric
+        self._client.set_terminated(self.run_id, status=status)

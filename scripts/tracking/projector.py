@@ -12,34 +12,24 @@ folder (the plugin refuses paths outside it), at:
 - ``sprite``: one PNG of the thumbnails tiled row-major on a square, with
   ``single_image_dim`` = cell width, cell height.
 
-We write the pbtxt ourselves (the same text ``tensorboard.plugins.projector`` would write)
-so that writing needs no TensorFlow checkpoint and no TensorBoard import. The same
+The config itself is TensorBoard's own ``ProjectorConfig`` proto, written by
+``tensorboard.plugins.projector.visualize_embeddings`` (no checkpoint needed); the same
 folder also works in the standalone projector (load tensors.tsv and metadata.tsv).
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from scripts.tracking.images import save_png, sprite
 
-CONFIG_NAME = "projector_config.pbtxt"
+if TYPE_CHECKING:
+    from tensorboard.plugins.projector import EmbeddingInfo
+
 SUBDIR = "projector"
-
-
-@dataclass(frozen=True)
-class EmbeddingFiles:
-    """One embedding on disk; paths are relative to the folder of the projector config."""
-
-    name: str
-    tensor_path: str
-    metadata_path: str
-    sprite_path: str | None
-    single_image_dim: tuple[int, int] | None  # (width, height) of one sprite cell, pixels
-    shape: tuple[int, int]                    # (N embeddings, D dimensions)
 
 
 def safe_name(name: str) -> str:
@@ -84,12 +74,16 @@ def _metadata_table(metadata, n: int) -> tuple[list[str], list[list[str]]]:
 
 def write_embedding_files(config_dir: str | Path, vectors: np.ndarray, metadata=None,
                           thumbnails: np.ndarray | None = None,
-                          name: str = "embedding") -> EmbeddingFiles:
-    """Write tensors.tsv, metadata.tsv and (with thumbnails) sprite.png.
+                          name: str = "embedding") -> "EmbeddingInfo":
+    """Write tensors.tsv, metadata.tsv and (with thumbnails) sprite.png; returns their
+    ``EmbeddingInfo`` entry (paths relative to ``config_dir``, ``tensor_name`` the
+    :func:`safe_name` of ``name``).
 
     Files go to ``<config_dir>/projector/<name>/``. ``vectors`` is N×D, ``metadata`` a
     DataFrame (or mapping of columns) with N rows, ``thumbnails`` N×H×W[×C] images.
     """
+    from tensorboard.plugins.projector import EmbeddingInfo
+
     vec = np.asarray(vectors, dtype=np.float32)
     n = vec.shape[0]
     key = safe_name(name)
@@ -104,49 +98,22 @@ def write_embedding_files(config_dir: str | Path, vectors: np.ndarray, metadata=
         for row in rows:
             fh.write("\t".join(row) + "\n")
 
-    sprite_rel, dims = None, None
+    info = EmbeddingInfo(tensor_name=key, tensor_path=(rel / "tensors.tsv").as_posix(),
+                         metadata_path=(rel / "metadata.tsv").as_posix(),
+                         tensor_shape=[int(vec.shape[0]), int(vec.shape[1])])
     if thumbnails is not None:
         image, dims = sprite(np.asarray(thumbnails))
         save_png(image, folder / "sprite.png")
-        sprite_rel = (rel / "sprite.png").as_posix()
-    return EmbeddingFiles(
-        name=key,
-        tensor_path=(rel / "tensors.tsv").as_posix(),
-        metadata_path=(rel / "metadata.tsv").as_posix(),
-        sprite_path=sprite_rel,
-        single_image_dim=dims,
-        shape=(int(vec.shape[0]), int(vec.shape[1])),
-    )
+        info.sprite.image_path = (rel / "sprite.png").as_posix()
+        info.sprite.single_image_dim.extend(dims)
+    return info
 
 
-def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def write_projector_config(config_dir: str | Path, embeddings: list["EmbeddingInfo"]) -> None:
+    """Write ``<config_dir>/projector_config.pbtxt`` listing ``embeddings`` (TensorBoard's
+    ``visualize_embeddings``)."""
+    from tensorboard.plugins.projector import ProjectorConfig, visualize_embeddings
 
-
-def config_text(embeddings: list[EmbeddingFiles]) -> str:
-    """The ``ProjectorConfig`` in protobuf text format."""
-    lines: list[str] = []
-    for emb in embeddings:
-        lines.append("embeddings {")
-        lines.append(f"  tensor_name: {_quote(emb.name)}")
-        lines.append(f"  tensor_path: {_quote(emb.tensor_path)}")
-        lines.append(f"  metadata_path: {_quote(emb.metadata_path)}")
-        if emb.sprite_path is not None and emb.single_image_dim is not None:
-            lines.append("  sprite {")
-            lines.append(f"    image_path: {_quote(emb.sprite_path)}")
-            lines.append(f"    single_image_dim: {emb.single_image_dim[0]}")
-            lines.append(f"    single_image_dim: {emb.single_image_dim[1]}")
-            lines.append("  }")
-        lines.append(f"  tensor_shape: {emb.shape[0]}")
-        lines.append(f"  tensor_shape: {emb.shape[1]}")
-        lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-def write_projector_config(config_dir: str | Path, embeddings: list[EmbeddingFiles]) -> Path:
-    """Write ``<config_dir>/projector_config.pbtxt`` listing ``embeddings``; returns its path."""
-    path = Path(config_dir) / CONFIG_NAME
-    tmp = path.with_suffix(".pbtxt.tmp")
-    tmp.write_text(config_text(embeddings), encoding="utf-8")
-    tmp.replace(path)  # atomic: a running TensorBoard never reads half a file
-    return path
+    config = ProjectorConfig()
+    config.embeddings.extend(embeddings)
+    visualize_embeddings(str(config_dir), config)

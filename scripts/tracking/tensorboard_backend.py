@@ -18,12 +18,7 @@ import numpy as np
 
 from scripts.tracking.base import TrackerBase
 from scripts.tracking.images import image_grid
-from scripts.tracking.projector import (
-    EmbeddingFiles,
-    safe_name,
-    write_embedding_files,
-    write_projector_config,
-)
+from scripts.tracking.projector import safe_name, write_embedding_files, write_projector_config
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +56,7 @@ class TensorBoardTracker(TrackerBase):
         self.run_dir = unique_run_dir(Path(log_dir) / safe_name(experiment), safe_name(run_name))
         self.location = str(self.run_dir)
         self._writer = tf.summary.create_file_writer(str(self.run_dir))
-        self._embeddings: dict[str, EmbeddingFiles] = {}
+        self._embeddings: dict = {}  # tensor name → EmbeddingInfo, in logging order
         self._text_calls = 0
         if tags:
             self.set_tags(tags)
@@ -89,8 +84,8 @@ class TensorBoardTracker(TrackerBase):
 
     def log_embedding(self, vectors: np.ndarray, metadata=None, thumbnails=None,
                       name: str = "embedding") -> None:
-        files = write_embedding_files(self.run_dir, vectors, metadata, thumbnails, name)
-        self._embeddings[files.name] = files
+        info = write_embedding_files(self.run_dir, vectors, metadata, thumbnails, name)
+        self._embeddings[info.tensor_name] = info
         write_projector_config(self.run_dir, list(self._embeddings.values()))
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scripts.model.data import HDF5Images, PairSampler, ordered_dataset, pair_dataset
+from scripts.model.input_pipeline import HDF5Images, PairSampler, ordered_dataset, pair_dataset
 
 
 @pytest.fixture()
@@ -107,7 +107,7 @@ def _layouts(tmp_path, images):
 def test_raw_offset_reads_equal_h5py_in_every_layout_and_cache_mode(tmp_path):
     """Raw-offset reads (chunked and contiguous stores), the h5py fallback (compressed) and
     the in-memory cache give exactly h5py's pixels, also with repeated and unsorted rows."""
-    from scripts.model.data import row_offsets
+    from scripts.model.input_pipeline import row_offsets
 
     images = np.random.default_rng(0).normal(size=(9, 5, 6, 3)).astype(np.float32)
     paths = _layouts(tmp_path, images)
@@ -146,12 +146,12 @@ def test_parallel_reads_from_threads_are_exact(stores):
 
 
 def test_cache_auto_follows_available_memory(stores, monkeypatch):
-    from scripts.model import data
+    from scripts.model import input_pipeline
 
     paths, _ = stores
-    monkeypatch.setattr(data, "available_memory_bytes", lambda: 10**12)
+    monkeypatch.setattr(input_pipeline, "available_memory_bytes", lambda: 10**12)
     assert HDF5Images(paths, cache="auto").cached
-    monkeypatch.setattr(data, "available_memory_bytes", lambda: 100)
+    monkeypatch.setattr(input_pipeline, "available_memory_bytes", lambda: 100)
     assert not HDF5Images(paths, cache="auto").cached
     with pytest.raises(ValueError, match="cache"):
         HDF5Images(paths, cache="sometimes")
