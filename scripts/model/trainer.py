@@ -155,9 +155,7 @@ def make_views_fn(augment: AugmentConfig, normalisation: Normalisation):
 
 def augment_config(params) -> AugmentConfig:
     """:class:`AugmentConfig` from ``train.AUGMENTATION``."""
-    a = params.augmentation
-    return AugmentConfig(rotation=a.rotation, flip=a.flip, zoom=a.zoom, translate=a.translate,
-                         blur_sigma=a.blur_sigma, noise_std=a.noise_std, flux_scale=a.flux_scale)
+    return AugmentConfig.from_params(params.augmentation)
 
 
 def normalisation_from_params(params) -> Normalisation:
