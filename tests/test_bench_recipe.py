@@ -56,6 +56,7 @@ def test_table_shows_differences_from_the_baseline_of_the_same_feature_set():
     assert "0.20" in pixels and "0.10" in pixels and "(+" not in pixels
 
 
+@pytest.mark.slow  # about 1 min of CPU (session fixtures, a TF model, UMAP's first compile)
 def test_smoke_run_of_one_variant_prints_the_table(prepared_small, small_universe, tmp_path, capsys):
     """The whole path of one variant (train, analyse, read metrics.json, table) on the small
     mock universe, reusing the session's prepared dataset."""
