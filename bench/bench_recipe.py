@@ -79,6 +79,8 @@ def variants(demo: dict) -> dict[str, Variant]:
     old_jitter = round(per_band_equivalent_jitter(tuple(aug["FLUX_SCALE"])), 4)
     out = [
         Variant(BASELINE, "params.demo.yaml as it is (colour-safe flux scale, default jitter)"),
+        Variant("seed_1", "the baseline with train.SEED 1: the seed-to-seed spread that "
+                "any other difference must exceed", {"SEED": tr.get("SEED", 0) + 1}),
         Variant("flux_per_band_old", "colour scatter of the former independent per-band "
                 f"FLUX_SCALE {aug['FLUX_SCALE']} (COLOUR_JITTER_MAG {old_jitter})",
                 {"AUGMENTATION": {"COLOUR_JITTER_MAG": old_jitter}}),
