@@ -18,7 +18,7 @@ the mock universe is rendered and extracted + prepared once per image size
 (``dataset_<size>``; reused when present), every variant trains into ``models/recipe-<name>``
 and is analysed into ``reports/recipe-<name>``, so the demo's own ``dataset/`` and
 ``models/`` are never touched. A variant whose ``metrics.json`` exists from the same
-settings is reused (``--rerun`` trains it again).
+settings is reused (``--rerun`` trains it again). Each variant trains in its own process.
 
 The analyse settings of the bench differ from the demo's in what is measured, not how:
 only MOCK_FIDUCIAL is embedded (no observed set, so no realism test, which the recipe
@@ -173,10 +173,27 @@ def ensure_dataset(raw: dict, work: Path, size: str) -> Path:
 
 
 # --------------------------------------------------------------------------- one variant
-def run_variant(variant: Variant, base: dict, work: Path, size: str, prefix: str,
-                rerun: bool) -> dict:
-    """Train and analyse one variant (or reuse its earlier result with the same settings);
-    returns ``{"metrics", "train", "seconds"}``."""
+def _settings(raw: dict) -> dict:
+    """What decides a variant's result: its train, extract and analyse sections."""
+    return json.loads(json.dumps({k: raw[k] for k in ("train", "extract", "analyse")}))
+
+
+def saved_result(variant: Variant, base: dict, work: Path, prefix: str) -> dict | None:
+    """The result an earlier run of this variant left with the same settings, else None."""
+    run_name = f"{prefix}-{variant.name}"
+    report = work / "reports" / run_name
+    if not (report / "bench_variant.json").exists() or not (report / "metrics.json").exists():
+        return None
+    saved = json.loads((report / "bench_variant.json").read_text())
+    if saved["settings"] != _settings(variant_raw(base, variant, run_name)):
+        return None
+    return {"metrics": json.loads((report / "metrics.json").read_text()), "train": saved["train"],
+            "seconds": saved["seconds"], "date": saved["date"]}
+
+
+def train_and_analyse(variant: Variant, base: dict, work: Path, size: str, prefix: str) -> None:
+    """Train and analyse one variant from scratch; the result is left in its report folder
+    (``metrics.json`` and ``bench_variant.json``) for :func:`saved_result`."""
     from scripts import analyse
     from scripts.params import parse_params
     from scripts.train import run_training
@@ -184,14 +201,6 @@ def run_variant(variant: Variant, base: dict, work: Path, size: str, prefix: str
     run_name = f"{prefix}-{variant.name}"
     raw = variant_raw(base, variant, run_name)
     models, reports = work / "models", work / "reports"
-    record = reports / run_name / "bench_variant.json"
-    settings = {"train": raw["train"], "extract": raw["extract"], "analyse": raw["analyse"]}
-    if not rerun and record.exists() and (reports / run_name / "metrics.json").exists():
-        saved = json.loads(record.read_text())
-        if saved["settings"] == json.loads(json.dumps(settings)):
-            log.info("%s: reusing the result of %s", variant.name, saved["date"])
-            return {"metrics": json.loads((reports / run_name / "metrics.json").read_text()),
-                    "train": saved["train"], "seconds": saved["seconds"], "reused": True}
     dataset = ensure_dataset(raw, work, size)
     for folder in (models / run_name, reports / run_name):
         shutil.rmtree(folder, ignore_errors=True)
@@ -200,18 +209,23 @@ def run_variant(variant: Variant, base: dict, work: Path, size: str, prefix: str
     start = time.perf_counter()
     summary = run_training(params, dataset, models, progress=False)
     train_seconds = time.perf_counter() - start
-    metrics = analyse.run(params, dataset, models, reports,
-                          driver_max_samples=params.analyse.driver_max_samples,
-                          mmd_max_samples=params.analyse.realism.mmd_max_samples)
+    analyse.run(params, dataset, models, reports,
+                driver_max_samples=params.analyse.driver_max_samples,
+                mmd_max_samples=params.analyse.realism.mmd_max_samples)
     seconds = {"train": train_seconds, "total": time.perf_counter() - start}
     train = {k: summary.get(k) for k in ("steps", "final_val_accuracy", "final_val_loss",
                                          "stopping_reason", "images_per_second")}
-    record.write_text(json.dumps({"settings": settings, "train": train, "seconds": seconds,
-                                  "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
-                                 indent=2))
-    import keras
-    keras.utils.clear_session()  # the next variant builds its model in a fresh graph
-    return {"metrics": metrics, "train": train, "seconds": seconds, "reused": False}
+    (reports / run_name / "bench_variant.json").write_text(json.dumps(
+        {"settings": _settings(raw), "train": train, "seconds": seconds,
+         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, indent=2))
+
+
+def run_variant(name: str, args: argparse.Namespace, work: Path) -> int:
+    """Train and analyse variant ``name`` in its own process (TensorFlow state does not
+    build up across variants, and a crash loses only this variant); its exit status."""
+    command = [sys.executable, "-m", "bench.bench_recipe", "--only", name, "--workdir", str(work),
+               "--params", str(args.params)] + (["--smoke"] if args.smoke else [])
+    return subprocess.run(command, cwd=ROOT).returncode
 
 
 # --------------------------------------------------------------------------- table
@@ -287,6 +301,7 @@ def main(argv=None) -> int:
                         help="bench folder (default: /tmp/bench_recipe/demo or .../smoke)")
     parser.add_argument("--rerun", action="store_true", help="train variants again even if "
                         "a result with the same settings exists")
+    parser.add_argument("--only", choices=None, help=argparse.SUPPRESS)  # one variant, no table
     parser.add_argument("--json", type=Path, help="also write the table rows to this JSON file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -298,7 +313,7 @@ def main(argv=None) -> int:
             print(f"{v.name:26s} {v.doc}")
         return 0
     names = list(all_variants) if not args.variants else [n.strip() for n in args.variants.split(",")]
-    unknown = [n for n in names if n not in all_variants]
+    unknown = [n for n in names + ([args.only] if args.only else []) if n not in all_variants]
     if unknown:
         parser.error(f"unknown variant(s) {unknown}; see --list")
     names = [BASELINE] + [n for n in names if n != BASELINE]
@@ -306,10 +321,27 @@ def main(argv=None) -> int:
     work = (args.workdir or Path("/tmp/bench_recipe") / scale).resolve()
     work.mkdir(parents=True, exist_ok=True)
     base = bench_raw(demo, args.smoke)
-    results = {}
+    prefix = f"recipe-{scale}"
+    if args.only:
+        train_and_analyse(all_variants[args.only], base, work, "small" if args.smoke else "demo", prefix)
+        return 0
+    results, failed = {}, {}
     for name in names:
-        results[name] = run_variant(all_variants[name], base, work, "small" if args.smoke else "demo",
-                                    f"recipe-{scale}", args.rerun)
+        result = None if args.rerun else saved_result(all_variants[name], base, work, prefix)
+        if result is not None:
+            log.info("%s: reusing the result of %s", name, result["date"])
+            result["reused"] = True
+        else:
+            status = run_variant(name, args, work)
+            result = saved_result(all_variants[name], base, work, prefix)
+            if status != 0 or result is None:
+                log.error("%s: failed (exit status %d); left out of the table", name, status)
+                failed[name] = status
+                continue
+        results[name] = result
+    if BASELINE not in results:
+        log.error("the baseline variant failed; no table")
+        return 1
     rows = rows_of(results)
     print(f"\nRepresentation recipe, {DATASET} test split ({scale} scale, {work}); "
           "kNN R² per driver, object permanence; (±x.xx) = difference from the baseline variant\n")
@@ -317,9 +349,11 @@ def main(argv=None) -> int:
     for name in names:
         print(f"- {name}: {all_variants[name].doc}"
               + (" [reused]" if results[name].get("reused") else ""))
+    for name, status in failed.items():
+        print(f"- {name}: FAILED (exit status {status}): {all_variants[name].doc}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
