@@ -198,6 +198,23 @@ def ranges(inner):
     return conv
 
 
+#: Largest ``train.AUGMENTATION.COLOUR_JITTER_MAG``: a few hundredths of a magnitude is a
+#: realistic calibration error; much more and the augmentation erases colour information.
+MAX_COLOUR_JITTER_MAG = 0.1
+
+
+def shared_flux_scale(value, path):
+    """One [low, high] flux-scale range; a per-band list is refused (it washes out colour)."""
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (list, tuple)) for v in value):
+        raise _fail(path, value, "one [low, high] range: the factor is shared by all bands so "
+                    "colours are kept; per-band ranges are no longer supported (they wash out "
+                    "colour), give per-band calibration error as COLOUR_JITTER_MAG [mag]")
+    return pair(number(0, lo_open=True))(value, path)
+
+
+shared_flux_scale.describe = "[low, high]"
+
+
 def rotation_limit(value, path):
     """true (any angle), false (none) or the largest angle in degrees."""
     if isinstance(value, bool):
@@ -601,9 +618,15 @@ class AugmentationParams:
     noise_std: tuple = key(ranges(number(0)), "Gaussian noise σ range, in image units (e.g. "
                            "nanomaggies): added before the normalisation stretch; one range "
                            "for all bands or one per band.", (0.0, 0.05), "[0.0, 0.05]")
-    flux_scale: tuple = key(ranges(number(0, lo_open=True)), "Per-band flux scale range "
-                            "(log-uniform); one range for all bands or one per band.",
+    flux_scale: tuple = key(shared_flux_scale, "Flux scale range: one factor per image, drawn "
+                            "log-uniformly and shared by all bands, so colours are kept "
+                            "(calibration and surface-brightness uncertainty).",
                             (0.9, 1.1), "[0.8, 1.25]")
+    colour_jitter_mag: float = key(number(0, MAX_COLOUR_JITTER_MAG), "Per-band calibration "
+                                   "jitter [mag]: each band is multiplied by "
+                                   "10^(-0.4·N(0, σ)) on top of FLUX_SCALE; at most "
+                                   f"{MAX_COLOUR_JITTER_MAG:g} mag so colours stay "
+                                   "informative.", 0.02, "0.02")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -157,19 +157,52 @@ def test_noise_has_the_requested_std_per_band():
     assert float(tf.math.reduce_std(single)) == pytest.approx(0.25, rel=0.02)
 
 
-def test_flux_scaling_per_band_within_range():
-    ranges = [(0.5, 2.0), (1.0, 1.0), (0.9, 1.1), (0.1, 10.0), (2.0, 3.0)]
-    ones = np.ones((64, 8, 8, 5), np.float32)
-    out = augment_batch(ones, AugmentConfig(rotation=False, flip=False, flux_scale=ranges), seed=3).numpy()
+def test_flux_scale_is_one_log_uniform_factor_per_image_shared_by_all_bands():
+    ones = np.ones((256, 8, 8, 5), np.float32)
+    out = augment_batch(ones, AugmentConfig(rotation=False, flip=False, flux_scale=(0.1, 10.0)),
+                        seed=3).numpy()
     factors = out[:, 0, 0, :]
-    np.testing.assert_array_equal(out, np.broadcast_to(factors[:, None, None, :], out.shape))  # per image+band
-    lo, hi = np.array(ranges).T
-    assert np.all(factors >= lo * (1 - 1e-6)) and np.all(factors <= hi * (1 + 1e-6))
-    np.testing.assert_array_equal(factors[:, 1], 1.0)
-    # log-uniform: log factors of the (0.1, 10) band are symmetric about 0 and spread out
-    logs = np.log10(factors[:, 3])
-    assert abs(logs.mean()) < 0.25 and logs.std() > 0.4
-    assert len(np.unique(factors[:, 0])) == 64
+    np.testing.assert_array_equal(out, np.broadcast_to(factors[:, None, None, :], out.shape))
+    np.testing.assert_allclose(factors, factors[:, :1].repeat(5, axis=1), rtol=1e-6)  # shared
+    assert factors.min() >= 0.1 * (1 - 1e-6) and factors.max() <= 10.0 * (1 + 1e-6)
+    logs = np.log10(factors[:, 0])  # log-uniform in [-1, 1]: mean 0, std 2/sqrt(12)
+    assert abs(logs.mean()) < 0.1 and logs.std() == pytest.approx(2 / np.sqrt(12), rel=0.1)
+    assert len(np.unique(factors[:, 0])) == 256
+
+
+def test_colour_kept_to_the_jitter_while_total_flux_follows_the_shared_factor():
+    """Band ratios of a galaxy-like source change only by COLOUR_JITTER_MAG (in magnitudes),
+    while its total flux varies by the whole FLUX_SCALE range."""
+    n, jitter = 512, 0.02
+    sed = np.array([1.0, 2.0, 3.5], np.float32)  # g, r, i fluxes of the source
+    images = np.repeat(blob(size=21, centre=(10.0, 10.0), sigma=2.0, bands=3)[None] * sed, n, axis=0)
+    cfg = AugmentConfig(rotation=False, flip=False, flux_scale=(0.5, 2.0), colour_jitter_mag=jitter)
+    out = augment_batch(images, cfg, seed=11).numpy()
+    flux = out.sum(axis=(1, 2)) / images.sum(axis=(1, 2))  # factor per image and band
+    colours = -2.5 * np.log10(flux[:, :-1] / flux[:, 1:])  # change of g-r and r-i [mag]
+    # the difference of two independent N(0, jitter) is N(0, jitter·√2)
+    np.testing.assert_allclose(colours.std(axis=0), jitter * np.sqrt(2), rtol=0.1)
+    assert np.abs(colours).max() < 5 * jitter * np.sqrt(2)
+    total = np.log(flux).mean(axis=1)  # the shared factor (jitter averages out)
+    assert total.min() < np.log(0.55) and total.max() > np.log(1.8)
+    assert total.std() == pytest.approx(np.log(4.0) / np.sqrt(12), rel=0.1)
+    # without jitter the colour is exact
+    exact = augment_batch(images, AugmentConfig(rotation=False, flip=False, flux_scale=(0.5, 2.0)),
+                          seed=11).numpy().sum(axis=(1, 2))
+    np.testing.assert_allclose(exact / exact[:, :1], np.broadcast_to(sed / sed[0], exact.shape), rtol=1e-5)
+
+
+def test_colour_jitter_alone_and_its_schema_limit():
+    ones = np.ones((2000, 4, 4, 2), np.float32)
+    out = augment_batch(ones, AugmentConfig(rotation=False, flip=False, colour_jitter_mag=0.05),
+                        seed=5).numpy()
+    mags = -2.5 * np.log10(out[:, 0, 0, :])
+    np.testing.assert_allclose(mags.std(axis=0), 0.05, rtol=0.06)
+    np.testing.assert_allclose(mags.mean(axis=0), 0.0, atol=0.005)
+    with pytest.raises(ValueError, match="train.AUGMENTATION.COLOUR_JITTER_MAG"):
+        AugmentConfig(colour_jitter_mag=0.5)
+    with pytest.raises(ValueError, match="per-band ranges are no longer supported"):
+        AugmentConfig(flux_scale=((0.9, 1.1), (0.9, 1.1)))
 
 
 # ------------------------------------------------------------------ randomness and graphs

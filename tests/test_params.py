@@ -91,7 +91,11 @@ def test_tracking_backends_and_augmentation_ranges(demo_raw):
     bad(demo_raw, lambda r: r["train"]["AUGMENTATION"].update(ROTATION=270),
         "train.AUGMENTATION.ROTATION", "degrees in [0, 180]")
     bad(demo_raw, lambda r: r["train"]["AUGMENTATION"].update(FLUX_SCALE=[[1, 2], [0, 1]]),
-        "train.AUGMENTATION.FLUX_SCALE[1][0]")
+        "train.AUGMENTATION.FLUX_SCALE", "shared by all bands", "COLOUR_JITTER_MAG")
+    bad(demo_raw, lambda r: r["train"]["AUGMENTATION"].update(FLUX_SCALE=[0, 1]),
+        "train.AUGMENTATION.FLUX_SCALE[0]")
+    bad(demo_raw, lambda r: r["train"]["AUGMENTATION"].update(COLOUR_JITTER_MAG=0.3),
+        "train.AUGMENTATION.COLOUR_JITTER_MAG", "[0, 0.1]")
 
 def test_unknown_nested_key(demo_raw):
     bad(demo_raw, lambda r: r["train"]["AUGMENTATION"].update(ROTATON=True),

@@ -21,9 +21,12 @@ What an augmented view is (:func:`augment_batch`), in this order:
    in ``blur_sigma``; the kernel is the Gaussian integrated over each pixel and normalised
    to unit sum, so the total flux of a source away from the edges is conserved; the image
    is reflect-padded so the edges are not darkened.
-3. **Flux scaling**: each band of each image multiplied by a factor drawn log-uniformly in
-   ``flux_scale`` (one ``(lo, hi)`` for all bands, or one pair per band) — calibration and
-   distance (surface brightness) uncertainty.
+3. **Flux scaling**: each image multiplied by one factor drawn log-uniformly in
+   ``flux_scale``, shared by all bands (calibration and surface-brightness uncertainty),
+   times a per-band factor ``10^(-0.4·N(0, colour_jitter_mag))`` — a calibration error of
+   a few hundredths of a magnitude. Colours (band ratios) change only by that jitter: an
+   independent factor per band would wash out the colour information the network should
+   learn.
 4. **Gaussian noise**: per image and band, ``std`` drawn uniformly in ``noise_std`` (one pair
    or one per band) — sky / read noise.
 
@@ -89,8 +92,10 @@ class AugmentConfig:
         blur_truncate: kernel half-width in units of the largest sigma.
         noise_std: ``(lo, hi)`` Gaussian noise std (image units), uniform, per image and
             band; or one pair per band. ``(0, 0)`` is none.
-        flux_scale: ``(lo, hi)`` multiplicative factor, log-uniform, per image and band; or
-            one pair per band. ``(1, 1)`` is none.
+        flux_scale: ``(lo, hi)`` multiplicative factor, log-uniform, one per image shared
+            by all bands. ``(1, 1)`` is none.
+        colour_jitter_mag: std in magnitudes of the per-band factor
+            ``10^(-0.4·N(0, σ))``; 0 is none.
         fill_mode: ``"reflect"``, ``"constant"``, ``"nearest"`` or ``"wrap"`` (see module doc).
         fill_value: value outside the image for ``fill_mode="constant"``.
         interpolation: ``"bilinear"`` or ``"nearest"``.
@@ -103,7 +108,8 @@ class AugmentConfig:
     blur_sigma: Range = (0.0, 0.0)
     blur_truncate: float = 4.0
     noise_std: Range | tuple[Range, ...] = (0.0, 0.0)
-    flux_scale: Range | tuple[Range, ...] = (1.0, 1.0)
+    flux_scale: Range = (1.0, 1.0)
+    colour_jitter_mag: float = 0.0
     fill_mode: str = "reflect"
     fill_value: float = 0.0
     interpolation: str = "bilinear"
@@ -125,6 +131,11 @@ class AugmentConfig:
         if self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"augment.interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
         set_("fill_value", float(self.fill_value))
+
+    @classmethod
+    def from_params(cls, augmentation: AugmentationParams) -> "AugmentConfig":
+        """The config of a parsed ``train.AUGMENTATION`` section (every schema key carried)."""
+        return cls(**{k: getattr(augmentation, k) for k in _SCHEMA_KEYS})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "AugmentConfig":
@@ -153,7 +164,11 @@ class AugmentConfig:
 
     @property
     def scales_flux(self) -> bool:
-        return bool(np.any(np.asarray(self.flux_scale) != 1.0))
+        return self.flux_scale != (1.0, 1.0)
+
+    @property
+    def jitters_colour(self) -> bool:
+        return self.colour_jitter_mag > 0
 
     @property
     def adds_noise(self) -> bool:
@@ -365,11 +380,14 @@ def augment_batch(images, config: AugmentConfig, seed=None, rng: tf.random.Gener
         lo, hi = config.blur_sigma
         sigma = tf.random.stateless_uniform([n], seeds[4], lo, hi)
         x = gaussian_blur(x, sigma, max_sigma=hi, truncate=config.blur_truncate)
-    if config.scales_flux:
-        lo, hi = _band_bounds(config.flux_scale, bands, "flux_scale")
-        u = tf.random.stateless_uniform([n, bands], seeds[5])
-        factor = tf.exp(np.log(lo) + u * (np.log(hi) - np.log(lo)))
-        x = x * factor[:, tf.newaxis, tf.newaxis, :]
+    if config.scales_flux or config.jitters_colour:
+        shared_seed, band_seed = tf.unstack(tf.random.experimental.stateless_split(seeds[5], num=2))
+        log_lo, log_hi = math.log(config.flux_scale[0]), math.log(config.flux_scale[1])
+        log_factor = tf.random.stateless_uniform([n, 1], shared_seed, log_lo, log_hi)
+        if config.jitters_colour:
+            mag = config.colour_jitter_mag * tf.random.stateless_normal([n, bands], band_seed)
+            log_factor = log_factor - 0.4 * math.log(10.0) * mag
+        x = x * tf.exp(log_factor)[:, tf.newaxis, tf.newaxis, :]
     if config.adds_noise:
         lo, hi = _band_bounds(config.noise_std, bands, "noise_std")
         u = tf.random.stateless_uniform([n, bands], seeds[6])

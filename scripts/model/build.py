@@ -9,7 +9,6 @@ dynamically (``keras.optimizers.LossScaleOptimizer``).
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import re
 
@@ -32,8 +31,7 @@ NO_DECAY_PATTERNS = ("batch_normalization", "bias")
 def augment_config(params) -> AugmentConfig:
     """:class:`AugmentConfig` of ``train.AUGMENTATION`` as the params schema parsed and
     validated it: every schema key is carried over, none is listed or checked again here."""
-    a = params.augmentation
-    return AugmentConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(a)})
+    return AugmentConfig.from_params(params.augmentation)
 
 
 def normalisation_from_params(params) -> Normalisation:

@@ -1,0 +1,75 @@
+"""bench.bench_recipe: the variant table's plumbing (one smoke variant on the small mock
+universe), the emulation of the former per-band flux scale, and the difference columns."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from bench import bench_recipe
+from tests.conftest import demo_raw_params
+
+
+def test_per_band_equivalent_jitter_matches_the_former_draw():
+    """The old augmentation drew log-uniform factors in FLUX_SCALE per band; the variant that
+    emulates it must give the same colour scatter (std of -2.5 log10 of the factor ratio)."""
+    lo, hi = 0.9, 1.1
+    rng = np.random.default_rng(0)
+    factors = np.exp(rng.uniform(math.log(lo), math.log(hi), size=(200_000, 2)))
+    colour = -2.5 * np.log10(factors[:, 0] / factors[:, 1])
+    jitter = bench_recipe.per_band_equivalent_jitter((lo, hi))
+    assert colour.std() == pytest.approx(jitter * math.sqrt(2), rel=0.01)
+    # it is a valid COLOUR_JITTER_MAG of the schema
+    from scripts.params import parse_params
+    raw = demo_raw_params()
+    v = bench_recipe.variants(raw)["flux_per_band_old"]
+    params = parse_params(bench_recipe.variant_raw(bench_recipe.bench_raw(raw, False), v, "x"))
+    assert params.train.augmentation.colour_jitter_mag == pytest.approx(jitter, abs=1e-4)
+
+
+def test_every_variant_is_valid_params_and_changes_something():
+    from scripts.params import parse_params
+    raw = demo_raw_params()
+    base = bench_recipe.bench_raw(raw, smoke=False)
+    reference = parse_params(bench_recipe.variant_raw(base, bench_recipe.variants(raw)["baseline"], "r"))
+    for name, variant in bench_recipe.variants(raw).items():
+        params = parse_params(bench_recipe.variant_raw(base, variant, "r"))
+        assert params.analyse.driver_fields == bench_recipe.DRIVERS
+        if name != bench_recipe.BASELINE:
+            assert (params.train, params.extract) != (reference.train, reference.extract), name
+
+
+def test_table_shows_differences_from_the_baseline_of_the_same_feature_set():
+    def metrics(r2, top1):
+        return {"drivers": {"MOCK_FIDUCIAL": {f: {"representation": {"r2": r2},
+                                                  "pixels": {"r2": 0.1}}
+                                              for f in bench_recipe.DRIVERS}},
+                "permanence": {"MOCK_FIDUCIAL": {"top1": top1, "top5": 0.9,
+                                                 "baselines": {"pixels": {"top1": 0.2}}}}}
+    results = {"baseline": {"metrics": metrics(0.50, 0.30), "train": {}, "seconds": {"total": 1}},
+               "nnclr": {"metrics": metrics(0.65, 0.25), "train": {}, "seconds": {"total": 1}}}
+    table = bench_recipe.format_table(bench_recipe.rows_of(results))
+    nnclr = next(line for line in table.splitlines() if line.startswith("| nnclr | representation |"))
+    assert "0.65 (+0.15)" in nnclr and "0.25 (-0.05)" in nnclr
+    pixels = next(line for line in table.splitlines() if "| pixels |" in line)
+    assert "0.20" in pixels and "0.10" in pixels and "(+" not in pixels
+
+
+@pytest.mark.slow  # about 1 min of CPU (session fixtures, a TF model, UMAP's first compile)
+def test_smoke_run_of_one_variant_prints_the_table(prepared_small, small_universe, tmp_path, capsys):
+    """The whole path of one variant (train, analyse, read metrics.json, table) on the small
+    mock universe, reusing the session's prepared dataset."""
+    dataset, _ = prepared_small
+    raw_root, _ = small_universe
+    (tmp_path / "dataset_32").symlink_to(dataset, target_is_directory=True)
+    (tmp_path / "dataset_raw").symlink_to(raw_root, target_is_directory=True)
+    assert bench_recipe.main(["--smoke", "--variants", "baseline", "--workdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): line
+            for line in out.splitlines() if line.startswith("| ")}
+    for key in [("baseline", "representation"), ("(analyse baseline)", "pixels"),
+                ("(analyse baseline)", "photometry"), ("baseline", "representation+photometry")]:
+        cells = rows[key].strip("|").split("|")[2:9]
+        assert all(c.strip() not in ("", "–") for c in cells), rows[key]
+    assert (tmp_path / "reports" / "recipe-smoke-baseline" / "metrics.json").exists()
