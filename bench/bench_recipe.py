@@ -194,12 +194,18 @@ def saved_result(variant: Variant, base: dict, work: Path, prefix: str) -> dict 
 def train_and_analyse(variant: Variant, base: dict, work: Path, size: str, prefix: str) -> None:
     """Train and analyse one variant from scratch; the result is left in its report folder
     (``metrics.json`` and ``bench_variant.json``) for :func:`saved_result`."""
-    from scripts import analyse
+    from scripts.model import onednn
     from scripts.params import parse_params
-    from scripts.train import run_training
 
     run_name = f"{prefix}-{variant.name}"
     raw = variant_raw(base, variant, run_name)
+    # before TensorFlow is imported (by the stages below): the 48/64 px variants crash in
+    # TF 2.21's oneDNN kernels otherwise (scripts/model/onednn.py)
+    checked = parse_params(raw)
+    onednn.configure(checked.train.width_multiplier, checked.extract.image_size)
+    from scripts import analyse
+    from scripts.train import run_training
+
     models, reports = work / "models", work / "reports"
     dataset = ensure_dataset(raw, work, size)
     for folder in (models / run_name, reports / run_name):

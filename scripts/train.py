@@ -182,6 +182,8 @@ def main(argv=None) -> int:
         log.error("%s", err)
         return EXIT_INPUT
 
+    from scripts.model import onednn
+    onednn.configure(params.train.width_multiplier, params.extract.image_size)
     # the strategy first: MultiWorkerMirroredStrategy must exist before other TF ops
     from scripts.model.distribute import make_strategy
     from scripts.model.train_errors import NonFiniteLossError, TrainInputError
