@@ -201,8 +201,8 @@ def train_and_analyse(variant: Variant, base: dict, work: Path, size: str, prefi
     raw = variant_raw(base, variant, run_name)
     # before TensorFlow is imported (by the stages below): the 48/64 px variants crash in
     # TF 2.21's oneDNN kernels otherwise (scripts/model/onednn.py)
-    checked = parse_params(raw)
-    onednn.configure(checked.train.width_multiplier, checked.extract.image_size)
+    params = parse_params(raw)
+    onednn.configure(params.train.width_multiplier, params.extract.image_size)
     from scripts import analyse
     from scripts.train import run_training
 
@@ -210,7 +210,6 @@ def train_and_analyse(variant: Variant, base: dict, work: Path, size: str, prefi
     dataset = ensure_dataset(raw, work, size)
     for folder in (models / run_name, reports / run_name):
         shutil.rmtree(folder, ignore_errors=True)
-    params = parse_params(raw)
     log.info("%s: training %s", variant.name, variant.doc)
     start = time.perf_counter()
     summary = run_training(params, dataset, models, progress=False)

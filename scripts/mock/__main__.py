@@ -80,13 +80,14 @@ def compare(ns: argparse.Namespace) -> "pd.DataFrame":
     missing = [str(p) for p in real_files if not Path(p).is_file()]
     if missing:
         raise SystemExit(f"--compare-real: no such file: {', '.join(missing)}")
+    size = ns.size or "demo"
     real = compare_real.measure_files(real_files, "real")
-    mock = compare_real.mock_sample(ns.size or "demo", n_per_set=ns.n, seed=ns.seed)
+    mock = compare_real.mock_sample(size, n_per_set=ns.n, seed=ns.seed)
     table = pd.concat([real, mock], ignore_index=True)
     medians = compare_real.summary(table)
     with pd.option_context("display.width", 160, "display.float_format", "{:.4g}".format):
         print(f"medians ({len(real)} real file(s), {ns.n} mock images per set, preset "
-              f"{ns.size or 'demo'}, seed {ns.seed}; neighbour_in_crop: fraction of images)")
+              f"{size}, seed {ns.seed}; neighbour_in_crop: fraction of images)")
         print(medians.to_string())
     path = compare_real.plot(table, ns.plot)
     log.info("plot written to %s", path)

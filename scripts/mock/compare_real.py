@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from scripts.preprocessing.fits_bands import load_bands, read_header_values
+from scripts.mock.photometry import magnitude
+from scripts.preprocessing.fits_bands import header_float, load_bands, read_header_values
 from scripts.preprocessing.croppers import PetrosianCropper
 from scripts.preprocessing.noise import outer_strip, robust_sigma, sky_sigma
 
@@ -63,16 +64,12 @@ def default_real_files() -> list[Path]:
     return [Path(config.real_hsc_mock_path)]
 
 
-def segment(band: np.ndarray, center: tuple[float, float]) -> tuple[np.ndarray, int, list[int]]:
-    """Detection map of a 2-D band: (labels, label of the source at ``center`` (0: none),
-    labels of the other sources).
+def _smoothed(band: np.ndarray) -> np.ndarray:
+    return ndimage.gaussian_filter(np.asarray(band, dtype=np.float64), DETECT_SMOOTH_PX)
 
-    The band is smoothed by a Gaussian of :data:`DETECT_SMOOTH_PX` and thresholded at
-    :data:`DETECT_THRESHOLD` times the smoothed image's own robust σ in the outer strip (so
-    correlated noise, as in real coadds, does not inflate the counts); sources are
-    connected regions of at least :data:`DETECT_MIN_PIXELS` pixels.
-    """
-    smooth = ndimage.gaussian_filter(np.asarray(band, dtype=np.float64), DETECT_SMOOTH_PX)
+
+def _detect(smooth: np.ndarray, center: tuple[float, float]) -> tuple[np.ndarray, int, list[int]]:
+    """:func:`segment` on an already smoothed band."""
     sigma = robust_sigma(smooth[outer_strip(smooth.shape)])
     if not (math.isfinite(sigma) and sigma > 0):
         return np.zeros(smooth.shape, dtype=np.int32), 0, []
@@ -86,14 +83,26 @@ def segment(band: np.ndarray, center: tuple[float, float]) -> tuple[np.ndarray, 
     return labels, own, others
 
 
+def segment(band: np.ndarray, center: tuple[float, float]) -> tuple[np.ndarray, int, list[int]]:
+    """Detection map of a 2-D band: (labels, label of the source at ``center`` (0: none),
+    labels of the other sources).
+
+    The band is smoothed by a Gaussian of :data:`DETECT_SMOOTH_PX` and thresholded at
+    :data:`DETECT_THRESHOLD` times the smoothed image's own robust σ in the outer strip (so
+    correlated noise, as in real coadds, does not inflate the counts); sources are
+    connected regions of at least :data:`DETECT_MIN_PIXELS` pixels.
+    """
+    return _detect(_smoothed(band), center)
+
+
 def detect_neighbours(band: np.ndarray, center: tuple[float, float], radius: float) -> tuple[int, int]:
     """(sources other than the one at ``center``, how many of them have their centroid
     within ``radius`` px of it) on a 2-D band (detection: :func:`segment`)."""
-    labels, _, others = segment(band, center)
+    smooth = _smoothed(band)
+    labels, _, others = _detect(smooth, center)
     if not others:
         return 0, 0
-    weights = np.clip(ndimage.gaussian_filter(np.asarray(band, dtype=np.float64), DETECT_SMOOTH_PX), 0.0, None)
-    centroids = ndimage.center_of_mass(weights, labels, others)
+    centroids = ndimage.center_of_mass(np.clip(smooth, 0.0, None), labels, others)
     near = sum(1 for cy, cx in centroids if math.hypot(cx - center[0], cy - center[1]) <= radius)
     return len(others), near
 
@@ -106,9 +115,9 @@ def measure_file(path: str | Path) -> dict:
     sigma, _ = sky_sigma(cube, image.variances, image.var_scales)
     cropper = PetrosianCropper(factor=CROP_FACTOR, reference_band=REFERENCE_BAND).fit(cube)
     frame = float(min(cube.shape[:2]))
-    headers = [read_header_values(path, ("PSFFWHM", "REDSHIFT", "FOVKPC", "FOVARC"), extname=e)
-               for e in EXTNAMES]
-    fov_arcsec = _number(headers[0].get("FOVARC"))
+    # REDSHIFT, FOVKPC and FOVARC come with the bands (ImageMeta); only PSFFWHM is per band
+    psf = [header_float(read_header_values(path, ("PSFFWHM",), extname=e)["PSFFWHM"]) for e in EXTNAMES]
+    fov_arcsec = image.meta.fov_arcsec
     crop_half = CROP_FACTOR * cropper.r90 if math.isfinite(cropper.r90) else 0.0
     n_nb, n_near = detect_neighbours(cube[..., REFERENCE_BAND], cropper.center, crop_half)
     area_arcmin2 = (fov_arcsec / 60.0) ** 2 if math.isfinite(fov_arcsec) else math.nan
@@ -118,25 +127,18 @@ def measure_file(path: str | Path) -> dict:
         "snr_r": cropper.snr,
         "r90_frame": cropper.r90 / frame,
         "crop_frame": cropper.crop_size / frame if not cropper.failed else math.nan,
-        "mag_r": 22.5 - 2.5 * math.log10(flux) if flux > 0 else math.nan,
+        "mag_r": float(magnitude(flux)),
         "neighbours_arcmin2": n_nb / area_arcmin2 if area_arcmin2 > 0 else math.nan,
         "neighbour_in_crop": float(n_near > 0),
-        "redshift": _number(headers[0].get("REDSHIFT")),
-        "fov_kpc": _number(headers[0].get("FOVKPC")),
+        "redshift": image.meta.redshift,
+        "fov_kpc": image.meta.fov_kpc,
         "frame_px": frame,
         "petrosian_failed": cropper.failure_reason if cropper.failed else "",
     }
     for b, band in enumerate(BANDS):
         row[f"sky_sigma_{band}"] = float(sigma[b])
-        row[f"psf_fwhm_{band}"] = _number(headers[b].get("PSFFWHM"))
+        row[f"psf_fwhm_{band}"] = psf[b]
     return row
-
-
-def _number(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def measure_files(paths: Iterable[str | Path], source: str) -> pd.DataFrame:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def configure(width_multiplier: float, image_size: int) -> bool:
                     "oneDNN kernels crash in training on CPU unless it is 0", ENV,
                     os.environ[ENV], width_multiplier, image_size)
         return False
-    if "tensorflow" in __import__("sys").modules:
+    if "tensorflow" in sys.modules:
         log.warning("TensorFlow is already imported: cannot switch oneDNN off for WIDTH_MULTIPLIER "
                     "%g at %d px (it crashes in training on CPU)", width_multiplier, image_size)
         return False

@@ -739,7 +739,7 @@ def _variance_planes(f, extnames: Sequence[str], indices: Sequence[int],
                              plane.shape, shape)
                 plane = None
         planes.append(plane)
-        scales.append(_as_float(f.header_value(index, "VARSC")) if plane is not None else math.nan)
+        scales.append(header_float(f.header_value(index, "VARSC")) if plane is not None else math.nan)
     return tuple(planes), tuple(scales)
 
 
@@ -788,7 +788,8 @@ def read_header_values(path: str | os.PathLike, keys: Sequence[str],
         return {key: header.get(key) for key in keys}
 
 
-def _as_float(value: Any) -> float:
+def header_float(value: Any) -> float:
+    """A header value as a finite float, NaN when absent, non-numeric or not finite."""
     try:
         out = float(value)
     except (TypeError, ValueError):
@@ -800,21 +801,21 @@ def meta_from_header(header: Mapping[str, Any], path: str = "", extname: str = "
     """:class:`ImageMeta` from a FITS header (see the class for the rules; observed
     cut-outs without FOVARC take ``arcsec_per_pixel`` from their celestial WCS)."""
     nx, ny = int(header.get("NAXIS1", 0)), int(header.get("NAXIS2", 0))
-    fov_kpc = _as_float(header.get("FOVKPC", header.get("FOVSIZE")))
-    fov_arcsec = _as_float(header.get("FOVARC"))
-    kpc_per_arcsec = _as_float(header.get("KPCARC"))
+    fov_kpc = header_float(header.get("FOVKPC", header.get("FOVSIZE")))
+    fov_arcsec = header_float(header.get("FOVARC"))
+    kpc_per_arcsec = header_float(header.get("KPCARC"))
     kpc_per_pixel = fov_kpc / nx if nx else math.nan
     if not math.isfinite(kpc_per_pixel):
         ctype = str(header.get("CTYPE1", "")).strip().lower()
         scale = {"pc": 1e-3, "kpc": 1.0}.get(ctype)
-        kpc_per_pixel = abs(_as_float(header.get("CDELT1"))) * scale if scale else math.nan
+        kpc_per_pixel = abs(header_float(header.get("CDELT1"))) * scale if scale else math.nan
     arcsec_per_pixel = fov_arcsec / nx if nx else math.nan
     if not math.isfinite(arcsec_per_pixel) and kpc_per_arcsec > 0:
         arcsec_per_pixel = kpc_per_pixel / kpc_per_arcsec
     if not math.isfinite(arcsec_per_pixel):
         arcsec_per_pixel = wcs_arcsec_per_pixel(header)
     return ImageMeta(path=path, extname=extname, shape=(ny, nx),
-                     redshift=_as_float(header.get("REDSHIFT")), fov_kpc=fov_kpc,
+                     redshift=header_float(header.get("REDSHIFT")), fov_kpc=fov_kpc,
                      fov_arcsec=fov_arcsec, kpc_per_arcsec=kpc_per_arcsec,
                      kpc_per_pixel=kpc_per_pixel, arcsec_per_pixel=arcsec_per_pixel)
 
@@ -836,11 +837,11 @@ def wcs_arcsec_per_pixel(header: Mapping[str, Any]) -> float:
     ``hypot(CD1_1, CD2_1)`` or ``|CDELT1|`` in degrees × 3600; NaN without one."""
     if not str(header.get("CTYPE1", "")).strip().upper().startswith("RA"):
         return math.nan
-    cd11, cd21 = _as_float(header.get("CD1_1")), _as_float(header.get("CD2_1"))
+    cd11, cd21 = header_float(header.get("CD1_1")), header_float(header.get("CD2_1"))
     if math.isfinite(cd11) or math.isfinite(cd21):
         scale = math.hypot(cd11 if math.isfinite(cd11) else 0.0, cd21 if math.isfinite(cd21) else 0.0)
     else:
-        scale = abs(_as_float(header.get("CDELT1")))
+        scale = abs(header_float(header.get("CDELT1")))
     return scale * 3600.0 if scale > 0 else math.nan
 
 
@@ -1020,7 +1021,7 @@ def sky_position(path: str | os.PathLike, extname: str | None = None) -> tuple[f
         except Exception as exc:  # astropy.wcs raises many kinds on odd headers
             logger.debug("%s: no usable WCS (%s)", path, exc)
     for h in (header, primary):
-        ra, dec = _as_float(h.get("RA")), _as_float(h.get("DEC"))
+        ra, dec = header_float(h.get("RA")), header_float(h.get("DEC"))
         if math.isfinite(ra) and math.isfinite(dec):
             return ra, dec, "header"
     raise BadImageError(path, "no_sky_position",
