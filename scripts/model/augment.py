@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, fields
+from dataclasses import InitVar, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -113,13 +113,17 @@ class AugmentConfig:
     fill_mode: str = "reflect"
     fill_value: float = 0.0
     interpolation: str = "bilinear"
+    #: True when the schema keys come from an already parsed ``train.AUGMENTATION``
+    #: (:meth:`from_params`): the schema checked them once and they are not checked again.
+    schema_checked: InitVar[bool] = False
 
-    def __post_init__(self):
+    def __post_init__(self, schema_checked: bool):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
-        checked = parse_section(AugmentationParams,
-                                {k.upper(): getattr(self, k) for k in _SCHEMA_KEYS}, PARAMS_PATH)
-        for k in _SCHEMA_KEYS:
-            set_(k, getattr(checked, k))
+        if not schema_checked:  # built from code: the schema's rules, run by the schema
+            checked = parse_section(AugmentationParams,
+                                    {k.upper(): getattr(self, k) for k in _SCHEMA_KEYS}, PARAMS_PATH)
+            for k in _SCHEMA_KEYS:
+                set_(k, getattr(checked, k))
         rotation = self.rotation
         set_("rotation", (180.0 if rotation else 0.0) if isinstance(rotation, bool) else rotation)
         # settings of the library only (not in params): checked here, their one home
@@ -135,7 +139,7 @@ class AugmentConfig:
     @classmethod
     def from_params(cls, augmentation: AugmentationParams) -> "AugmentConfig":
         """The config of a parsed ``train.AUGMENTATION`` section (every schema key carried)."""
-        return cls(**{k: getattr(augmentation, k) for k in _SCHEMA_KEYS})
+        return cls(**{k: getattr(augmentation, k) for k in _SCHEMA_KEYS}, schema_checked=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "AugmentConfig":
