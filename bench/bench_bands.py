@@ -46,9 +46,10 @@ from astropy.io import fits
 
 import config
 from scripts.preprocessing import fits_bands as bands
-from scripts.preprocessing.fits_bands import (BadImageError, BandImage, _check_band, _check_file,
-                                              _check_mandatory, _data_end, _header_failure,
-                                              meta_from_header)
+from scripts.preprocessing import fits_file
+from scripts.preprocessing.fits_bands import BandImage, check_band, meta_from_header
+from scripts.preprocessing.fits_file import (BadImageError, _check_file, _check_mandatory,
+                                             _data_end, _header_failure)
 
 logger = logging.getLogger("bench.bench_bands")
 
@@ -71,13 +72,13 @@ class _OldFits:
             warnings.simplefilter("always")
             try:
                 self.hdul = fits.open(self.path, memmap=False, lazy_load_hdus=True)
-            except bands._ASTROPY_READ_ERRORS as exc:
+            except fits_file._ASTROPY_READ_ERRORS as exc:
                 raise _header_failure(self.path, self.size, exc) from None
             try:
                 self.names = [str(h.header.get("EXTNAME", "")).strip().upper()
                               for h in self.hdul]
                 last_end = _data_end(self.hdul[-1]) if len(self.hdul) else 0
-            except bands._ASTROPY_READ_ERRORS as exc:
+            except fits_file._ASTROPY_READ_ERRORS as exc:
                 self.hdul.close()
                 raise _header_failure(self.path, self.size, exc) from None
         if last_end > self.size:
@@ -116,7 +117,7 @@ def old_load_bands(path, extnames, nan_fill="median", max_nan_fraction=0.5) -> B
             band = f.data(index, name)
             if out and band.shape != out[0].shape:
                 raise BadImageError(path, "wrong_shape")
-            band, n_bad = _check_band(Path(path), name, band, nan_fill, max_nan_fraction)
+            band, n_bad = check_band(Path(path), name, band, nan_fill, max_nan_fraction)
             out.append(band)
             counts.append(n_bad)
         meta = meta_from_header(f.hdul[indices[0]].header, str(path), f.names[indices[0]])

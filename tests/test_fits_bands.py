@@ -12,7 +12,8 @@ from astropy.io import fits
 
 import config
 from scripts.preprocessing import fits_bands as bands
-from scripts.preprocessing.fits_bands import BadImageError
+from scripts.preprocessing import fits_file
+from scripts.preprocessing.fits_file import BadImageError
 
 REAL = config.real_hsc_mock_path
 HSC = [f"SUBARU_HSC.{b}" for b in "GRIZY"]
@@ -393,7 +394,7 @@ def test_load_bands_returns_header_meta_of_the_first_band():
 
 def _reader(path: Path) -> str:
     """Which reader handles ``path``: '_FitsioFits' or '_AstropyFits' (fallback)."""
-    with bands._Fits(path) as f:
+    with fits_file.FitsFile(path) as f:
         return type(f).__name__
 
 
@@ -414,7 +415,7 @@ def _raw_image_file(path: Path, data: np.ndarray, bitpix: int, extname: str,
     return path
 
 
-FITS_BLOCK = bands.FITS_BLOCK
+FITS_BLOCK = fits_file.FITS_BLOCK
 
 
 def test_fitsio_locates_every_hdu_like_astropy(tmp_path):
@@ -429,7 +430,7 @@ def test_fitsio_locates_every_hdu_like_astropy(tmp_path):
         fits.ImageHDU(name="EMPTY")])
     types = {"BINARY_TBL": "BinTableHDU", "ASCII_TBL": "TableHDU", "IMAGE_HDU": "ImageHDU"}
     for path in (REAL, mixed):
-        with bands._Fits(path) as f:
+        with fits_file.FitsFile(path) as f:
             layout = [(o["header_start"], o["data_start"], f._unpadded_end(i) - o["data_start"],
                        "PrimaryHDU" if i == 0 else types[h.get_exttype()], name)
                       for i, (o, h, name) in enumerate(zip(f.offsets, f.hdus, f.names))]
@@ -636,7 +637,8 @@ def test_header_values_equal_astropy_including_extend(tmp_path):
 
 def test_trailing_block_starting_with_end_is_a_reason_not_a_crash(tmp_path):
     """astropy raises AttributeError on such a file; the reader turns it into a reason."""
-    from scripts.preprocessing.fits_bands import BadImageError, load_bands
+    from scripts.preprocessing.fits_bands import load_bands
+    from scripts.preprocessing.fits_file import BadImageError
 
     path = tmp_path / "trailing_end.fits"
     data = REAL.read_bytes()

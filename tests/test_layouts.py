@@ -24,7 +24,8 @@ import config
 from scripts.mock import observed
 from scripts.params import ParamsError, parse_params
 from scripts.preprocessing import extract
-from scripts.preprocessing.fits_bands import BadImageError, load_band_files, load_cube
+from scripts.preprocessing.fits_file import BadImageError
+from scripts.preprocessing.fits_layouts import load_band_files, load_cube
 from tests.conftest import ROOT, demo_raw_params, stage_env, write_params
 
 NAME = "OBS"

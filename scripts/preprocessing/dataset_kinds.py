@@ -390,7 +390,7 @@ class SurveyExtractor(Extractor):
     def match_sky(self, table: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
         """Object ids by sky position (``CATALOGUE_MATCH: sky``).
 
-        Each image's centre (:func:`bands.sky_position`) is matched to the nearest catalogue
+        Each image's centre (:func:`fits_bands.sky_position`) is matched to the nearest catalogue
         row (``CATALOGUE_RADEC`` columns, degrees) with astropy's
         ``SkyCoord.match_to_catalog_sky``. Images farther than ``MATCH_RADIUS_ARCSEC`` from
         every row are dropped and listed (``images_without_sky_match``); when several images
@@ -402,7 +402,8 @@ class SurveyExtractor(Extractor):
         import astropy.units as u
         from astropy.coordinates import SkyCoord
 
-        from scripts.preprocessing.fits_bands import BadImageError, sky_position
+        from scripts.preprocessing.fits_bands import sky_position
+        from scripts.preprocessing.fits_file import BadImageError
 
         catalogue = self.read_catalogue()
         path = self.catalogue_path()

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from scripts.preprocessing.croppers import FractionCropper, PetrosianCropper, R200cCropper
-from scripts.preprocessing.fits_bands import (BadImageError, load_band_files, load_bands,
-                                              load_cube, read_band_planes)
+from scripts.preprocessing.fits_bands import load_bands, read_band_planes
+from scripts.preprocessing.fits_file import BadImageError
+from scripts.preprocessing.fits_layouts import load_band_files, load_cube
 from scripts.preprocessing.noise import identity_seed, sky_sigma
 from scripts.preprocessing.resize import resize_area
 
