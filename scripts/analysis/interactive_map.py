@@ -5,7 +5,7 @@ The UMAP map coloured by dataset (click a legend entry to hide a dataset), zoom 
 and hover thumbnails for a seeded subsample of the points: thumbnails are embedded in the
 file as small PNG data URIs, so their number is capped (``max_thumbnails``) to keep the
 file small; the other points are drawn without hover. Thumbnails use the report's bands and
-stretch (:meth:`scripts.analyse.ImageAccess.display`). The server-backed explorer
+stretch (:meth:`scripts.analysis.inputs.ImageAccess.display`). The server-backed explorer
 (``python -m scripts.explore``) has every thumbnail, neighbours and new images.
 """
 from __future__ import annotations

@@ -8,7 +8,7 @@ analyse stage) and the image stores under ``dataset/``:
 - ``representation.parquet``: identity columns and the vectors;
 - ``map_coordinates.parquet``: ``umap_1/2``, ``pca_*``;
 - ``dataset/<DATASET>/objects.parquet``: the FIELDS of ``extract.FIELDS`` (joined as the
-  analyse stage does, :func:`scripts.analyse.attach_fields`);
+  analyse stage does, :func:`scripts.analysis.inputs.attach_fields`);
 - ``posterior_summary.parquet`` (optional; written by a future posterior stage): its
   numeric columns are joined by ``(dataset, row)`` and can colour the map like FIELDS.
 
@@ -162,7 +162,7 @@ class RunData:
     def __init__(self, params, dataset_root, models_root, reports_root, raw_root=None,
                  illustris_root=None, max_points: int = MAX_POINTS, embedder=None,
                  with_ood: bool = True):
-        from scripts.analyse import ImageAccess, attach_fields
+        from scripts.analysis.inputs import ImageAccess, attach_fields
 
         an = params.analyse
         self.params = params
