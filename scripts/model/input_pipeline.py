@@ -14,6 +14,12 @@ array; that system call releases the GIL, and reader threads really run in paral
 (the operating system's page cache keeps a store that fits in memory there after the
 first epoch). Stores with filters (compression, shuffle, checksums) or other chunk
 shapes fall back to h5py. ``cache=True`` instead loads the stores into memory once.
+
+Sharded stores (``extract.SHARD_SIZE``, see :mod:`scripts.image_store`): ``images.h5`` is
+an HDF5 virtual dataset over shard files, which h5py reads transparently (fallback and
+cache). For byte-offset reads the reader resolves every row to its shard file and the
+offset there (:func:`store_row_offsets`); if any shard cannot be read raw, the whole
+store is read through h5py.
 """
 from __future__ import annotations
 
@@ -27,9 +33,11 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from scripts import image_store
+
 log = logging.getLogger(__name__)
 
-IMAGES_KEY = "images"
+IMAGES_KEY = image_store.IMAGES_KEY
 
 
 CACHE_CHOICES = ("off", "on", "auto")
@@ -81,8 +89,53 @@ def row_offsets(dataset: h5py.Dataset) -> np.ndarray | None:
     return offsets
 
 
+@dataclass(frozen=True)
+class RowOffsets:
+    """Where every row of a store lies: in file ``files[k]`` for rows ``starts[k] …
+    starts[k+1]-1``, at byte ``offsets[row]`` of that file (−1: never written)."""
+
+    files: tuple[Path, ...]
+    starts: np.ndarray
+    offsets: np.ndarray
+
+    def file_index(self, row: int) -> int:
+        return int(np.searchsorted(self.starts, row, side="right")) - 1
+
+
+def store_row_offsets(dataset: h5py.Dataset, path: str | Path) -> RowOffsets | None:
+    """:func:`row_offsets` of a store, single-file or sharded (each row resolved to its
+    shard file); None when some part cannot be read as raw bytes (read through h5py)."""
+    path = Path(path)
+    try:
+        found = image_store.shards(dataset, path)
+    except ValueError as err:
+        log.info("%s: reading through h5py (%s)", path, err)
+        return None
+    if found is None:
+        offsets = row_offsets(dataset)
+        return None if offsets is None else RowOffsets((path,), np.zeros(1, np.int64), offsets)
+    parts = []
+    for shard in found:
+        with h5py.File(shard.path, "r") as handle:
+            source = handle[shard.key]
+            if source.shape != (shard.rows,) + tuple(dataset.shape[1:]) or source.dtype != dataset.dtype:
+                log.warning("%s: shard %s holds %s %s, its index expects %s; reading through h5py",
+                            path, shard.path.name, source.shape, source.dtype,
+                            (shard.rows,) + tuple(dataset.shape[1:]))
+                return None
+            offsets = row_offsets(source)
+        if offsets is None:
+            log.info("%s: shard %s cannot be read as raw bytes; reading through h5py", path,
+                     shard.path.name)
+            return None
+        parts.append(offsets)
+    return RowOffsets(tuple(s.path for s in found), np.array([s.first for s in found], np.int64),
+                      np.concatenate(parts) if parts else np.zeros(0, np.int64))
+
+
 class HDF5Images:
-    """Row-addressed reader over several ``images.h5`` stores (one per dataset).
+    """Row-addressed reader over several ``images.h5`` stores (one per dataset), each a
+    single file or the index of shard files.
 
     Files are opened lazily and kept open. Safe to call from tf.data's worker threads:
     raw-offset reads (see the module docstring) run in parallel, h5py fallback reads are
@@ -106,8 +159,8 @@ class HDF5Images:
         self.paths = {name: Path(path) for name, path in stores.items()}
         self.names = list(self.paths)
         self._files: dict[str, h5py.File] = {}
-        self._fds: dict[str, int] = {}
-        self._offsets: dict[str, np.ndarray | None] = {}
+        self._fds: dict[Path, int] = {}
+        self._offsets: dict[str, RowOffsets | None] = {}
         self._cubes: dict[str, np.ndarray] = {}
         shapes = {name: self._dataset(name).shape[1:] for name in self.names}
         if len(set(shapes.values())) > 1:
@@ -116,7 +169,8 @@ class HDF5Images:
         self.image_shape = next(iter(shapes.values())) if shapes else None
         self.cached = self._want_cache(cache)
         for name in self.names:
-            self._offsets[name] = row_offsets(self._dataset(name)) if direct and not self.cached else None
+            self._offsets[name] = (store_row_offsets(self._dataset(name), self.paths[name])
+                                   if direct and not self.cached else None)
 
     def _want_cache(self, cache: str) -> bool:
         if cache != "auto":
@@ -137,10 +191,9 @@ class HDF5Images:
     def _dataset(self, name: str) -> h5py.Dataset:
         if name not in self._files:
             try:
-                self._files[name] = h5py.File(self.paths[name], "r")
-            except OSError as err:
-                raise FileNotFoundError(f"cannot open image store {self.paths[name]} of dataset "
-                                        f"{name} ({err}); run the extract stage first") from None
+                self._files[name] = image_store.open_store(self.paths[name])
+            except FileNotFoundError as err:
+                raise FileNotFoundError(f"dataset {name}: {err}") from None
         return self._files[name][IMAGES_KEY]
 
     def _cube(self, name: str) -> np.ndarray:
@@ -154,26 +207,28 @@ class HDF5Images:
             self._cubes[name] = cube
         return self._cubes[name]
 
-    def _fd(self, name: str) -> int:
-        if name not in self._fds:
-            self._fds[name] = os.open(self.paths[name], os.O_RDONLY)
-        return self._fds[name]
+    def _fd(self, path: Path) -> int:
+        if path not in self._fds:
+            self._fds[path] = os.open(path, os.O_RDONLY)
+        return self._fds[path]
 
     def __len__(self) -> int:
         return sum(self._dataset(n).shape[0] for n in self.names)
 
     def _pread_row(self, name: str, row: int, dest: np.ndarray) -> None:
         """Row ``row`` of store ``name`` into the C-contiguous image ``dest``, by offset."""
-        offset = int(self._offsets[name][row])
+        where = self._offsets[name]
+        offset = int(where.offsets[row])
         if offset < 0:  # never written: h5py returns the fill value
             self._dataset(name).read_direct(dest[np.newaxis], np.s_[row:row + 1])
             return
-        view, fd = memoryview(dest).cast("B"), self._fd(name)
+        path = where.files[where.file_index(row)] if len(where.files) > 1 else where.files[0]
+        view, fd = memoryview(dest).cast("B"), self._fd(path)
         got = os.preadv(fd, [view], offset)
         while got < len(view):  # short reads are legal; finish the row
             more = os.preadv(fd, [view[got:]], offset + got)
             if more <= 0:
-                raise OSError(f"{self.paths[name]}: unexpected end of file at row {row}")
+                raise OSError(f"{path}: unexpected end of file at row {row}")
             got += more
 
     def read(self, store_index: np.ndarray, rows: np.ndarray) -> np.ndarray:
