@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,8 +99,11 @@ class RowOffsets:
     starts: np.ndarray
     offsets: np.ndarray
 
-    def file_index(self, row: int) -> int:
-        return int(np.searchsorted(self.starts, row, side="right")) - 1
+    def file_indices(self, rows: np.ndarray) -> np.ndarray:
+        """Index into ``files`` of each row."""
+        if len(self.files) == 1:
+            return np.zeros(len(rows), np.int64)
+        return np.searchsorted(self.starts, rows, side="right") - 1
 
 
 def store_row_offsets(dataset: h5py.Dataset, path: str | Path) -> RowOffsets | None:
@@ -159,7 +163,8 @@ class HDF5Images:
         self.paths = {name: Path(path) for name, path in stores.items()}
         self.names = list(self.paths)
         self._files: dict[str, h5py.File] = {}
-        self._fds: dict[Path, int] = {}
+        self._fds: dict[str, list[int]] = {}  # per store, one per file of its RowOffsets (-1: closed)
+        self._open_lock = threading.Lock()
         self._offsets: dict[str, RowOffsets | None] = {}
         self._cubes: dict[str, np.ndarray] = {}
         shapes = {name: self._dataset(name).shape[1:] for name in self.names}
@@ -171,6 +176,8 @@ class HDF5Images:
         for name in self.names:
             self._offsets[name] = (store_row_offsets(self._dataset(name), self.paths[name])
                                    if direct and not self.cached else None)
+            if self._offsets[name] is not None:
+                self._fds[name] = [-1] * len(self._offsets[name].files)
 
     def _want_cache(self, cache: str) -> bool:
         if cache != "auto":
@@ -207,28 +214,30 @@ class HDF5Images:
             self._cubes[name] = cube
         return self._cubes[name]
 
-    def _fd(self, path: Path) -> int:
-        if path not in self._fds:
-            self._fds[path] = os.open(path, os.O_RDONLY)
-        return self._fds[path]
+    def _fd(self, name: str, k: int) -> int:
+        """Descriptor of file ``k`` of store ``name`` (opened once, by one thread)."""
+        fds = self._fds[name]
+        if fds[k] < 0:
+            with self._open_lock:
+                if fds[k] < 0:
+                    fds[k] = os.open(self._offsets[name].files[k], os.O_RDONLY)
+        return fds[k]
 
     def __len__(self) -> int:
         return sum(self._dataset(n).shape[0] for n in self.names)
 
-    def _pread_row(self, name: str, row: int, dest: np.ndarray) -> None:
-        """Row ``row`` of store ``name`` into the C-contiguous image ``dest``, by offset."""
-        where = self._offsets[name]
-        offset = int(where.offsets[row])
+    def _pread_row(self, name: str, row: int, offset: int, k: int, dest: np.ndarray) -> None:
+        """Row ``row`` of store ``name``, at byte ``offset`` of its file ``k``, into the
+        C-contiguous image ``dest``."""
         if offset < 0:  # never written: h5py returns the fill value
             self._dataset(name).read_direct(dest[np.newaxis], np.s_[row:row + 1])
             return
-        path = where.files[where.file_index(row)] if len(where.files) > 1 else where.files[0]
-        view, fd = memoryview(dest).cast("B"), self._fd(path)
+        view, fd = memoryview(dest).cast("B"), self._fd(name, k)
         got = os.preadv(fd, [view], offset)
         while got < len(view):  # short reads are legal; finish the row
             more = os.preadv(fd, [view[got:]], offset + got)
             if more <= 0:
-                raise OSError(f"{path}: unexpected end of file at row {row}")
+                raise OSError(f"{self._offsets[name].files[k]}: unexpected end of file at row {row}")
             got += more
 
     def read(self, store_index: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -246,8 +255,10 @@ class HDF5Images:
                 out[where] = self._cube(name)[wanted]
             elif self._offsets[name] is not None:
                 # straight into the output, in file order (no intermediate copy)
+                located = self._offsets[name]
+                offsets, files = located.offsets[wanted], located.file_indices(wanted)
                 for i in np.argsort(wanted, kind="stable"):
-                    self._pread_row(name, int(wanted[i]), out[where[i]])
+                    self._pread_row(name, int(wanted[i]), int(offsets[i]), int(files[i]), out[where[i]])
             else:
                 # h5py: one read per distinct row (the store is chunked per image, and h5py's
                 # fancy indexing with a list of rows is ~20x slower than chunk by chunk)
@@ -262,10 +273,12 @@ class HDF5Images:
     def close(self) -> None:
         for handle in self._files.values():
             handle.close()
-        for fd in self._fds.values():
-            os.close(fd)
+        for fds in self._fds.values():
+            for k, fd in enumerate(fds):
+                if fd >= 0:
+                    os.close(fd)
+                    fds[k] = -1  # reopened if read again
         self._files.clear()
-        self._fds.clear()
         self._cubes.clear()
 
 
