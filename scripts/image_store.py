@@ -14,10 +14,16 @@ index file, so a dataset folder can be moved or copied whole. A VDS reads a miss
 source file as the fill value without any error, so :func:`open_store` checks that every
 shard exists (the fill value of the index is NaN, so pixels of a shard deleted later are
 not silently zero either).
+
+HDF5 keeps a VDS's source files open once read (until the index is closed), and a source
+it cannot open because the process is out of file descriptors is read as the fill value
+too, without an error. So :func:`open_store` makes sure the open-file limit leaves room
+for every shard (raising the soft limit up to the hard one), or stops with an error.
 """
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,11 +96,47 @@ def shards(dataset: h5py.Dataset, store: str | Path) -> list[Shard] | None:
     return found
 
 
+#: Descriptors left for everything but the image shards (TensorFlow, logs, sockets).
+SPARE_FILE_DESCRIPTORS = 256
+
+
+def _open_descriptors() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:  # not Linux
+        return 0
+
+
+def ensure_open_files(files: int, what: str) -> None:
+    """Make sure this process may open ``files`` more files (besides those it has open and
+    :data:`SPARE_FILE_DESCRIPTORS`), raising the soft open-file limit up to the hard one if
+    needed. Raises OSError naming ``what`` when the hard limit is too low."""
+    try:
+        import resource
+    except ImportError:  # not POSIX: no limit to query
+        return
+    want = _open_descriptors() + files + SPARE_FILE_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or want <= soft:
+        return
+    if hard == resource.RLIM_INFINITY or want <= hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            log.info("raised the open-file limit from %d to %d for %d image shards", soft, want, files)
+            return
+        except (ValueError, OSError) as err:
+            log.info("cannot raise the open-file limit from %d to %d: %s", soft, want, err)
+    raise OSError(f"{what}: reading {files} shard files needs about {want} open files, this "
+                  f"process may open {soft} (hard limit {hard}); raise `ulimit -n` or extract "
+                  "with a larger SHARD_SIZE (HDF5 would read the shards it cannot open as NaN)")
+
+
 def open_store(path: str | Path) -> h5py.File:
-    """``path`` opened read-only, after checking that every shard it maps exists.
+    """``path`` opened read-only, after checking that every shard it maps exists and that
+    the open-file limit leaves room to keep them all open (:func:`ensure_open_files`).
 
     Raises FileNotFoundError naming the missing store or shard (HDF5 alone would read a
-    missing shard as the fill value)."""
+    missing shard as the fill value), OSError when the limit is too low."""
     path = Path(path)
     try:
         handle = h5py.File(path, "r")
@@ -112,6 +154,12 @@ def open_store(path: str | Path) -> h5py.File:
         raise FileNotFoundError(f"image store {path} lacks {len(missing)} of its {len(found)} "
                                 f"shard files ({', '.join(p.name for p in missing[:5])}"
                                 f"{', …' if len(missing) > 5 else ''}); rerun the extract stage")
+    if found:
+        try:
+            ensure_open_files(len(found), str(path))
+        except OSError:
+            handle.close()
+            raise
     return handle
 
 

@@ -176,8 +176,17 @@ class HDF5Images:
         for name in self.names:
             self._offsets[name] = (store_row_offsets(self._dataset(name), self.paths[name])
                                    if direct and not self.cached else None)
-            if self._offsets[name] is not None:
-                self._fds[name] = [-1] * len(self._offsets[name].files)
+        # all stores together: HDF5 keeps every shard it has read open, byte-offset reads
+        # one more descriptor per shard (open_store checked each store alone)
+        shard_files = sum(len(image_store.shards(self._dataset(n), self.paths[n]) or [])
+                          for n in self.names)
+        own = sum(len(o.files) for o in self._offsets.values() if o is not None and len(o.files) > 1)
+        if shard_files + own:
+            image_store.ensure_open_files(shard_files + own,
+                                          ", ".join(str(self.paths[n]) for n in self.names))
+        for name, located in self._offsets.items():
+            if located is not None:
+                self._fds[name] = [-1] * len(located.files)
 
     def _want_cache(self, cache: str) -> bool:
         if cache != "auto":

@@ -162,7 +162,7 @@ def _previous_output(out_dir: Path, fingerprint: str) -> pd.DataFrame:
         return pd.DataFrame()
     try:  # a sharded store whose shards are all there
         image_store.open_store(store).close()
-    except (FileNotFoundError, KeyError, ValueError) as err:
+    except (OSError, KeyError, ValueError) as err:  # FileNotFoundError is an OSError
         log.warning("%s: not reusing the previous output (%s)", out_dir, err)
         return pd.DataFrame()
     prev = pd.read_parquet(table)
@@ -354,7 +354,9 @@ def _write_images(out_dir: Path, params: ExtractParams, shape: tuple[int, int, i
     def source_file(chunk):
         if chunk not in handles:
             path = out_dir / IMAGES_FILE if chunk == "__previous__" else cache.root / f"{chunk}.h5"
-            handles[chunk] = h5py.File(path, "r")  # a sharded previous store reads through its index
+            # a sharded previous store reads through its index (open_store: all shards there,
+            # and file descriptors for all of them)
+            handles[chunk] = image_store.open_store(path) if chunk == "__previous__" else h5py.File(path, "r")
         return handles[chunk][IMAGES_KEY]
 
     def copy_rows(dset: h5py.Dataset, begin: int, end: int) -> None:
