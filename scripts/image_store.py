@@ -65,6 +65,16 @@ class Shard:
     key: str
 
 
+def source_files(dataset: h5py.Dataset, store: str | Path) -> list[Path]:
+    """The files a virtual dataset reads from, however it maps them (none for a plain
+    dataset; ``.``, the index's own file, left out)."""
+    if not dataset.is_virtual:
+        return []
+    folder = Path(store).parent
+    names = dict.fromkeys(s.file_name for s in dataset.virtual_sources() if s.file_name != ".")
+    return [Path(n) if Path(n).is_absolute() else folder / n for n in names]
+
+
 def shards(dataset: h5py.Dataset, store: str | Path) -> list[Shard] | None:
     """The shards of an opened store in row order, or None when it is a plain dataset.
 
@@ -78,7 +88,8 @@ def shards(dataset: h5py.Dataset, store: str | Path) -> list[Shard] | None:
         (lo, *lo_rest), (hi, *hi_rest) = source.vspace.get_select_bounds()
         whole_rows = list(lo_rest) == [0] * len(lo_rest) and \
             [h + 1 for h in hi_rest] == list(dataset.shape[1:])
-        if not whole_rows or source.src_space.get_select_type() != h5py.h5s.SEL_ALL:
+        if (not whole_rows or source.src_space.get_select_type() != h5py.h5s.SEL_ALL
+                or source.file_name == "."):
             raise ValueError(f"{store}: virtual dataset {dataset.name} maps {source.file_name} "
                              "onto a part of its rows or images; expected whole rows of shards")
         path = Path(source.file_name)
@@ -132,7 +143,8 @@ def ensure_open_files(files: int, what: str) -> None:
 
 
 def open_store(path: str | Path) -> h5py.File:
-    """``path`` opened read-only, after checking that every shard it maps exists and that
+    """``path`` opened read-only, after checking that every file its images are read from
+    (the shards of a sharded store, the sources of any virtual dataset) exists and that
     the open-file limit leaves room to keep them all open (:func:`ensure_open_files`).
 
     Raises FileNotFoundError naming the missing store or shard (HDF5 alone would read a
@@ -144,11 +156,11 @@ def open_store(path: str | Path) -> h5py.File:
         raise FileNotFoundError(f"cannot open image store {path} ({err}); run the extract "
                                 "stage first") from None
     try:
-        found = shards(handle[IMAGES_KEY], path) or []
-        missing = [s.path for s in found if not s.path.is_file()]
-    except (KeyError, ValueError):
+        found = source_files(handle[IMAGES_KEY], path)
+    except KeyError:
         handle.close()
         raise
+    missing = [p for p in found if not p.is_file()]
     if missing:
         handle.close()
         raise FileNotFoundError(f"image store {path} lacks {len(missing)} of its {len(found)} "

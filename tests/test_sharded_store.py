@@ -143,6 +143,30 @@ def test_analyse_embeds_a_sharded_store_like_the_single_file(both, tmp_path):
     np.testing.assert_array_equal(tables["single"].vectors, tables["sharded"].vectors)
 
 
+def test_other_virtual_datasets_are_read_through_h5py(tmp_path):
+    """A virtual dataset not laid out like extract's shards (here: each source holds the
+    left or right half of every image) has no byte offsets per row: the reader reads it
+    through h5py, exactly."""
+    from scripts.model.input_pipeline import HDF5Images
+
+    truth = np.random.default_rng(2).normal(size=(10, 4, 6, 2)).astype(np.float32)
+    layout = h5py.VirtualLayout(shape=truth.shape, dtype=np.float32)
+    for k, cols in enumerate((slice(0, 3), slice(3, 6))):
+        with h5py.File(tmp_path / f"half{k}.h5", "w") as f:
+            f.create_dataset("images", data=truth[:, :, cols], chunks=(1, 4, 3, 2))
+        layout[:, :, cols] = h5py.VirtualSource(f"half{k}.h5", "images", shape=(10, 4, 3, 2))
+    with h5py.File(tmp_path / "images.h5", "w") as f:
+        f.create_virtual_dataset("images", layout)
+    reader = HDF5Images({"V": tmp_path / "images.h5"})
+    assert reader._offsets["V"] is None
+    rows = np.array([9, 0, 4, 4])
+    np.testing.assert_array_equal(reader.read(np.zeros(4, int), rows), truth[rows])
+    reader.close()
+    (tmp_path / "half1.h5").unlink()
+    with pytest.raises(FileNotFoundError, match="half1.h5"):
+        HDF5Images({"V": tmp_path / "images.h5"})
+
+
 def test_a_missing_shard_is_an_error_not_fill_values(both, tmp_path):
     from scripts.analysis.representation import StoreRows
     from scripts.model.input_pipeline import HDF5Images

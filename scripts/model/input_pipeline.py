@@ -178,7 +178,7 @@ class HDF5Images:
                                    if direct and not self.cached else None)
         # all stores together: HDF5 keeps every shard it has read open, byte-offset reads
         # one more descriptor per shard (open_store checked each store alone)
-        shard_files = sum(len(image_store.shards(self._dataset(n), self.paths[n]) or [])
+        shard_files = sum(len(image_store.source_files(self._dataset(n), self.paths[n]))
                           for n in self.names)
         own = sum(len(o.files) for o in self._offsets.values() if o is not None and len(o.files) > 1)
         if shard_files + own:

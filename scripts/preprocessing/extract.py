@@ -162,7 +162,7 @@ def _previous_output(out_dir: Path, fingerprint: str) -> pd.DataFrame:
         return pd.DataFrame()
     try:  # a sharded store whose shards are all there
         image_store.open_store(store).close()
-    except (OSError, KeyError, ValueError) as err:  # FileNotFoundError is an OSError
+    except (OSError, KeyError) as err:  # FileNotFoundError is an OSError
         log.warning("%s: not reusing the previous output (%s)", out_dir, err)
         return pd.DataFrame()
     prev = pd.read_parquet(table)
