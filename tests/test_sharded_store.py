@@ -231,14 +231,26 @@ def test_rerun_rewrites_only_the_shard_whose_images_changed(small_universe, tmp_
     assert third["processed"] == 0 and third["shards_written"] == 0
     assert {p.name: stat(p) for p in image_store.shard_files(folder)} == after
 
+    # the last image removed: only the last shard changes (rows before it do not move)
+    last = raw / STELLAR / "images" / t1["file"].iloc[-1]
+    last.rename(tmp_path / last.name)
+    fourth = run_extract(params, universe, out)[STELLAR]
+    assert fourth["processed"] == 0 and fourth["kept_images"] == len(t1) - 1
+    final = {p.name: stat(p) for p in image_store.shard_files(folder)}
+    last_shard = image_store.shard_name((len(t1) - 2) // SHARD)
+    assert {n for n in final if final[n] != after.get(n)} == {last_shard}
+    t3, i3 = read_outputs(out, STELLAR)
+    pd.testing.assert_frame_equal(t3, t1.iloc[:-1])
+    np.testing.assert_array_equal(i3, i1[:-1])
+
     # back to one file: from the shards, without processing an image; the shards go
     params["extract"]["SHARD_SIZE"] = None
-    fourth = run_extract(params, universe, out)[STELLAR]
-    assert fourth["processed"] == 0 and fourth["shards"] == 0
+    fifth = run_extract(params, universe, out)[STELLAR]
+    assert fifth["processed"] == 0 and fifth["shards"] == 0
     assert image_store.shard_files(folder) == []
     with h5py.File(folder / "images.h5") as f:
         assert not f["images"].is_virtual
-    np.testing.assert_array_equal(read_outputs(out, STELLAR)[1], i2)
+    np.testing.assert_array_equal(read_outputs(out, STELLAR)[1], i3)
 
 
 def test_train_runs_on_a_sharded_store_like_on_one_file(tmp_path):
