@@ -17,6 +17,7 @@ from astropy.io import fits
 from bench.bench_shards import reshard
 from scripts import image_store
 from scripts.params import ParamsError, parse_params
+from scripts.preprocessing import extract
 from tests.conftest import demo_raw_params
 from tests.test_extract import STELLAR, only, read_outputs, run_extract
 
@@ -31,16 +32,13 @@ def stat(path: Path) -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def both(small_universe, tmp_path_factory):
     """The stellar set of the small universe extracted once as one file, once sharded."""
-    from tests.conftest import demo_raw_params as fresh
-
-    raw = fresh()
-    raw["extract"].update(IMAGE_SIZE=32, NUM_WORKERS=1, SIZE_CHUNKS=16)
-    single, sharded = tmp_path_factory.mktemp("single"), tmp_path_factory.mktemp("sharded")
-    reports = {"single": run_extract(only(raw, [STELLAR]), small_universe, single)[STELLAR]}
-    raw = fresh()
-    raw["extract"].update(IMAGE_SIZE=32, NUM_WORKERS=1, SIZE_CHUNKS=16, SHARD_SIZE=SHARD)
-    reports["sharded"] = run_extract(only(raw, [STELLAR]), small_universe, sharded)[STELLAR]
-    return single / STELLAR, sharded / STELLAR, reports
+    reports, folders = {}, {}
+    for name, shard_size in (("single", None), ("sharded", SHARD)):
+        raw = demo_raw_params()
+        raw["extract"].update(IMAGE_SIZE=32, NUM_WORKERS=1, SIZE_CHUNKS=16, SHARD_SIZE=shard_size)
+        folders[name] = tmp_path_factory.mktemp(name)
+        reports[name] = run_extract(only(raw, [STELLAR]), small_universe, folders[name])[STELLAR]
+    return folders["single"] / STELLAR, folders["sharded"] / STELLAR, reports
 
 
 def test_sharded_extract_equals_the_single_file_store(both):
@@ -51,8 +49,8 @@ def test_sharded_extract_equals_the_single_file_store(both):
     assert len(i1) > 2 * SHARD
     np.testing.assert_array_equal(i1, i2)  # bitwise: NaN-free float32 stores
     assert np.isfinite(i2).all()
-    pd.testing.assert_frame_equal(pd.read_parquet(single / extract_provenance()),
-                                  pd.read_parquet(sharded / extract_provenance()))
+    pd.testing.assert_frame_equal(pd.read_parquet(single / extract.PROVENANCE),
+                                  pd.read_parquet(sharded / extract.PROVENANCE))
 
     n_shards = -(-len(i1) // SHARD)
     files = image_store.shard_files(sharded)
@@ -74,12 +72,6 @@ def test_sharded_extract_equals_the_single_file_store(both):
             np.testing.assert_array_equal(f["images"][:], i1[shard.first:shard.first + shard.rows])
     # the index is small: it holds the mapping, not the pixels
     assert (sharded / "images.h5").stat().st_size < (single / "images.h5").stat().st_size / 10
-
-
-def extract_provenance() -> str:
-    from scripts.preprocessing import extract
-
-    return extract.PROVENANCE
 
 
 def test_train_and_analyse_readers_read_shards_like_the_single_file(both):
