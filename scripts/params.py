@@ -505,6 +505,12 @@ class ExtractParams:
                                      "tcp://10.0.0.5:8786")
     size_chunks: int = key(integer(1), "Images per committed chunk: the resume unit and the "
                            "memory bound.", 2000, "2000")
+    shard_size: int | None = key(optional(integer(1)),
+                                 "Images per shard file of a dataset's store: images.h5 becomes a "
+                                 "small index (an HDF5 virtual dataset) over images-00000.h5, … "
+                                 "which every reader opens transparently, and a rerun rewrites "
+                                 "only the shards whose images changed; null = one images.h5.",
+                                 None, "100000")
 
     def dataset_specs(self) -> tuple[DatasetSpec, ...]:
         """One :class:`DatasetSpec` per dataset, defaults resolved."""

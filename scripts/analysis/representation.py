@@ -26,13 +26,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from scripts import image_store
+
 logger = logging.getLogger(__name__)
 
 REPRESENTATION_FILE = "representation.parquet"
 #: Identity columns of every representation row, in file order.
 META_COLUMNS = ("dataset", "row", "object_id", "snapshot", "projection", "split")
 VECTOR_PREFIX = "r"
-IMAGES_KEY = "images"
+IMAGES_KEY = image_store.IMAGES_KEY
 
 
 def vector_columns(dim: int) -> list[str]:
@@ -102,8 +104,8 @@ class Embedder:
 
 # --------------------------------------------------------------------------- inputs
 def store_path(dataset_root: str | Path, name: str) -> Path:
-    """``dataset/<DATASET>/images.h5``."""
-    return Path(dataset_root) / name / "images.h5"
+    """``dataset/<DATASET>/images.h5`` (a single file or the index of its shards)."""
+    return Path(dataset_root) / name / image_store.IMAGES_FILE
 
 
 def image_shape(dataset_root: str | Path, name: str) -> tuple[int, ...] | None:
@@ -303,7 +305,7 @@ class StoreRows:
     def __init__(self, path: str | Path, rows):
         self.path = Path(path)
         self.rows = np.asarray(rows, dtype=np.int64)
-        self._file = h5py.File(self.path, "r")
+        self._file = image_store.open_store(self.path)  # checks that every shard is there
         self._images = self._file[IMAGES_KEY]
         self.shape = (len(self.rows),) + tuple(self._images.shape[1:])
 

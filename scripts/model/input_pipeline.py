@@ -14,11 +14,18 @@ array; that system call releases the GIL, and reader threads really run in paral
 (the operating system's page cache keeps a store that fits in memory there after the
 first epoch). Stores with filters (compression, shuffle, checksums) or other chunk
 shapes fall back to h5py. ``cache=True`` instead loads the stores into memory once.
+
+Sharded stores (``extract.SHARD_SIZE``, see :mod:`scripts.image_store`): ``images.h5`` is
+an HDF5 virtual dataset over shard files, which h5py reads transparently (fallback and
+cache). For byte-offset reads the reader resolves every row to its shard file and the
+offset there (:func:`store_row_offsets`); if any shard cannot be read raw, the whole
+store is read through h5py.
 """
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +34,11 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from scripts import image_store
+
 log = logging.getLogger(__name__)
 
-IMAGES_KEY = "images"
+IMAGES_KEY = image_store.IMAGES_KEY
 
 
 CACHE_CHOICES = ("off", "on", "auto")
@@ -81,8 +90,56 @@ def row_offsets(dataset: h5py.Dataset) -> np.ndarray | None:
     return offsets
 
 
+@dataclass(frozen=True)
+class RowOffsets:
+    """Where every row of a store lies: in file ``files[k]`` for rows ``starts[k] …
+    starts[k+1]-1``, at byte ``offsets[row]`` of that file (−1: never written)."""
+
+    files: tuple[Path, ...]
+    starts: np.ndarray
+    offsets: np.ndarray
+
+    def file_indices(self, rows: np.ndarray) -> np.ndarray:
+        """Index into ``files`` of each row."""
+        if len(self.files) == 1:
+            return np.zeros(len(rows), np.int64)
+        return np.searchsorted(self.starts, rows, side="right") - 1
+
+
+def store_row_offsets(dataset: h5py.Dataset, path: str | Path) -> RowOffsets | None:
+    """:func:`row_offsets` of a store, single-file or sharded (each row resolved to its
+    shard file); None when some part cannot be read as raw bytes (read through h5py)."""
+    path = Path(path)
+    try:
+        found = image_store.shards(dataset, path)
+    except ValueError as err:
+        log.info("%s: reading through h5py (%s)", path, err)
+        return None
+    if found is None:
+        offsets = row_offsets(dataset)
+        return None if offsets is None else RowOffsets((path,), np.zeros(1, np.int64), offsets)
+    parts = []
+    for shard in found:
+        with h5py.File(shard.path, "r") as handle:
+            source = handle[shard.key]
+            if source.shape != (shard.rows,) + tuple(dataset.shape[1:]) or source.dtype != dataset.dtype:
+                log.warning("%s: shard %s holds %s %s, its index expects %s; reading through h5py",
+                            path, shard.path.name, source.shape, source.dtype,
+                            (shard.rows,) + tuple(dataset.shape[1:]))
+                return None
+            offsets = row_offsets(source)
+        if offsets is None:
+            log.info("%s: shard %s cannot be read as raw bytes; reading through h5py", path,
+                     shard.path.name)
+            return None
+        parts.append(offsets)
+    return RowOffsets(tuple(s.path for s in found), np.array([s.first for s in found], np.int64),
+                      np.concatenate(parts) if parts else np.zeros(0, np.int64))
+
+
 class HDF5Images:
-    """Row-addressed reader over several ``images.h5`` stores (one per dataset).
+    """Row-addressed reader over several ``images.h5`` stores (one per dataset), each a
+    single file or the index of shard files.
 
     Files are opened lazily and kept open. Safe to call from tf.data's worker threads:
     raw-offset reads (see the module docstring) run in parallel, h5py fallback reads are
@@ -106,8 +163,9 @@ class HDF5Images:
         self.paths = {name: Path(path) for name, path in stores.items()}
         self.names = list(self.paths)
         self._files: dict[str, h5py.File] = {}
-        self._fds: dict[str, int] = {}
-        self._offsets: dict[str, np.ndarray | None] = {}
+        self._fds: dict[str, list[int]] = {}  # per store, one per file of its RowOffsets (-1: closed)
+        self._open_lock = threading.Lock()
+        self._offsets: dict[str, RowOffsets | None] = {}
         self._cubes: dict[str, np.ndarray] = {}
         shapes = {name: self._dataset(name).shape[1:] for name in self.names}
         if len(set(shapes.values())) > 1:
@@ -116,7 +174,19 @@ class HDF5Images:
         self.image_shape = next(iter(shapes.values())) if shapes else None
         self.cached = self._want_cache(cache)
         for name in self.names:
-            self._offsets[name] = row_offsets(self._dataset(name)) if direct and not self.cached else None
+            self._offsets[name] = (store_row_offsets(self._dataset(name), self.paths[name])
+                                   if direct and not self.cached else None)
+        # all stores together: HDF5 keeps every shard it has read open, byte-offset reads
+        # one more descriptor per shard (open_store checked each store alone)
+        shard_files = sum(len(image_store.source_files(self._dataset(n), self.paths[n]))
+                          for n in self.names)
+        own = sum(len(o.files) for o in self._offsets.values() if o is not None and len(o.files) > 1)
+        if shard_files + own:
+            image_store.ensure_open_files(shard_files + own,
+                                          ", ".join(str(self.paths[n]) for n in self.names))
+        for name, located in self._offsets.items():
+            if located is not None:
+                self._fds[name] = [-1] * len(located.files)
 
     def _want_cache(self, cache: str) -> bool:
         if cache != "auto":
@@ -137,10 +207,9 @@ class HDF5Images:
     def _dataset(self, name: str) -> h5py.Dataset:
         if name not in self._files:
             try:
-                self._files[name] = h5py.File(self.paths[name], "r")
-            except OSError as err:
-                raise FileNotFoundError(f"cannot open image store {self.paths[name]} of dataset "
-                                        f"{name} ({err}); run the extract stage first") from None
+                self._files[name] = image_store.open_store(self.paths[name])
+            except FileNotFoundError as err:
+                raise FileNotFoundError(f"dataset {name}: {err}") from None
         return self._files[name][IMAGES_KEY]
 
     def _cube(self, name: str) -> np.ndarray:
@@ -154,26 +223,30 @@ class HDF5Images:
             self._cubes[name] = cube
         return self._cubes[name]
 
-    def _fd(self, name: str) -> int:
-        if name not in self._fds:
-            self._fds[name] = os.open(self.paths[name], os.O_RDONLY)
-        return self._fds[name]
+    def _fd(self, name: str, k: int) -> int:
+        """Descriptor of file ``k`` of store ``name`` (opened once, by one thread)."""
+        fds = self._fds[name]
+        if fds[k] < 0:
+            with self._open_lock:
+                if fds[k] < 0:
+                    fds[k] = os.open(self._offsets[name].files[k], os.O_RDONLY)
+        return fds[k]
 
     def __len__(self) -> int:
         return sum(self._dataset(n).shape[0] for n in self.names)
 
-    def _pread_row(self, name: str, row: int, dest: np.ndarray) -> None:
-        """Row ``row`` of store ``name`` into the C-contiguous image ``dest``, by offset."""
-        offset = int(self._offsets[name][row])
+    def _pread_row(self, name: str, row: int, offset: int, k: int, dest: np.ndarray) -> None:
+        """Row ``row`` of store ``name``, at byte ``offset`` of its file ``k``, into the
+        C-contiguous image ``dest``."""
         if offset < 0:  # never written: h5py returns the fill value
             self._dataset(name).read_direct(dest[np.newaxis], np.s_[row:row + 1])
             return
-        view, fd = memoryview(dest).cast("B"), self._fd(name)
+        view, fd = memoryview(dest).cast("B"), self._fd(name, k)
         got = os.preadv(fd, [view], offset)
         while got < len(view):  # short reads are legal; finish the row
             more = os.preadv(fd, [view[got:]], offset + got)
             if more <= 0:
-                raise OSError(f"{self.paths[name]}: unexpected end of file at row {row}")
+                raise OSError(f"{self._offsets[name].files[k]}: unexpected end of file at row {row}")
             got += more
 
     def read(self, store_index: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -191,8 +264,10 @@ class HDF5Images:
                 out[where] = self._cube(name)[wanted]
             elif self._offsets[name] is not None:
                 # straight into the output, in file order (no intermediate copy)
+                located = self._offsets[name]
+                offsets, files = located.offsets[wanted], located.file_indices(wanted)
                 for i in np.argsort(wanted, kind="stable"):
-                    self._pread_row(name, int(wanted[i]), out[where[i]])
+                    self._pread_row(name, int(wanted[i]), int(offsets[i]), int(files[i]), out[where[i]])
             else:
                 # h5py: one read per distinct row (the store is chunked per image, and h5py's
                 # fancy indexing with a list of rows is ~20x slower than chunk by chunk)
@@ -207,10 +282,12 @@ class HDF5Images:
     def close(self) -> None:
         for handle in self._files.values():
             handle.close()
-        for fd in self._fds.values():
-            os.close(fd)
+        for fds in self._fds.values():
+            for k, fd in enumerate(fds):
+                if fd >= 0:
+                    os.close(fd)
+                    fds[k] = -1  # reopened if read again
         self._files.clear()
-        self._fds.clear()
         self._cubes.clear()
 
 

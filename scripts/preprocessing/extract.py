@@ -24,7 +24,10 @@ For every dataset with ``LOAD: true``:
    writes), so a run killed at any point resumes from the finished chunks
    (``USE_CACHE``); new files are processed alone, and a change of FIELDS only re-joins
    the labels. The final table and store are written in the identity order, so a resumed
-   run and an uninterrupted one give identical outputs;
+   run and an uninterrupted one give identical outputs. With ``SHARD_SIZE`` the store is
+   split into shard files ``images-00000.h5``, … of that many images, indexed by
+   ``images.h5`` (an HDF5 virtual dataset, see :mod:`scripts.image_store`), and a rerun
+   rewrites only the shards whose images changed;
 6. ``extract_report.json`` lists every skipped object with its reason.
 
 The process exits non-zero only when a loaded dataset ends with no usable object.
@@ -49,6 +52,8 @@ import pandas as pd
 from tqdm import tqdm
 
 import config
+from scripts import image_store
+from scripts.image_store import IMAGES_FILE, IMAGES_KEY
 from scripts.params import DatasetSpec, ExtractParams
 from scripts.preprocessing import workers
 from scripts.preprocessing.croppers import outside_summary
@@ -59,7 +64,6 @@ from scripts.stage import run_stage
 
 log = logging.getLogger("extract")
 
-IMAGES_KEY = "images"
 #: Per-row provenance of the finished store (file size/mtime, measurements): the cache
 #: that lets a later run reuse finished images.
 PROVENANCE = ".provenance.parquet"
@@ -153,8 +157,13 @@ def _fingerprint(spec: DatasetSpec, crop: dict, image_size: int) -> str:
 
 def _previous_output(out_dir: Path, fingerprint: str) -> pd.DataFrame:
     """Records of the last finished run, reusable as cache when made with the same settings."""
-    table, store, marker = out_dir / PROVENANCE, out_dir / "images.h5", out_dir / "fingerprint.txt"
+    table, store, marker = out_dir / PROVENANCE, out_dir / IMAGES_FILE, out_dir / "fingerprint.txt"
     if not (table.exists() and store.exists() and marker.exists()) or marker.read_text() != fingerprint:
+        return pd.DataFrame()
+    try:  # a sharded store whose shards are all there
+        image_store.open_store(store).close()
+    except (OSError, KeyError) as err:  # FileNotFoundError is an OSError
+        log.warning("%s: not reusing the previous output (%s)", out_dir, err)
         return pd.DataFrame()
     prev = pd.read_parquet(table)
     return prev.assign(reason="", detail="", chunk="__previous__")
@@ -281,43 +290,22 @@ def _assemble(extractor, params, out_dir, work, files, unmatched, irregular, mat
                                "mtime_ns": sources["mtime_ns"].to_numpy(np.int64),
                                "index": table["row"], "record": sources["record"].to_numpy()})
 
-    store_tmp = out_dir / ".images.h5.tmp"
     shape = (params.image_size, params.image_size, len(spec.filters))
-    handles: dict[str, h5py.File] = {}
-
-    def source_file(chunk):
-        if chunk not in handles:
-            path = out_dir / "images.h5" if chunk == "__previous__" else cache.root / f"{chunk}.h5"
-            handles[chunk] = h5py.File(path, "r")
-        return handles[chunk][IMAGES_KEY]
-
-    try:
-        with h5py.File(store_tmp, "w") as out:
-            dset = out.create_dataset(IMAGES_KEY, shape=(len(kept),) + shape, dtype=np.float32,
-                                      chunks=(1,) + shape if len(kept) else None)
-            dset.attrs["filters"] = list(spec.filters)
-            chunks, index = sources["chunk"].to_numpy(), sources["index"].to_numpy(np.int64)
-            for begin in range(0, len(kept), params.size_chunks):
-                end = min(begin + params.size_chunks, len(kept))
-                block = np.empty((end - begin,) + shape, np.float32)
-                for c in np.unique(chunks[begin:end]):
-                    where = np.flatnonzero(chunks[begin:end] == c)
-                    rows = index[begin:end][where]
-                    order = np.argsort(rows)
-                    block[where[order]] = source_file(c)[rows[order]]
-                dset[begin:end] = block
-    finally:
-        for handle in handles.values():
-            handle.close()
+    written, shard_rows = _write_images(out_dir, params, shape, spec.filters, sources, cache)
     table_tmp, provenance_tmp = out_dir / ".objects.parquet.tmp", out_dir / ".provenance.tmp"
     table.to_parquet(table_tmp, index=False)
     provenance.to_parquet(provenance_tmp, index=False)
     # the marker goes first and comes back last: a kill in between leaves no reusable
     # "previous output", only the chunk cache, which is still complete
     (out_dir / "fingerprint.txt").unlink(missing_ok=True)
-    os.replace(store_tmp, out_dir / "images.h5")
+    for tmp, final in written:  # new shards (then their index), or the single-file store
+        os.replace(tmp, final)
     os.replace(table_tmp, out_dir / "objects.parquet")
     os.replace(provenance_tmp, out_dir / PROVENANCE)
+    in_use = {image_store.shard_name(k) for k in range(len(shard_rows))}
+    for stale in image_store.shard_files(out_dir):  # shards past the end, or of an earlier layout
+        if stale.name not in in_use:
+            stale.unlink()
     (out_dir / "fingerprint.txt").write_text(fingerprint)
 
     per_object = kept.groupby(["snapshot", "object_id"]).size()
@@ -343,7 +331,83 @@ def _assemble(extractor, params, out_dir, work, files, unmatched, irregular, mat
         "crop_failed": int(table["crop_failed"].sum()) if "crop_failed" in table else 0,
         "crop_outside": outside_summary(table),
         "nan_repaired_images": int((table["nan_repaired"] > 0).sum()) if "nan_repaired" in table else 0,
+        "shards": len(shard_rows),
+        "shards_written": len(written) - 1 if shard_rows else 0,
     }
+
+
+def _write_images(out_dir: Path, params: ExtractParams, shape: tuple[int, int, int], filters,
+                  sources: pd.DataFrame, cache: ChunkCache) -> tuple[list[tuple[Path, Path]], list[int]]:
+    """Write the image store of the kept rows under temporary names.
+
+    ``sources`` (one row per kept image, in store order) names where each image is now:
+    its ``chunk`` of the cache (``__previous__``: the previous store) and ``index`` there.
+    Returns ``([(temporary, final path)], rows per shard)``; the caller renames them, the
+    index (or single file) last. With ``SHARD_SIZE`` a shard whose rows are exactly the
+    same rows of the same shard of the previous store is kept as it is (not rewritten,
+    same inode and mtime): only shards whose content changes are written.
+    """
+    n = len(sources)
+    chunks, index = sources["chunk"].to_numpy(), sources["index"].to_numpy(np.int64)
+    handles: dict[str, h5py.File] = {}
+
+    def source_file(chunk):
+        if chunk not in handles:
+            path = out_dir / IMAGES_FILE if chunk == "__previous__" else cache.root / f"{chunk}.h5"
+            # a sharded previous store reads through its index (open_store: all shards there,
+            # and file descriptors for all of them)
+            handles[chunk] = image_store.open_store(path) if chunk == "__previous__" else h5py.File(path, "r")
+        return handles[chunk][IMAGES_KEY]
+
+    def copy_rows(dset: h5py.Dataset, begin: int, end: int) -> None:
+        """Store rows ``begin … end-1`` into ``dset[0 : end-begin]``, a chunk at a time."""
+        for b in range(begin, end, params.size_chunks):
+            e = min(b + params.size_chunks, end)
+            block = np.empty((e - b,) + shape, np.float32)
+            for c in np.unique(chunks[b:e]):
+                where = np.flatnonzero(chunks[b:e] == c)
+                rows = index[b:e][where]
+                order = np.argsort(rows)
+                block[where[order]] = source_file(c)[rows[order]]
+            dset[b - begin:e - begin] = block
+
+    store_tmp = out_dir / ".images.h5.tmp"
+    written: list[tuple[Path, Path]] = []
+    shard_rows: list[int] = []
+    try:
+        if params.shard_size and n:
+            for leftover in out_dir.glob(".images-*.h5.tmp"):  # of a run killed while writing
+                leftover.unlink()
+            size = params.shard_size
+            shard_rows = [min(size, n - begin) for begin in range(0, n, size)]
+            previous = (image_store.shard_of_rows(out_dir / IMAGES_FILE)
+                        if (chunks == "__previous__").any() else {})
+            for k, begin in enumerate(range(0, n, size)):
+                end, name = begin + shard_rows[k], image_store.shard_name(k)
+                old = previous.get(begin)
+                if (old is not None and old.rows == end - begin and old.path == out_dir / name
+                        and old.key == IMAGES_KEY and old.path.is_file()
+                        and (chunks[begin:end] == "__previous__").all()
+                        and np.array_equal(index[begin:end], np.arange(begin, end))):
+                    continue  # the same images in the same rows: keep the file
+                tmp = out_dir / f".{name}.tmp"
+                with image_store.create_shard(tmp, end - begin, shape, filters, begin) as shard:
+                    copy_rows(shard[IMAGES_KEY], begin, end)
+                written.append((tmp, out_dir / name))
+            log.info("%s: %d shards of %d images, %d written, %d unchanged", out_dir.name,
+                     len(shard_rows), size, len(written), len(shard_rows) - len(written))
+            image_store.write_index(store_tmp, shard_rows, shape, filters, size)
+        else:
+            with h5py.File(store_tmp, "w") as out:
+                dset = out.create_dataset(IMAGES_KEY, shape=(n,) + shape, dtype=np.float32,
+                                          chunks=(1,) + shape if n else None)
+                dset.attrs["filters"] = list(filters)
+                copy_rows(dset, 0, n)
+    finally:
+        for handle in handles.values():
+            handle.close()
+    written.append((store_tmp, out_dir / IMAGES_FILE))
+    return written, shard_rows
 
 
 def _log_summary(report: dict) -> None:
