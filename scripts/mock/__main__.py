@@ -72,9 +72,11 @@ def build_kwargs(ns: argparse.Namespace) -> dict:
 
 def compare(ns: argparse.Namespace) -> "pd.DataFrame":
     """Measure mock and real images, print the medians, write the plot; returns the medians."""
+    import numpy as np
     import pandas as pd
 
     from scripts.mock import compare_real
+    from scripts.mock.population import IMAGING_LOG_MSTAR
 
     real_files = ns.compare_real or compare_real.default_real_files()
     missing = [str(p) for p in real_files if not Path(p).is_file()]
@@ -89,6 +91,16 @@ def compare(ns: argparse.Namespace) -> "pd.DataFrame":
         print(f"medians ({len(real)} real file(s), {ns.n} mock images per set, preset "
               f"{size}, seed {ns.seed}; neighbour_in_crop: fraction of images)")
         print(medians.to_string())
+        print(f"\nmock S/N per stellar-mass bin (medians; the real file(s): "
+              f"{', '.join(f'{v:.3g}' for v in real['snr_r'])})")
+        print(compare_real.snr_by_mass(mock).to_string())
+        cut = IMAGING_LOG_MSTAR
+        q = (0.1, 0.5, 0.9)
+        print(f"\nlog10 M★ quantiles {q} of the sample vs the GAMA mass function above {cut:.2f}: "
+              f"{np.round(compare_real.smf_quantiles(cut, q), 2).tolist()}")
+        for source, group in mock.groupby("source", sort=False):
+            print(f"{source}: log10 M★ {np.round(np.quantile(group['stellar_mass'], q), 2).tolist()}, "
+                  f"Petrosian r {np.round(np.nanquantile(group['mag_r'], q), 2).tolist()}")
     path = compare_real.plot(table, ns.plot)
     log.info("plot written to %s", path)
     return medians

@@ -18,7 +18,14 @@ fit on the R band. Per image:
 * ``redshift``, ``fov_kpc``: from the header where present.
 
 The mock side is a seeded sample of a planned universe (default: the demo preset), rendered
-into a temporary directory, so the comparison needs no prior build.
+into a temporary directory, so the comparison needs no prior build. Its rows also carry the
+truth behind each image (``stellar_mass`` in log10 M☉, ``true_r_mag``), so that the S/N can
+be read per stellar-mass bin (:func:`snr_by_mass`) and the population's stellar masses set
+against an observed mass function (:func:`smf_quantiles`).
+
+Why the medians alone mislead for S/N: a stellar-mass-selected sample's median S/N is set by
+its mass function, the one real file by where that galaxy happens to sit. The real file is
+compared at the same magnitude (``mag_r``) or at the mass cut (:func:`snr_by_mass`).
 """
 from __future__ import annotations
 
@@ -52,6 +59,13 @@ DETECT_THRESHOLD = 3.0
 DETECT_MIN_PIXELS = 6
 #: The mock datasets compared by default.
 MOCK_DATASETS = ("MOCK_FIDUCIAL", "MOCK_COMPACT", "MOCK_HSC")
+#: Stellar-mass bin edges [log10 M☉] of :func:`snr_by_mass`; the first starts at the mock's
+#: imaging cut (:data:`scripts.mock.population.IMAGING_LOG_MSTAR`).
+MASS_BIN_WIDTH = 0.25
+#: GAMA galaxy stellar mass function at z < 0.06 (Baldry et al. 2012, MNRAS 421, 621, eq. 6
+#: and Table 1; Chabrier IMF, H0 = 70): double Schechter with knee log10 M* [M☉], φ*₁, φ*₂
+#: [Mpc⁻³; only their ratio matters for the shape] and slopes α₁, α₂.
+GAMA_SMF = {"log_mstar_knee": 10.66, "phi1": 3.96e-3, "alpha1": -0.35, "phi2": 0.79e-3, "alpha2": -1.47}
 #: Quantities compared by medians (the calibration test and the printed table).
 QUANTITIES = ("snr_r", "r90_frame", "crop_frame", "mag_r", "sky_sigma_G", "sky_sigma_R",
               "sky_sigma_I", "psf_fwhm_G", "psf_fwhm_R", "psf_fwhm_I", "neighbours_arcmin2",
@@ -148,27 +162,60 @@ def measure_files(paths: Iterable[str | Path], source: str) -> pd.DataFrame:
 
 
 def mock_sample(size: str = "demo", n_per_set: int = 60, seed: int = 0,
-                datasets: Sequence[str] = MOCK_DATASETS, workdir: str | Path | None = None) -> pd.DataFrame:
+                datasets: Sequence[str] = MOCK_DATASETS, workdir: str | Path | None = None,
+                plan=None) -> pd.DataFrame:
     """Measure ``n_per_set`` images of each mock dataset, drawn with ``seed`` from the
     universe of preset ``size`` (planned and rendered in ``workdir``, a temporary
-    directory by default)."""
+    directory by default; or rendered from an existing ``plan`` of
+    :func:`scripts.mock.universe.plan_universe`, whose size and seed then apply). Each row
+    adds the image's truth: ``stellar_mass`` [log10 M☉] and ``true_r_mag`` (the subject's
+    total r magnitude)."""
     from scripts.mock.jobs import run_task
     from scripts.mock.universe import plan_universe
 
     with tempfile.TemporaryDirectory(prefix="mock-compare-") as tmp:
-        root = Path(workdir) if workdir is not None else Path(tmp)
-        plan = plan_universe(root / "raw", root / "illustris", size=size, seed=seed)
+        if plan is None:
+            root = Path(workdir) if workdir is not None else Path(tmp)
+            plan = plan_universe(root / "raw", root / "illustris", size=size, seed=seed)
         rng = np.random.default_rng(seed)
         frames = []
         for ds in datasets:
-            tasks = plan.tasks[ds]
+            tasks, truth = plan.tasks[ds], plan.truth[ds]
             pick = np.sort(rng.choice(len(tasks), min(n_per_set, len(tasks)), replace=False))
             paths = []
             for i in pick:
                 run_task(tasks[i])
                 paths.append(tasks[i].path)
-            frames.append(measure_files(paths, ds))
+            frame = measure_files(paths, ds)
+            frame["stellar_mass"] = [float(truth[i]["stellar_mass"]) for i in pick]
+            frame["true_r_mag"] = [float(truth[i]["r_mag"]) for i in pick]
+            frames.append(frame)
         return pd.concat(frames, ignore_index=True)
+
+
+def snr_by_mass(table: pd.DataFrame, lo: float | None = None, width: float = MASS_BIN_WIDTH) -> pd.DataFrame:
+    """Median Petrosian S/N, Petrosian r and image count per source and stellar-mass bin
+    (``width`` dex from ``lo``, default the imaging cut; the last bin takes the rest)."""
+    from scripts.mock.population import IMAGING_LOG_MSTAR
+
+    lo = IMAGING_LOG_MSTAR if lo is None else lo
+    mock = table[np.isfinite(table["stellar_mass"].to_numpy(dtype=float))]
+    edges = [lo + k * width for k in range(5)] + [np.inf]
+    bins = pd.cut(mock["stellar_mass"], edges, right=False)
+    out = mock.groupby(["source", bins], observed=True, sort=False).agg(
+        n=("snr_r", "size"), snr_r=("snr_r", "median"), mag_r=("mag_r", "median"))
+    return out.sort_index()
+
+
+def smf_quantiles(lo: float, quantiles: Sequence[float] = (0.1, 0.5, 0.9), smf: dict = GAMA_SMF,
+                  hi: float = 12.5) -> np.ndarray:
+    """log10 M★ quantiles of the galaxies above ``lo`` for a double-Schechter mass function
+    (default: :data:`GAMA_SMF`), by numerical integration of dN/dlog M★."""
+    x = np.linspace(lo, hi, 20001)
+    m = 10.0 ** (x - smf["log_mstar_knee"])
+    dn = np.exp(-m) * m * (smf["phi1"] * m ** smf["alpha1"] + smf["phi2"] * m ** smf["alpha2"])
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (dn[1:] + dn[:-1]) * np.diff(x))])
+    return np.interp(np.asarray(quantiles, dtype=float), cdf / cdf[-1], x)
 
 
 def summary(table: pd.DataFrame, quantities: Sequence[str] = QUANTITIES) -> pd.DataFrame:
@@ -190,11 +237,15 @@ def plot(table: pd.DataFrame, path: str | Path, real_source: str = "real") -> Pa
     panels = [("snr_r", "Petrosian S/N (R)", True), ("r90_frame", "R90 / frame edge", False),
               ("mag_r", "Petrosian r [AB mag]", False), ("sky_sigma_R", "sky σ, R [nanomaggies]", False),
               ("psf_fwhm_R", "PSF FWHM, R [arcsec]", False),
-              ("neighbours_arcmin2", "neighbours per arcmin²", False)]
-    fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
+              ("neighbours_arcmin2", "neighbours per arcmin²", False),
+              ("stellar_mass", "log10 M★ [M☉] (mock truth)", False)]
+    fig, axes = plt.subplots(2, 4, figsize=(16, 6.5))
     mock = table[table["source"] != real_source]
     real = table[table["source"] == real_source]
     for ax, (col, label, logx) in zip(axes.ravel(), panels):
+        if col not in table:
+            ax.set_axis_off()
+            continue
         values = mock[col].to_numpy(dtype=float)
         finite = values[np.isfinite(values) & ((values > 0) if logx else True)]
         if finite.size:
@@ -207,6 +258,23 @@ def plot(table: pd.DataFrame, path: str | Path, real_source: str = "real") -> Pa
         if logx:
             ax.set_xscale("log")
         ax.set_xlabel(label)
+    if "stellar_mass" in mock and np.isfinite(mock["stellar_mass"]).any():
+        # the GAMA mass function's median above the sample's cut, and S/N against mass
+        from scripts.mock.population import IMAGING_LOG_MSTAR
+        cut = IMAGING_LOG_MSTAR
+        axes[1, 2].axvline(float(smf_quantiles(cut, (0.5,))[0]), color="grey", ls=":", lw=1.5,
+                           label="GAMA SMF median")
+        axes[1, 2].legend(fontsize=8)
+        ax = axes[1, 3]
+        for source, group in mock.groupby("source", sort=False):
+            ax.scatter(group["stellar_mass"], group["snr_r"], s=8, alpha=0.6, label=source)
+        for v in real["snr_r"].dropna():
+            ax.axhline(v, color="k", ls="--", lw=1.2)
+        ax.set_yscale("log")
+        ax.set_xlabel("log10 M★ [M☉] (mock truth)")
+        ax.set_ylabel("Petrosian S/N (R)")
+    else:
+        axes[1, 3].set_axis_off()
     axes[0, 0].plot([], [], "k--", label=f"{real_source} ({len(real)} file{'s' * (len(real) != 1)})")
     axes[0, 0].legend(fontsize=8)
     fig.suptitle("Mock universe vs real TNG–HSC images (extract's own measurements)")
