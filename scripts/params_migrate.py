@@ -23,8 +23,9 @@ from typing import Any
 
 import yaml
 
-from scripts.params import (ORIGINAL_ONLY_SECTIONS, ParamsError, _is_none, original_format_reasons,
+from scripts.params import (ORIGINAL_ONLY_SECTIONS, ParamsError, original_format_reasons,
                             parse_params)
+from scripts.params_rules import is_none
 
 MAPPED, ADDED, DROPPED, DECIDE, REMOVED = "mapped", "added", "dropped", "decide", "removed"
 #: how each kind of note is labelled in the report
@@ -94,7 +95,7 @@ class Migration:
 
 def _none(value: Any) -> Any:
     """The original files wrote null as the string 'None'."""
-    return None if _is_none(value) else value
+    return None if is_none(value) else value
 
 
 def _flow(value: Any) -> str:

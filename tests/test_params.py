@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scripts.params import ParamsError, load_params, markdown_reference, parse_params
+from scripts.params import ParamsError, load_params, parse_params
+from scripts.params_doc import markdown_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from scripts.params import TRACKING_BACKENDS as BACKENDS
-from scripts.params import tracking_backends
+from scripts.params_rules import TRACKING_BACKENDS as BACKENDS
+from scripts.params_rules import tracking_backends
 from scripts.tracking.base import CompositeTracker, GuardedBackend, short_error
 
 logger = logging.getLogger(__name__)
