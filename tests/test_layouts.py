@@ -24,6 +24,7 @@ import config
 from scripts.mock import observed
 from scripts.params import ParamsError, parse_params
 from scripts.preprocessing import extract
+from scripts.preprocessing.chunk_cache import ChunkCache
 from scripts.preprocessing.fits_file import BadImageError
 from scripts.preprocessing.fits_layouts import load_band_files, load_cube
 from tests.conftest import ROOT, demo_raw_params, stage_env, write_params
@@ -244,7 +245,7 @@ def test_reuse_resume_and_workers(tmp_path, layout, monkeypatch):
     assert run(raw, raw_root, tmp_path / "a")["processed"] == 1
 
     # a crash after two committed chunks, then a resume
-    real_write, calls = extract.ChunkCache.write, []
+    real_write, calls = ChunkCache.write, []
 
     def dying_write(self, *args, **kwargs):
         if len(calls) == 2:
@@ -252,10 +253,10 @@ def test_reuse_resume_and_workers(tmp_path, layout, monkeypatch):
         calls.append(1)
         return real_write(self, *args, **kwargs)
 
-    monkeypatch.setattr(extract.ChunkCache, "write", dying_write)
+    monkeypatch.setattr(ChunkCache, "write", dying_write)
     with pytest.raises(KeyboardInterrupt):
         run(raw, raw_root, tmp_path / "b")
-    monkeypatch.setattr(extract.ChunkCache, "write", real_write)
+    monkeypatch.setattr(ChunkCache, "write", real_write)
     assert not (tmp_path / "b" / NAME / "objects.parquet").exists()
     resumed = run(raw, raw_root, tmp_path / "b")
     assert resumed["reused_from_cache"] == 6 and resumed["processed"] == 4
