@@ -12,7 +12,9 @@ import asyncio
 import base64
 import itertools
 import json
+import os
 import re
+import signal
 import shutil
 import subprocess
 import tempfile
@@ -47,7 +49,8 @@ class Browser:
         self._profile = tempfile.TemporaryDirectory(prefix="chromium-")
         self.proc = subprocess.Popen([self.binary, *FLAGS, f"--user-data-dir={self._profile.name}",
                                       f"--window-size={self.width},{self.height}", "about:blank"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)  # its helpers share its group
         port = None
         deadline = time.time() + 30
         while port is None and time.time() < deadline:
@@ -91,14 +94,32 @@ class Browser:
             ws.close()
         if getattr(self, "loop", None) is not None:
             self.loop.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
+        # Chromium's helper processes (zygote, crashpad) outlive the browser process and keep
+        # writing into the profile, so the whole process group is stopped before removing it.
+        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
             try:
-                self.proc.wait(10)
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(wait)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                continue
+            if not self._group_alive():
+                break
         self._profile.cleanup()
         self.loop = self.ws = None
+
+    def _group_alive(self, timeout: float = 5.0) -> bool:
+        """Whether a process of Chromium's group is still running after ``timeout`` s."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                return False
+            time.sleep(0.1)
+        return True
 
     async def _call(self, method: str, params: dict) -> dict:
         ident = next(self._ids)
