@@ -8,7 +8,8 @@ then streams over it
 * ``train``: the trainer's input pipeline, :class:`~scripts.model.input_pipeline.PairSampler`
   + :func:`~scripts.model.input_pipeline.pair_dataset` over
   :class:`~scripts.model.input_pipeline.HDF5Images` (byte-offset reads), one epoch capped at
-  ``--train-batches`` batches (the same number of batches at both sizes when the cap binds);
+  ``--train-batches`` batches (the same number of batches at both sizes when the cap binds;
+  its throughput counts pairs, two image reads each);
 * ``embed``: analyse's streaming writer
   :func:`scripts.analysis.representation.compute_representations` over every row, with a
   fixed deterministic embedding (4x4 mean pooling, then a fixed random projection to
@@ -18,6 +19,12 @@ Each phase (``build`` too) runs in a fresh subprocess that reports its own peak 
 (``ru_maxrss``), so one phase's allocations never inflate another's figure. The table gives
 peak RSS per phase, its ratio at the larger N to the smaller N of the same run (the goal of
 issue 15 is <= 1.2), store disk use and throughput.
+
+What grows with N besides the files: per-row index arrays of 8 bytes per row and column
+(the rows to read, their byte offsets, the epoch's permutation) and the identity table
+handed to ``compute_representations`` (about 57 bytes per row with pandas' string
+columns), about 80 bytes per row in all, ~80 MB at 1e6. The vectors are held one parquet
+row group at a time (65,536 rows), so that bound is reached by 1e5 already.
 
 Stores are float32: ``image_store.create_shard`` and ``write_index`` write float32 and the
 fast reader (:func:`~scripts.model.input_pipeline.row_offsets`) reads only little-endian
