@@ -1,0 +1,270 @@
+"""Benchmark: does memory stay flat from 1e5 to 1e6 images (issue 15, "Analyse at 1e6")?
+
+For each of two sizes N (1e5 and 1e6; ``--small``: 2e3 and 2e4) this writes a synthetic
+sharded image store of N images of 32x32x3 (shards of ``--shard-size`` rows under an index
+``images.h5``, as extract writes them with ``SHARD_SIZE``, :mod:`scripts.image_store`),
+then streams over it
+
+* ``train``: the trainer's input pipeline, :class:`~scripts.model.input_pipeline.PairSampler`
+  + :func:`~scripts.model.input_pipeline.pair_dataset` over
+  :class:`~scripts.model.input_pipeline.HDF5Images` (byte-offset reads), one epoch capped at
+  ``--train-batches`` batches (the same number of batches at both sizes when the cap binds;
+  its throughput counts pairs, two image reads each);
+* ``embed``: analyse's streaming writer
+  :func:`scripts.analysis.representation.compute_representations` over every row, with a
+  fixed deterministic embedding (4x4 mean pooling, then a fixed random projection to
+  ``--dim`` values) so the encoder costs little and the figures are the pipeline's own.
+
+Each phase (``build`` too) runs in a fresh subprocess that reports its own peak RSS
+(``ru_maxrss``), so one phase's allocations never inflate another's figure. The table gives
+peak RSS per phase, its ratio at the larger N to the smaller N of the same run (the goal of
+issue 15 is <= 1.2), store disk use and throughput.
+
+What grows with N besides the files: per-row index arrays of 8 bytes per row and column
+(the rows to read, their byte offsets, the epoch's permutation) and the identity table
+handed to ``compute_representations`` (about 57 bytes per row with pandas' string
+columns), about 80 bytes per row in all, ~80 MB at 1e6. The vectors are held one parquet
+row group at a time (65,536 rows), so that bound is reached by 1e5 already.
+
+Stores are float32: ``image_store.create_shard`` and ``write_index`` write float32 and the
+fast reader (:func:`~scripts.model.input_pipeline.row_offsets`) reads only little-endian
+float32 by byte offset (a float16 store would fall back to h5py reads with conversion), so
+a float16 store is not what the pipeline reads; disk use is N x 32 x 32 x 3 x 4 bytes plus
+HDF5 overhead.
+
+    .venv/bin/python -m bench.bench_scale --small                 # 2e3 and 2e4, ~1 min
+    .venv/bin/python -m bench.bench_scale --json scale.json       # 1e5 and 1e6 (~13 GB disk)
+    .venv/bin/python -m bench.bench_scale --n 1000 4000           # any two sizes
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("bench.bench_scale")
+
+IMAGE_SHAPE = (32, 32, 3)
+FULL_SIZES = (100_000, 1_000_000)
+SMALL_SIZES = (2_000, 20_000)
+PHASES = ("build", "train", "embed")
+RSS_RATIO_GOAL = 1.2
+DATASET = "SCALE"
+
+
+def _peak_rss_bytes() -> int:
+    """Peak resident set size of this process (Linux reports ``ru_maxrss`` in KiB)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) * (1 if sys.platform == "darwin" else 1024)
+
+
+def disk_bytes(folder: Path) -> int:
+    """Bytes the files under ``folder`` take on disk (allocated blocks, not apparent size)."""
+    return sum(p.stat().st_blocks * 512 for p in Path(folder).rglob("*") if p.is_file())
+
+
+# --------------------------------------------------------------------------- phases (child side)
+def build_store(folder: Path, n: int, shard_size: int, seed: int = 0, block: int = 4096) -> Path:
+    """Write a sharded store of ``n`` random images into ``folder``; returns the index.
+
+    Rows are written ``block`` at a time, so memory is bounded by one block whatever ``n``."""
+    from scripts import image_store
+
+    folder.mkdir(parents=True, exist_ok=True)
+    counts = [min(shard_size, n - first) for first in range(0, n, shard_size)]
+    filters = ["g", "r", "i"]
+    for k, first in enumerate(range(0, n, shard_size)):
+        rng = np.random.default_rng([seed, k])
+        with image_store.create_shard(folder / image_store.shard_name(k), counts[k], IMAGE_SHAPE,
+                                      filters, first) as shard:
+            dset = shard[image_store.IMAGES_KEY]
+            for begin in range(0, counts[k], block):
+                end = min(counts[k], begin + block)
+                dset[begin:end] = rng.standard_normal((end - begin,) + IMAGE_SHAPE, np.float32)
+    image_store.write_index(folder / image_store.IMAGES_FILE, counts, IMAGE_SHAPE, filters, shard_size)
+    return folder / image_store.IMAGES_FILE
+
+
+def run_train(store: Path, n: int, batch: int, max_batches: int) -> dict:
+    """Stream up to one epoch (at most ``max_batches``) of training pairs, as the trainer does."""
+    import pandas as pd
+
+    from scripts.model.input_pipeline import HDF5Images, PairSampler, pair_dataset
+
+    table = pd.DataFrame({"dataset": DATASET, "row": np.arange(n, dtype=np.int64),
+                          "group": np.arange(n, dtype=np.int64)})
+    reader = HDF5Images({DATASET: store})
+    sampler = PairSampler(table, [DATASET], batch, positives="augmentations", seed=0)
+    steps = min(sampler.steps_per_epoch, max_batches)
+    dataset = pair_dataset(sampler, reader, 0, steps).prefetch(2)
+    seen, checksum = 0, 0.0
+    t0 = time.perf_counter()
+    for a, b in dataset.as_numpy_iterator():
+        seen += len(a)
+        checksum += float(a[:, 0, 0, 0].sum())
+    seconds = time.perf_counter() - t0
+    reader.close()
+    return {"batches": steps, "images": seen, "seconds": seconds, "checksum": checksum}
+
+
+def projection(dim: int, seed: int = 0) -> np.ndarray:
+    """The fixed random projection of the bench's embedding: pooled pixels → ``dim``."""
+    pooled = (IMAGE_SHAPE[0] // 4) * (IMAGE_SHAPE[1] // 4) * IMAGE_SHAPE[2]
+    return np.random.default_rng(seed).standard_normal((pooled, dim)).astype(np.float32) / np.sqrt(pooled)
+
+
+def run_embed(store: Path, n: int, out: Path, batch: int, dim: int) -> dict:
+    """Embed every row through ``compute_representations`` with a cheap fixed embedding."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from scripts.analysis import representation
+
+    weights = projection(dim)
+
+    def embed(images: np.ndarray) -> np.ndarray:
+        h, w, c = images.shape[1:]
+        pooled = images.reshape(len(images), h // 4, 4, w // 4, 4, c).mean(axis=(2, 4))
+        return pooled.reshape(len(images), -1) @ weights
+
+    # the identity table as rows_to_embed returns it (one row per image)
+    table = pd.DataFrame({"dataset": DATASET, "row": np.arange(n, dtype=np.int64),
+                          "object_id": np.arange(n, dtype=np.int64), "snapshot": 99,
+                          "projection": 0, "split": "test"})[list(representation.META_COLUMNS)]
+    t0 = time.perf_counter()
+    written = representation.compute_representations(embed, table, store.parent.parent, out,
+                                                     batch_size=batch)
+    seconds = time.perf_counter() - t0
+    meta = pq.ParquetFile(out).metadata
+    return {"images": written, "rows_in_file": meta.num_rows, "row_groups": meta.num_row_groups,
+            "parquet_bytes": out.stat().st_size, "seconds": seconds}
+
+
+def child(args) -> int:
+    """One phase in this (fresh) process; prints its result as one JSON line on stdout."""
+    rss_start = _peak_rss_bytes()
+    store = Path(args.store)
+    if args.phase == "build":
+        t0 = time.perf_counter()
+        build_store(store.parent, args.child_n, args.shard_size)
+        result = {"images": args.child_n, "seconds": time.perf_counter() - t0}
+    else:
+        import tensorflow  # noqa: F401  (imported before the baseline figure, as in the stages)
+
+        rss_start = _peak_rss_bytes()
+        if args.phase == "train":
+            result = run_train(store, args.child_n, args.batch, args.train_batches)
+        else:
+            result = run_embed(store, args.child_n, store.parent.parent / "representation.parquet",
+                               args.batch, args.dim)
+    result.update(peak_rss_bytes=_peak_rss_bytes(), rss_after_imports_bytes=rss_start)
+    print(json.dumps(result))
+    return 0
+
+
+# --------------------------------------------------------------------------- driver (parent side)
+def measure(phase: str, store: Path, n: int, args) -> dict:
+    """Run ``phase`` for ``n`` images in a fresh interpreter and return its JSON result."""
+    cmd = [sys.executable, "-m", "bench.bench_scale", "--phase", phase, "--store", str(store),
+           "--child-n", str(n), "--shard-size", str(args.shard_size), "--batch", str(args.batch),
+           "--train-batches", str(args.train_batches), "--dim", str(args.dim)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                          cwd=Path(__file__).resolve().parent.parent)
+    if done.returncode != 0:
+        raise RuntimeError(f"phase {phase} (N={n}) failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run(sizes: tuple[int, int], args, workdir: Path) -> dict:
+    """All phases for both sizes; the result dict written by ``--json``."""
+    results = {}
+    for n in sizes:
+        folder = workdir / f"n{n}"
+        store = folder / DATASET / "images.h5"
+        phases = {}
+        for phase in PHASES:
+            phases[phase] = measure(phase, store, n, args)
+            phases[phase]["images_per_s"] = phases[phase]["images"] / max(phases[phase]["seconds"], 1e-9)
+            log.info("N=%d %s: peak RSS %.0f MiB, %.0f images/s", n, phase,
+                     phases[phase]["peak_rss_bytes"] / 2**20, phases[phase]["images_per_s"])
+            if phase == "build":
+                phases[phase]["store_disk_bytes"] = disk_bytes(store.parent)
+        results[n] = phases
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+    small, large = sizes
+    ratios = {p: results[large][p]["peak_rss_bytes"] / results[small][p]["peak_rss_bytes"] for p in PHASES}
+    return {"sizes": list(sizes), "image_shape": list(IMAGE_SHAPE), "dtype": "float32",
+            "shard_size": args.shard_size, "batch": args.batch, "cpu_count": os.cpu_count(),
+            "rss_ratio_goal": RSS_RATIO_GOAL,
+            "results": {str(n): r for n, r in results.items()},
+            "rss_ratio": ratios, "within_goal": {p: r <= RSS_RATIO_GOAL for p, r in ratios.items()}}
+
+
+def table(report: dict) -> str:
+    """The printed table: one line per phase and size, ratios against the smaller N."""
+    small, large = report["sizes"]
+    lines = [f"{'phase':<6} {'N':>9} {'peak RSS MiB':>13} {'RSS / N=' + str(small):>14} "
+             f"{'images/s':>10} {'store disk MiB':>15}"]
+    for phase in PHASES:
+        base = report["results"][str(small)][phase]["peak_rss_bytes"]
+        for n in (small, large):
+            r = report["results"][str(n)][phase]
+            disk = f"{r['store_disk_bytes'] / 2**20:.1f}" if "store_disk_bytes" in r else ""
+            lines.append(f"{phase:<6} {n:>9} {r['peak_rss_bytes'] / 2**20:>13.0f} "
+                         f"{r['peak_rss_bytes'] / base:>14.2f} {r['images_per_s']:>10.0f} {disk:>15}")
+    verdict = ", ".join(f"{p} {r:.2f}" for p, r in report["rss_ratio"].items())
+    lines.append(f"peak RSS ratio N={large} / N={small} (goal <= {report['rss_ratio_goal']}): {verdict}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", action="store_true", help=f"sizes {SMALL_SIZES} instead of {FULL_SIZES}")
+    parser.add_argument("--n", type=int, nargs=2, metavar=("SMALL", "LARGE"), help="the two sizes")
+    parser.add_argument("--shard-size", type=int, help="rows per shard (default N_large / 10)")
+    parser.add_argument("--batch", type=int, default=256, help="images per batch (default 256)")
+    parser.add_argument("--train-batches", type=int, default=300,
+                        help="cap on training batches per size (default 300; one epoch if shorter)")
+    parser.add_argument("--dim", type=int, default=64, help="representation size (default 64)")
+    parser.add_argument("--workdir", type=Path, help="where stores are written (default: a temporary folder)")
+    parser.add_argument("--keep", action="store_true", help="keep the stores and parquet files")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)  # child processes
+    parser.add_argument("--store", help=argparse.SUPPRESS)
+    parser.add_argument("--child-n", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.phase:
+        return child(args)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    sizes = tuple(args.n) if args.n else (SMALL_SIZES if args.small else FULL_SIZES)
+    if not 0 < sizes[0] < sizes[1]:
+        parser.error(f"--n {sizes[0]} {sizes[1]}: expected 0 < SMALL < LARGE")
+    if args.shard_size is None:
+        args.shard_size = max(1, sizes[1] // 10)
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        report = run(sizes, args, args.workdir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
+            report = run(sizes, args, Path(tmp))
+    print(table(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+        log.info("wrote %s", args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

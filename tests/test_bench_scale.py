@@ -1,0 +1,56 @@
+"""bench.bench_scale: the --small machinery on two tiny sizes — every phase reports its
+figures, the embedding wrote one row per image, the store takes the bytes of N float32
+images, and the printed table carries the ratios against the smaller size."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from bench import bench_scale
+
+
+def test_build_store_is_a_readable_sharded_store(tmp_path):
+    from scripts import image_store
+    from scripts.model.input_pipeline import HDF5Images
+
+    index = bench_scale.build_store(tmp_path / "S", 50, shard_size=20)
+    assert len(image_store.shard_files(index.parent)) == 3
+    reader = HDF5Images({"S": index})
+    try:
+        assert reader._offsets["S"] is not None, "the bench store must take the byte-offset path"
+        images = reader.read(np.zeros(50, int), np.arange(50))
+    finally:
+        reader.close()
+    assert images.shape == (50,) + bench_scale.IMAGE_SHAPE
+    assert np.isfinite(images).all() and images.std() > 0.5
+
+
+def test_small_run_reports_every_phase(tmp_path, capsys):
+    out = tmp_path / "scale.json"
+    small, large = 300, 900
+    assert bench_scale.main(["--n", str(small), str(large), "--batch", "64",
+                             "--train-batches", "5", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["sizes"] == [small, large]
+    image_bytes = int(np.prod(bench_scale.IMAGE_SHAPE)) * 4
+    for n in (small, large):
+        r = report["results"][str(n)]
+        assert set(r) == set(bench_scale.PHASES)
+        for phase in bench_scale.PHASES:
+            assert r[phase]["peak_rss_bytes"] >= r[phase]["rss_after_imports_bytes"] > 0
+            assert r[phase]["images_per_s"] > 0
+        assert r["build"]["images"] == n
+        assert r["embed"]["images"] == r["embed"]["rows_in_file"] == n
+        # N float32 images plus HDF5 overhead (headers, chunk index, the small index file)
+        assert n * image_bytes <= r["build"]["store_disk_bytes"] <= n * image_bytes * 1.1 + (1 << 20)
+        assert r["train"]["images"] == r["train"]["batches"] * 64
+    assert report["results"][str(large)]["train"]["batches"] == 5
+    for phase in bench_scale.PHASES:
+        expected = (report["results"][str(large)][phase]["peak_rss_bytes"]
+                    / report["results"][str(small)][phase]["peak_rss_bytes"])
+        assert report["rss_ratio"][phase] == expected
+        assert report["within_goal"][phase] == (expected <= bench_scale.RSS_RATIO_GOAL)
+    printed = capsys.readouterr().out
+    assert f"RSS / N={small}" in printed and "store disk MiB" in printed
+    assert printed.count("\nembed") == 2 and "goal <= 1.2" in printed
