@@ -175,14 +175,20 @@ def open_store(path: str | Path) -> h5py.File:
     return handle
 
 
-def create_shard(path: Path, rows: int, image_shape: tuple[int, ...], filters, first: int) -> h5py.File:
-    """A new shard file at ``path`` with an empty ``(rows, H, W, C)`` dataset, one chunk per
-    image like a single-file store; returns the open file (the caller fills and closes it)."""
-    handle = h5py.File(path, "w")
+def create_images(handle: h5py.File, rows: int, image_shape: tuple[int, ...], filters) -> h5py.Dataset:
+    """The empty float32 ``(rows, H, W, C)`` images dataset of a single-file store or a
+    shard, one chunk per image (the layout byte-offset reads need), with its ``filters``."""
     dset = handle.create_dataset(IMAGES_KEY, shape=(rows,) + tuple(image_shape), dtype=np.float32,
-                                 chunks=(1,) + tuple(image_shape))
+                                 chunks=(1,) + tuple(image_shape) if rows else None)
     dset.attrs["filters"] = list(filters)
-    dset.attrs["first_row"] = int(first)
+    return dset
+
+
+def create_shard(path: Path, rows: int, image_shape: tuple[int, ...], filters, first: int) -> h5py.File:
+    """A new shard file at ``path`` with an empty images dataset (:func:`create_images`);
+    returns the open file (the caller fills and closes it)."""
+    handle = h5py.File(path, "w")
+    create_images(handle, rows, image_shape, filters).attrs["first_row"] = int(first)
     return handle
 
 

@@ -339,10 +339,7 @@ def _write_images(out_dir: Path, params: ExtractParams, shape: tuple[int, int, i
             image_store.write_index(store_tmp, shard_rows, shape, filters, size)
         else:
             with h5py.File(store_tmp, "w") as out:
-                dset = out.create_dataset(IMAGES_KEY, shape=(n,) + shape, dtype=np.float32,
-                                          chunks=(1,) + shape if n else None)
-                dset.attrs["filters"] = list(filters)
-                copy_rows(dset, 0, n)
+                copy_rows(image_store.create_images(out, n, shape, filters), 0, n)
     finally:
         for handle in handles.values():
             handle.close()
