@@ -1,4 +1,5 @@
-"""faiss neighbour search against scikit-learn's exact brute force."""
+"""faiss neighbour search against scikit-learn's exact brute force; chunked builds against
+whole ones and a NumPy brute force."""
 import numpy as np
 import pytest
 from sklearn.neighbors import NearestNeighbors
@@ -95,3 +96,64 @@ def test_bad_input_messages():
         NeighbourIndex().kneighbors(np.zeros((1, 2)), 1)
     with pytest.raises(ValueError, match="dims"):
         NeighbourIndex().fit(np.zeros((5, 3))).kneighbors(np.zeros((1, 2)), 1)
+
+
+def uneven_chunks(X):
+    """X in chunks of uneven sizes with an empty chunk (and a 1-row one) among them."""
+    edges = [0, 1, 700, 700, 1999, 2000, len(X)]
+    return [X[a:b] for a, b in zip(edges[:-1], edges[1:])]
+
+
+@pytest.mark.parametrize("metric", ["l2", "l1"])
+def test_chunked_exact_equals_whole_and_brute_force(data, metric):
+    X, Q = data
+    chunks = uneven_chunks(X)
+    assert any(len(c) == 0 for c in chunks)
+    whole = NeighbourIndex(metric=metric).fit(X)
+    chunked = NeighbourIndex(metric=metric).fit_chunks((c for c in chunks), n=len(X))
+    assert chunked.exact_ and (chunked.n_, chunked.d_) == (len(X), X.shape[1])
+    D, I = chunked.kneighbors(Q, 10)
+    D_whole, I_whole = whole.kneighbors(Q, 10)
+    np.testing.assert_array_equal(I, I_whole)
+    np.testing.assert_array_equal(D, D_whole)
+    diff = Q[:, None, :] - X[None, :, :]
+    brute = np.sqrt((diff ** 2).sum(-1)) if metric == "l2" else np.abs(diff).sum(-1)
+    i_ref = np.argsort(brute, axis=1)[:, :10]
+    np.testing.assert_array_equal(I, i_ref)
+    np.testing.assert_allclose(D, np.take_along_axis(brute, i_ref, axis=1), rtol=1e-4, atol=1e-4)
+
+
+def test_chunked_ivf_is_deterministic_and_equals_whole(data):
+    X, Q = data
+    chunks = uneven_chunks(X)
+    opts = dict(exact_threshold=1000, nprobe=8, seed=5)
+    first = NeighbourIndex(**opts).fit_chunks(lambda: iter(chunks), n=len(X))
+    second = NeighbourIndex(**opts).fit_chunks(lambda: iter(chunks), n=len(X))
+    whole = NeighbourIndex(**opts).fit(X)
+    assert not first.exact_ and first.nlist_ == whole.nlist_
+    D1, I1 = first.kneighbors(Q, 10)
+    D2, I2 = second.kneighbors(Q, 10)
+    Dw, Iw = whole.kneighbors(Q, 10)
+    np.testing.assert_array_equal(I1, I2)
+    np.testing.assert_array_equal(D1, D2)
+    # the training rows are the seeded positions fit draws, so the cells are the same
+    np.testing.assert_array_equal(I1, Iw)
+    # a train_size below N takes the seeded-subsample path, also reproducible
+    sub = dict(opts, nlist=10, train_size=1000)
+    a = NeighbourIndex(**sub).fit_chunks(lambda: iter(chunks), n=len(X)).kneighbors(Q, 5)[1]
+    b = NeighbourIndex(**sub).fit(X).kneighbors(Q, 5)[1]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_chunked_build_checks_its_input(data):
+    X, _ = data
+    with pytest.raises(TypeError, match="callable"):      # IVF reads the chunks twice
+        NeighbourIndex(exact_threshold=10).fit_chunks(iter([X]), n=len(X))
+    with pytest.raises(ValueError, match="announced"):
+        NeighbourIndex().fit_chunks([X[:10], X[10:20]], n=30)
+    with pytest.raises(ValueError, match="more than"):
+        NeighbourIndex().fit_chunks([X[:10], X[10:20]], n=15)
+    with pytest.raises(ValueError, match="dims"):
+        NeighbourIndex().fit_chunks([X[:10], X[10:20, :5]], n=20)
+    with pytest.raises(ValueError, match="empty set"):
+        NeighbourIndex().fit_chunks([X[:0]], n=0)

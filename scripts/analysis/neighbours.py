@@ -3,6 +3,8 @@
 `NeighbourIndex` picks the search structure from the size of the indexed set: an exact
 flat index up to ``exact_threshold`` vectors, an inverted-file index (IVF, approximate)
 beyond it, where a flat search over ~1e6 x 1e6 pairs would take hours on a few cores.
+`NeighbourIndex.fit_chunks` builds the same index from chunks of vectors (e.g. a
+representation parquet read batch by batch), so only faiss's own copy is held whole.
 `knn_l1_distance` is the always-exact L1 search used by the realism score.
 
 Distances are returned in the units of the input vectors: true (not squared) Euclidean
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Callable, Iterable, Iterator
 
 import faiss
 import numpy as np
@@ -29,6 +32,41 @@ def as_float32(X, name: str = "X") -> np.ndarray:
     if not np.all(np.isfinite(X)):
         raise ValueError(f"{name} contains NaN or infinite values; drop or impute those rows first")
     return X
+
+
+def _checked_chunks(chunks: Iterable, n: int) -> Iterator[np.ndarray]:
+    """The non-empty chunks as float32 2-D arrays of one width; raises as soon as they hold
+    more than ``n`` rows, and at the end when they hold fewer."""
+    seen, d = 0, None
+    for chunk in chunks:
+        chunk = as_float32(chunk, "chunk")
+        if d is not None and chunk.shape[1] != d:
+            raise ValueError(f"a chunk has {chunk.shape[1]} dims, earlier ones had {d}")
+        d = chunk.shape[1]
+        seen += chunk.shape[0]
+        if seen > n:
+            raise ValueError(f"the chunks hold more than the n={n} vectors announced")
+        if chunk.shape[0]:
+            yield chunk
+    if seen != n:
+        raise ValueError(f"the chunks held {seen} vectors, n={n} was announced")
+
+
+def _gather_rows(chunks: Iterable[np.ndarray], n: int, n_train: int, seed: int) -> np.ndarray:
+    """Rows at the seeded positions ``sort(default_rng(seed).choice(n, n_train))`` of the
+    concatenated chunks (all rows when ``n_train == n``), read one chunk at a time."""
+    wanted = (np.sort(np.random.default_rng(seed).choice(n, size=n_train, replace=False))
+              if n_train < n else None)
+    parts, start = [], 0
+    for chunk in chunks:
+        stop = start + chunk.shape[0]
+        if wanted is None:
+            parts.append(chunk)
+        else:
+            lo, hi = np.searchsorted(wanted, [start, stop])
+            parts.append(chunk[wanted[lo:hi] - start])
+        start = stop
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 class NeighbourIndex:
@@ -51,7 +89,8 @@ class NeighbourIndex:
     seed : int
         Seed of the training subsample and of the k-means.
 
-    Attributes after `fit`: ``index_`` (the faiss index), ``exact_`` (bool), ``n_``, ``d_``.
+    Attributes after `fit` or `fit_chunks`: ``index_`` (the faiss index), ``exact_`` (bool),
+    ``n_``, ``d_`` (and ``nlist_`` for IVF).
     """
 
     def __init__(self, metric: str = "l2", exact_threshold: int = 1_000_000,
@@ -71,29 +110,61 @@ class NeighbourIndex:
     def fit(self, X) -> "NeighbourIndex":
         """Index the rows of ``X`` (N x d)."""
         X = as_float32(X)
-        n, d = X.shape
-        if n == 0:
+        return self.fit_chunks(lambda: (X,), n=X.shape[0])
+
+    def fit_chunks(self, chunks: Iterable | Callable[[], Iterable], n: int) -> "NeighbourIndex":
+        """Index vectors that arrive in chunks (2-D arrays of any row counts, empty ones too),
+        so a large set never has to be held whole beside faiss's own copy of it.
+
+        ``n`` is the total number of rows the chunks hold: it chooses exact or IVF and the
+        IVF cell count before the first vector arrives, and a different total raises. Rows
+        are numbered in arrival order, so the indices `kneighbors` returns are positions in
+        the concatenated chunks.
+
+        * Exact (``n <= exact_threshold``): one pass, each chunk appended to the flat index;
+          the result equals ``fit`` of the concatenated chunks. ``chunks`` may be a one-shot
+          iterable (a generator) or a callable returning one.
+        * IVF: two passes, so ``chunks`` must be a zero-argument callable returning a fresh
+          iterable each call. The first pass gathers the quantiser's training rows: the
+          same seeded subsample of row positions that ``fit`` draws over the whole set
+          (``default_rng(seed).choice(n, train_size)``), not a sample of the first chunks,
+          since pooled sets arrive sorted by dataset and cells trained on the first chunks
+          would only know the first set. The second pass adds every chunk. The result is
+          deterministic for a seed and equal to ``fit`` of the concatenated chunks; memory
+          beyond the index is one chunk plus the ``train_size x d`` training sample.
+        """
+        n = int(n)
+        if n <= 0:
             raise ValueError("cannot build a neighbour index on an empty set")
+        exact = n <= self.exact_threshold
+        if not exact and not callable(chunks):
+            raise TypeError(f"an IVF build ({n} vectors > exact_threshold "
+                            f"{self.exact_threshold}) reads the chunks twice: pass a "
+                            "zero-argument callable that returns a fresh iterable of chunks")
+        read = chunks if callable(chunks) else (lambda: chunks)
         faiss_metric = _METRICS[self.metric]
-        self.n_, self.d_ = n, d
-        self.exact_ = n <= self.exact_threshold
-        if self.exact_:
-            index = faiss.IndexFlat(d, faiss_metric)
-        else:
-            nlist = int(self.nlist or max(1, round(4 * math.sqrt(n))))
-            nlist = min(nlist, n)
+        index = None
+        if not exact:
+            nlist = min(n, int(self.nlist or max(1, round(4 * math.sqrt(n)))))
+            n_train = min(n, int(self.train_size or 64 * nlist))
+            train = _gather_rows(_checked_chunks(read(), n), n, n_train, self.seed)
+            d = train.shape[1]
             quantizer = faiss.IndexFlat(d, faiss_metric)
             index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss_metric)
             index.cp.seed = self.seed
-            n_train = min(n, int(self.train_size or 64 * nlist))
-            rng = np.random.default_rng(self.seed)
-            train = X[np.sort(rng.choice(n, size=n_train, replace=False))] if n_train < n else X
             logger.info("training IVF index: %d cells on %d of %d vectors (d=%d)",
                         nlist, n_train, n, d)
             index.train(train)
+            del train
             index.nprobe = min(self.nprobe, nlist)
             self.nlist_ = nlist
-        index.add(X)
+        for chunk in _checked_chunks(read(), n):
+            if index is None:
+                index = faiss.IndexFlat(chunk.shape[1], faiss_metric)
+            elif chunk.shape[1] != index.d:
+                raise ValueError(f"a chunk has {chunk.shape[1]} dims, earlier ones had {index.d}")
+            index.add(chunk)
+        self.n_, self.d_, self.exact_ = n, index.d, exact
         self.index_ = index
         return self
 
