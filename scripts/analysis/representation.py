@@ -7,7 +7,8 @@ metadata): one row per image with its identity (``dataset``,
 columns ``r0 … r{D-1}``. Images are streamed from the HDF5 stores in batches
 (:func:`scripts.model.input_pipeline.ordered_dataset`) and the table is written batch by batch
 (pyarrow ``ParquetWriter``), so neither the images nor the vectors of a large survey
-need to fit in memory at once.
+need to fit in memory at once. :func:`iter_vectors` reads the vectors back the same way, a
+batch at a time (with :func:`count_rows` and :func:`read_meta` for their number and identity).
 
 The encoder always sees the images through the run's stored normalisation
 (``normalisation.json``), exactly as in training (DESIGN §5).
@@ -17,12 +18,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import h5py
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
@@ -259,24 +261,86 @@ class Representation:
 def read_representation(path: str | Path, datasets: Iterable[str] | None = None,
                         splits: Iterable[str] | None = None) -> Representation:
     """Read ``representation.parquet`` (optionally only some datasets and splits)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist; run the analyse stage "
-                                "(python -m scripts.analyse) first")
+    path = _existing(path)
     filters = []
     if datasets is not None:
         filters.append(("dataset", "in", list(datasets)))
     if splits is not None:
         filters.append(("split", "in", list(splits)))
     table = pq.read_table(path, filters=filters or None)
-    vec_cols = [c for c in table.column_names
-                if c.startswith(VECTOR_PREFIX) and c[len(VECTOR_PREFIX):].isdigit()]
-    vec_cols.sort(key=lambda c: int(c[len(VECTOR_PREFIX):]))
-    if not vec_cols:
-        raise ValueError(f"{path} has no vector columns {VECTOR_PREFIX}0…; not a representation table")
-    vectors = np.column_stack([table.column(c).to_numpy() for c in vec_cols]).astype(np.float32)
+    vectors = _stack_vectors(table, _vector_names(table.column_names, path))
     meta = table.select(list(META_COLUMNS)).to_pandas()
     return Representation(meta, vectors)
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; run the analyse stage "
+                                "(python -m scripts.analyse) first")
+    return path
+
+
+def _vector_names(names: Iterable[str], path: Path) -> list[str]:
+    """The vector columns ``r0 … r{D-1}`` among ``names``, in index order."""
+    vec_cols = [c for c in names if c.startswith(VECTOR_PREFIX) and c[len(VECTOR_PREFIX):].isdigit()]
+    if not vec_cols:
+        raise ValueError(f"{path} has no vector columns {VECTOR_PREFIX}0…; not a representation table")
+    return sorted(vec_cols, key=lambda c: int(c[len(VECTOR_PREFIX):]))
+
+
+def _stack_vectors(table, vec_cols: list[str]) -> np.ndarray:
+    """The vector columns of a pyarrow table or record batch as one (n, D) float32 array."""
+    if table.num_rows == 0:
+        return np.empty((0, len(vec_cols)), np.float32)
+    return np.column_stack([table.column(c).to_numpy() for c in vec_cols]).astype(np.float32, copy=False)
+
+
+def _dataset_batches(path: Path, columns: list[str], datasets: Iterable[str] | None,
+                     batch_size: int) -> Iterator[pa.RecordBatch]:
+    """Record batches of ``columns`` in file order, only rows of ``datasets`` (None: all)."""
+    wanted = None if datasets is None else pa.array(list(datasets), pa.string())
+    read = columns if wanted is None or "dataset" in columns else [*columns, "dataset"]
+    with pq.ParquetFile(path) as handle:
+        for batch in handle.iter_batches(batch_size=int(batch_size), columns=read):
+            if wanted is not None:
+                batch = batch.filter(pc.is_in(batch.column("dataset"), value_set=wanted))
+            if batch.num_rows:
+                yield batch
+
+
+def iter_vectors(path: str | Path, datasets: Iterable[str] | None = None,
+                 batch_size: int = 65536) -> Iterator[np.ndarray]:
+    """Stream the vectors of ``representation.parquet`` as (n_i, D) float32 chunks.
+
+    Rows of ``datasets`` only (None: all), in file order, so the chunks concatenated are
+    ``read_representation(path, datasets).vectors``; at most ``batch_size`` rows per chunk
+    (pyarrow ``ParquetFile.iter_batches``), so a survey's vectors are never held whole
+    (e.g. for :meth:`scripts.analysis.neighbours.NeighbourIndex.fit_chunks`). Empty
+    batches are skipped.
+    """
+    path = _existing(path)
+    vec_cols = _vector_names(pq.read_schema(path).names, path)
+    for batch in _dataset_batches(path, vec_cols, datasets, batch_size):
+        yield _stack_vectors(batch, vec_cols)
+
+
+def count_rows(path: str | Path, datasets: Iterable[str] | None = None,
+               batch_size: int = 1 << 20) -> int:
+    """Rows of ``datasets`` (None: all) in ``representation.parquet``, read from the
+    ``dataset`` column alone (what :func:`iter_vectors` will yield, known in advance)."""
+    path = _existing(path)
+    if datasets is None:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    return sum(batch.num_rows for batch in _dataset_batches(path, ["dataset"], datasets, batch_size))
+
+
+def read_meta(path: str | Path, datasets: Iterable[str] | None = None) -> pd.DataFrame:
+    """The identity columns (:data:`META_COLUMNS`) of ``datasets``' rows (None: all), in
+    file order, without the vectors: row-aligned with :func:`iter_vectors`."""
+    path = _existing(path)
+    filters = None if datasets is None else [("dataset", "in", list(datasets))]
+    return pq.read_table(path, columns=list(META_COLUMNS), filters=filters).to_pandas()
 
 
 def representation_metadata(path: str | Path) -> dict[str, str]:
