@@ -1,5 +1,5 @@
 """Streaming a representation parquet: iter_vectors / count_rows / read_meta against the
-whole-table read_representation, and a neighbour index built from the stream."""
+whole-table read_representation, and neighbour indexes (plain and AnalogueFinder) built from the stream."""
 from __future__ import annotations
 
 import numpy as np
@@ -57,3 +57,23 @@ def test_missing_file_says_what_to_run(tmp_path):
         next(iter_vectors(tmp_path / "none.parquet"))
     with pytest.raises(FileNotFoundError, match="analyse"):
         count_rows(tmp_path / "none.parquet", ["A"])
+
+
+def test_analogue_finder_streamed_equals_in_memory(rep_path):
+    from scripts.analysis.analogues import AnalogueFinder
+
+    rep = read_representation(rep_path)
+    reference = rep.of("B").vectors
+    queries = rep.vectors[::3]
+    in_memory = AnalogueFinder.from_representation(rep, ["A", "C"], reference, chunk_rows=4)
+    streamed = AnalogueFinder.from_file(rep_path, ["A", "C"], reference, batch_size=5)
+    pd.testing.assert_frame_equal(streamed.meta, in_memory.meta)
+    D, I = streamed.query(queries, 4)
+    D_mem, I_mem = in_memory.query(queries, 4)
+    np.testing.assert_array_equal(I, I_mem)
+    np.testing.assert_array_equal(D, D_mem)
+    # the same as standardising the whole simulated set at once and fitting it
+    sims = rep.subset(rep.meta["dataset"].isin(["A", "C"]).to_numpy())
+    D_whole, I_whole = NeighbourIndex().fit(streamed._z(sims.vectors)).kneighbors(streamed._z(queries), 4)
+    np.testing.assert_array_equal(I, I_whole)
+    np.testing.assert_array_equal(D, D_whole)

@@ -5,7 +5,7 @@ under the Euclidean distance between representations standardised with the obser
 set's per-dimension mean and standard deviation (the observed set is the reference, as
 in :func:`scripts.analysis.realism.compare_sets`). The search is a
 :class:`scripts.analysis.neighbours.NeighbourIndex` (exact up to a million simulated
-images, IVF beyond).
+images, IVF beyond), built from the simulated vectors chunk by chunk.
 
 Command line, for new images::
 
@@ -16,7 +16,8 @@ reads each FITS file with the extract stage's own read/crop/resize
 observed dataset given by ``--dataset``, default the first of ``analyse.OBSERVED_SETS``),
 embeds it with the analysed run's normalisation and encoder, and logs and plots its analogues among
 the simulated objects of the run's own ``reports/<run>/representation.parquet`` (run the
-analyse stage first). It refuses a representation table made by another encoder than
+analyse stage first), whose simulated vectors it streams batch by batch into the index (the
+observed set, whose mean/std standardise, is read whole). It refuses a representation table made by another encoder than
 ``models/<run>/`` holds now (their fingerprints differ): distances between vectors of two
 encoders mean nothing.
 """
@@ -26,7 +27,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,8 +35,8 @@ import pandas as pd
 import config
 from scripts.analysis.neighbours import NeighbourIndex
 from scripts.analysis.representation import (REPRESENTATION_FILE, Embedder, Representation,
-                                             read_representation, representation_metadata,
-                                             standardiser)
+                                             iter_vectors, read_meta, read_representation,
+                                             representation_metadata, standardiser)
 from scripts.fingerprint import encoder_fingerprint
 
 logger = logging.getLogger("scripts.analysis.analogues")  # also under python -m
@@ -43,29 +44,62 @@ logger = logging.getLogger("scripts.analysis.analogues")  # also under python -m
 ANALOGUE_COLUMNS = ["observed_dataset", "observed_row", "observed_object_id", "rank",
                     "simulated_dataset", "simulated_row", "simulated_object_id",
                     "simulated_snapshot", "simulated_projection", "distance"]
+#: Simulated vectors standardised and added to the index per chunk.
+CHUNK_ROWS = 65536
 
 
 class AnalogueFinder:
     """Nearest simulated objects of query representations.
 
-    Parameters: ``simulated`` (a :class:`Representation` of the simulated sets pooled),
-    ``reference`` (the observed vectors whose mean/std standardise every vector).
-    ``fit`` is done at construction; :meth:`query` returns distances (standardised units)
-    and positions into ``simulated``.
+    ``meta`` is the identity table of the simulated rows (all simulated sets pooled) and
+    ``chunks`` a zero-argument callable returning their vectors, row-aligned with ``meta``,
+    as an iterable of (n_i, D) chunks; ``reference`` holds the observed vectors whose
+    mean/std standardise every vector. The index is built chunk by chunk
+    (:meth:`NeighbourIndex.fit_chunks`), each chunk standardised on its own: z-scoring is
+    row-wise, so the index equals one built from the whole standardised set, which is never
+    held beside faiss's copy. Build one with :meth:`from_representation` (vectors in memory)
+    or :meth:`from_file` (streamed from ``representation.parquet``). :meth:`query` returns
+    distances (standardised units) and positions into ``meta``.
     """
 
-    def __init__(self, simulated: Representation, reference, seed: int = 0):
-        if len(simulated.vectors) == 0:
+    def __init__(self, meta: pd.DataFrame, chunks: Callable[[], Iterable[np.ndarray]], reference,
+                 seed: int = 0):
+        if len(meta) == 0:
             raise ValueError("no simulated representation to search; check analyse.SIMULATED_SETS")
-        self.simulated = simulated
+        self.meta = meta.reset_index(drop=True)
         self.mean, self.std = standardiser(reference)
-        self.index = NeighbourIndex(metric="l2", seed=seed).fit(self._z(simulated.vectors))
+        self.index = NeighbourIndex(metric="l2", seed=seed).fit_chunks(
+            lambda: (self._z(chunk) for chunk in chunks()), n=len(self.meta))
+
+    @classmethod
+    def from_representation(cls, rep: Representation, datasets: Sequence[str], reference,
+                            seed: int = 0, chunk_rows: int = CHUNK_ROWS) -> "AnalogueFinder":
+        """The rows of ``datasets`` in an in-memory :class:`Representation`, read in slices of
+        ``chunk_rows`` (no copy of the selected vectors is made)."""
+        mask = rep.meta["dataset"].isin(list(datasets)).to_numpy()
+        vectors = rep.vectors
+
+        def chunks():
+            for start in range(0, len(vectors), chunk_rows):
+                stop = start + chunk_rows
+                yield vectors[start:stop][mask[start:stop]]
+
+        return cls(rep.meta[mask], chunks, reference, seed)
+
+    @classmethod
+    def from_file(cls, path: str | Path, datasets: Sequence[str], reference, seed: int = 0,
+                  batch_size: int = CHUNK_ROWS) -> "AnalogueFinder":
+        """The rows of ``datasets`` in ``representation.parquet``, streamed ``batch_size`` rows
+        at a time (:func:`iter_vectors`); only their identity columns are read whole."""
+        datasets = list(datasets)
+        return cls(read_meta(path, datasets), lambda: iter_vectors(path, datasets, batch_size),
+                   reference, seed)
 
     def _z(self, vectors) -> np.ndarray:
         return ((np.asarray(vectors, dtype=np.float64) - self.mean) / self.std).astype(np.float32)
 
     def query(self, vectors, k: int) -> tuple[np.ndarray, np.ndarray]:
-        k = min(int(k), len(self.simulated.vectors))
+        k = min(int(k), len(self.meta))
         return self.index.kneighbors(self._z(vectors), k)
 
 
@@ -77,7 +111,7 @@ def analogue_table(finder: AnalogueFinder, queries: pd.DataFrame, vectors, k: in
     """
     distances, indices = finder.query(vectors, k)
     k = indices.shape[1]
-    sim = finder.simulated.meta
+    sim = finder.meta
     pos = indices.ravel()
     valid = pos >= 0
     pos_safe = np.where(valid, pos, 0)
@@ -100,13 +134,12 @@ def find_analogues(rep: Representation, observed: str, simulated: Sequence[str],
                    seed: int = 0) -> pd.DataFrame:
     """Analogues of every object of the observed dataset ``observed`` among ``simulated``."""
     obs = rep.of(observed)
-    sims = rep.subset(rep.meta["dataset"].isin(list(simulated)).to_numpy())
     if len(obs.vectors) == 0:
         raise ValueError(f"no representation of observed dataset {observed}")
-    finder = AnalogueFinder(sims, obs.vectors, seed=seed)
+    finder = AnalogueFinder.from_representation(rep, simulated, obs.vectors, seed=seed)
     table = analogue_table(finder, obs.meta, obs.vectors, k)
     logger.info("%s: %d analogues of %d objects among %d simulated images", observed, len(table),
-                len(obs.meta), len(sims.meta))
+                len(obs.meta), len(finder.meta))
     return table
 
 
@@ -253,13 +286,11 @@ def run_cli(params, fits_paths: Sequence[str | Path], dataset_root: Path, models
     if reason:
         raise ValueError(f"the processed images do not fit the encoder of run {an.run_name}: {reason}")
     vectors = embedder(images)
-    rep = read_representation(rep_path, datasets=[observed, *an.simulated_sets])
-    reference = rep.of(observed).vectors
+    reference = read_representation(rep_path, datasets=[observed]).vectors
     if len(reference) == 0:
         raise ValueError(f"{rep_path} has no rows of {observed}; run the analyse stage with it "
                          "in analyse.OBSERVED_SETS")
-    sims = rep.subset(rep.meta["dataset"].isin(list(an.simulated_sets)).to_numpy())
-    finder = AnalogueFinder(sims, reference, seed=an.seed)
+    finder = AnalogueFinder.from_file(rep_path, an.simulated_sets, reference, seed=an.seed)
     queries = pd.DataFrame({"dataset": "new", "row": np.arange(len(names)),
                             "object_id": np.arange(len(names))})
     table = analogue_table(finder, queries, vectors, k)

@@ -261,7 +261,8 @@ class RunData:
         key = (reference, target)
         if key not in self._finders:
             ref = self.vectors[(self.table["dataset"] == reference).to_numpy()]
-            self._finders[key] = AnalogueFinder(self.rep.of(target), ref, seed=self.params.analyse.seed)
+            self._finders[key] = AnalogueFinder.from_representation(
+                self.rep, [target], ref, seed=self.params.analyse.seed)
         return self._finders[key]
 
     def neighbours_of_vector(self, vector, reference: str, exclude: str | None = None,
