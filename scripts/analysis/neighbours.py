@@ -69,6 +69,18 @@ def _gather_rows(chunks: Iterable[np.ndarray], n: int, n_train: int, seed: int) 
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
+def _reserve(index: "faiss.IndexFlat", n: int) -> None:
+    """Allocate a flat index's storage for ``n`` vectors before they are added in chunks.
+
+    faiss grows the storage like a ``std::vector``: without this, an add that passes the
+    capacity copies the whole storage into a buffer twice as large, so for a moment both
+    are resident. Resizing to ``n`` rows and back to 0 keeps the capacity (``resize``
+    never shrinks it), so every later ``add`` writes in place.
+    """
+    index.codes.resize(n * index.code_size)
+    index.codes.resize(0)
+
+
 class NeighbourIndex:
     """k-nearest-neighbour search, exact for small sets and IVF-approximate for large ones.
 
@@ -161,6 +173,7 @@ class NeighbourIndex:
         for chunk in _checked_chunks(read(), n):
             if index is None:
                 index = faiss.IndexFlat(chunk.shape[1], faiss_metric)
+                _reserve(index, n)
             elif chunk.shape[1] != index.d:
                 raise ValueError(f"a chunk has {chunk.shape[1]} dims, earlier ones had {index.d}")
             index.add(chunk)
