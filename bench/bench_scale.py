@@ -13,12 +13,19 @@ then streams over it
 * ``embed``: analyse's streaming writer
   :func:`scripts.analysis.representation.compute_representations` over every row, with a
   fixed deterministic embedding (4x4 mean pooling, then a fixed random projection to
-  ``--dim`` values) so the encoder costs little and the figures are the pipeline's own.
+  ``--dim`` values) so the encoder costs little and the figures are the pipeline's own;
+* ``index``: the neighbour index built from the embed phase's parquet in chunks
+  (:func:`~scripts.analysis.representation.iter_vectors` into
+  :meth:`~scripts.analysis.neighbours.NeighbourIndex.fit_chunks`, exact at both sizes),
+  then a ``kneighbors`` query (k = ``--k``) of ``--queries`` seeded sample rows. The index
+  holds N x D float32 vectors, so its RSS grows with N by design: for this phase the
+  ratio column compares the *flat part*, peak RSS minus the index's own N x D x 4 bytes.
 
 Each phase (``build`` too) runs in a fresh subprocess that reports its own peak RSS
 (``ru_maxrss``), so one phase's allocations never inflate another's figure. The table gives
 peak RSS per phase, its ratio at the larger N to the smaller N of the same run (the goal of
-issue 15 is <= 1.2), store disk use and throughput.
+issue 15 is <= 1.2; for ``index`` the ratio of the flat parts), store disk use and
+throughput (images/s; for ``index`` vectors indexed per second, and queries per second).
 
 What grows with N besides the files: per-row index arrays of 8 bytes per row and column
 (the rows to read, their byte offsets, the epoch's permutation) and the identity table
@@ -57,7 +64,7 @@ log = logging.getLogger("bench.bench_scale")
 IMAGE_SHAPE = (32, 32, 3)
 FULL_SIZES = (100_000, 1_000_000)
 SMALL_SIZES = (2_000, 20_000)
-PHASES = ("build", "train", "embed")
+PHASES = ("build", "train", "embed", "index")
 RSS_RATIO_GOAL = 1.2
 DATASET = "SCALE"
 
@@ -150,6 +157,29 @@ def run_embed(store: Path, n: int, out: Path, batch: int, dim: int) -> dict:
             "parquet_bytes": out.stat().st_size, "seconds": seconds}
 
 
+def run_index(parquet: Path, batch: int, n_queries: int, k: int, seed: int = 0) -> dict:
+    """Build the neighbour index from ``parquet`` in chunks of ``batch`` rows, then query a
+    seeded sample of its rows (each should find itself first, at distance 0)."""
+    from scripts.analysis.neighbours import NeighbourIndex
+    from scripts.analysis.representation import count_rows, iter_vectors
+
+    t0 = time.perf_counter()
+    n = count_rows(parquet, [DATASET])
+    index = NeighbourIndex(metric="l2").fit_chunks(iter_vectors(parquet, [DATASET], batch), n=n)
+    seconds = time.perf_counter() - t0
+    if not index.exact_:
+        index.index_.make_direct_map()          # an IVF index reconstructs rows only with it
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(n_queries, n), replace=False))
+    queries = index.index_.reconstruct_batch(rows)
+    t0 = time.perf_counter()
+    distances, found = index.kneighbors(queries, k)
+    query_seconds = time.perf_counter() - t0
+    return {"images": n, "dim": index.d_, "exact": bool(index.exact_), "seconds": seconds,
+            "index_bytes": n * index.d_ * 4, "queries": len(rows), "k": k,
+            "query_seconds": query_seconds,
+            "self_found_first": float(np.mean((found[:, 0] == rows) | (distances[:, 0] == 0)))}
+
+
 def child(args) -> int:
     """One phase in this (fresh) process; prints its result as one JSON line on stdout."""
     rss_start = _peak_rss_bytes()
@@ -158,6 +188,14 @@ def child(args) -> int:
         t0 = time.perf_counter()
         build_store(store.parent, args.child_n, args.shard_size)
         result = {"images": args.child_n, "seconds": time.perf_counter() - t0}
+    elif args.phase == "index":
+        import faiss  # noqa: F401  (imported before the baseline figure, as for tensorflow)
+        import pyarrow.parquet  # noqa: F401
+
+        rss_start = _peak_rss_bytes()
+        result = run_index(store.parent.parent / "representation.parquet", args.index_batch,
+                           args.queries, args.k)
+        result["flat_rss_bytes"] = _peak_rss_bytes() - result["index_bytes"]
     else:
         import tensorflow  # noqa: F401  (imported before the baseline figure, as in the stages)
 
@@ -177,13 +215,20 @@ def measure(phase: str, store: Path, n: int, args) -> dict:
     """Run ``phase`` for ``n`` images in a fresh interpreter and return its JSON result."""
     cmd = [sys.executable, "-m", "bench.bench_scale", "--phase", phase, "--store", str(store),
            "--child-n", str(n), "--shard-size", str(args.shard_size), "--batch", str(args.batch),
-           "--train-batches", str(args.train_batches), "--dim", str(args.dim)]
+           "--train-batches", str(args.train_batches), "--dim", str(args.dim),
+           "--index-batch", str(args.index_batch), "--queries", str(args.queries), "--k", str(args.k)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     done = subprocess.run(cmd, capture_output=True, text=True, env=env,
                           cwd=Path(__file__).resolve().parent.parent)
     if done.returncode != 0:
         raise RuntimeError(f"phase {phase} (N={n}) failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def compared_rss(result: dict) -> int:
+    """The RSS figure compared across sizes: peak RSS, less the index's own N x D x 4 bytes
+    for the ``index`` phase (its flat part; the vectors themselves must grow with N)."""
+    return result.get("flat_rss_bytes", result["peak_rss_bytes"])
 
 
 def run(sizes: tuple[int, int], args, workdir: Path) -> dict:
@@ -200,11 +245,17 @@ def run(sizes: tuple[int, int], args, workdir: Path) -> dict:
                      phases[phase]["peak_rss_bytes"] / 2**20, phases[phase]["images_per_s"])
             if phase == "build":
                 phases[phase]["store_disk_bytes"] = disk_bytes(store.parent)
+            if phase == "index":
+                phases[phase]["queries_per_s"] = (phases[phase]["queries"]
+                                                  / max(phases[phase]["query_seconds"], 1e-9))
+                log.info("N=%d index: %.0f MiB beyond the index's own %.0f MiB, %.0f queries/s",
+                         n, phases[phase]["flat_rss_bytes"] / 2**20,
+                         phases[phase]["index_bytes"] / 2**20, phases[phase]["queries_per_s"])
         results[n] = phases
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
     small, large = sizes
-    ratios = {p: results[large][p]["peak_rss_bytes"] / results[small][p]["peak_rss_bytes"] for p in PHASES}
+    ratios = {p: compared_rss(results[large][p]) / compared_rss(results[small][p]) for p in PHASES}
     return {"sizes": list(sizes), "image_shape": list(IMAGE_SHAPE), "dtype": "float32",
             "shard_size": args.shard_size, "batch": args.batch, "cpu_count": os.cpu_count(),
             "rss_ratio_goal": RSS_RATIO_GOAL,
@@ -216,16 +267,25 @@ def table(report: dict) -> str:
     """The printed table: one line per phase and size, ratios against the smaller N."""
     small, large = report["sizes"]
     lines = [f"{'phase':<6} {'N':>9} {'peak RSS MiB':>13} {'RSS / N=' + str(small):>14} "
-             f"{'images/s':>10} {'store disk MiB':>15}"]
+             f"{'images/s':>10} {'store disk MiB':>15} {'index MiB':>10} {'queries/s':>10}"]
     for phase in PHASES:
-        base = report["results"][str(small)][phase]["peak_rss_bytes"]
+        base = compared_rss(report["results"][str(small)][phase])
         for n in (small, large):
             r = report["results"][str(n)][phase]
             disk = f"{r['store_disk_bytes'] / 2**20:.1f}" if "store_disk_bytes" in r else ""
+            own = f"{r['index_bytes'] / 2**20:.1f}" if "index_bytes" in r else ""
+            qps = f"{r['queries_per_s']:.0f}" if "queries_per_s" in r else ""
             lines.append(f"{phase:<6} {n:>9} {r['peak_rss_bytes'] / 2**20:>13.0f} "
-                         f"{r['peak_rss_bytes'] / base:>14.2f} {r['images_per_s']:>10.0f} {disk:>15}")
+                         f"{compared_rss(r) / base:>14.2f} {r['images_per_s']:>10.0f} {disk:>15} "
+                         f"{own:>10} {qps:>10}")
+    flat = ", ".join(f"N={n} {report['results'][str(n)]['index']['flat_rss_bytes'] / 2**20:.0f} MiB"
+                     for n in (small, large))
+    lines.append("index: built in chunks from the embed phase's parquet; its RSS ratio compares the "
+                 "flat part, peak RSS minus the index's own N x D x 4 bytes (index MiB), which "
+                 f"must grow with N: {flat}")
     verdict = ", ".join(f"{p} {r:.2f}" for p, r in report["rss_ratio"].items())
-    lines.append(f"peak RSS ratio N={large} / N={small} (goal <= {report['rss_ratio_goal']}): {verdict}")
+    lines.append(f"peak RSS ratio N={large} / N={small} (goal <= {report['rss_ratio_goal']}; "
+                 f"index: flat part): {verdict}")
     return "\n".join(lines)
 
 
@@ -238,6 +298,11 @@ def main(argv=None) -> int:
     parser.add_argument("--train-batches", type=int, default=300,
                         help="cap on training batches per size (default 300; one epoch if shorter)")
     parser.add_argument("--dim", type=int, default=64, help="representation size (default 64)")
+    parser.add_argument("--index-batch", type=int, default=65536,
+                        help="rows per chunk read into the neighbour index (default 65536)")
+    parser.add_argument("--queries", type=int, default=1000,
+                        help="sample rows queried against the index (default 1000)")
+    parser.add_argument("--k", type=int, default=10, help="neighbours per query (default 10)")
     parser.add_argument("--workdir", type=Path, help="where stores are written (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the stores and parquet files")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")

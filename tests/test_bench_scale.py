@@ -1,6 +1,7 @@
 """bench.bench_scale: the --small machinery on two tiny sizes — every phase reports its
-figures, the embedding wrote one row per image, the store takes the bytes of N float32
-images, and the printed table carries the ratios against the smaller size."""
+figures, the embedding wrote one row per image, the index was built from all of them, the
+store takes the bytes of N float32 images, and the printed table carries the ratios against
+the smaller size (the index's flat part for the index phase)."""
 from __future__ import annotations
 
 import json
@@ -45,12 +46,20 @@ def test_small_run_reports_every_phase(tmp_path, capsys):
         # N float32 images plus HDF5 overhead (headers, chunk index, the small index file)
         assert n * image_bytes <= r["build"]["store_disk_bytes"] <= n * image_bytes * 1.1 + (1 << 20)
         assert r["train"]["images"] == r["train"]["batches"] * 64
+        # the index phase read the embed phase's parquet back in chunks, all of it
+        index = r["index"]
+        assert index["images"] == n and index["exact"]
+        assert index["index_bytes"] == n * index["dim"] * 4
+        assert index["flat_rss_bytes"] == index["peak_rss_bytes"] - index["index_bytes"] > 0
+        assert index["queries"] == min(1000, n) and index["queries_per_s"] > 0
+        assert index["self_found_first"] == 1.0
     assert report["results"][str(large)]["train"]["batches"] == 5
     for phase in bench_scale.PHASES:
-        expected = (report["results"][str(large)][phase]["peak_rss_bytes"]
-                    / report["results"][str(small)][phase]["peak_rss_bytes"])
+        expected = (bench_scale.compared_rss(report["results"][str(large)][phase])
+                    / bench_scale.compared_rss(report["results"][str(small)][phase]))
         assert report["rss_ratio"][phase] == expected
         assert report["within_goal"][phase] == (expected <= bench_scale.RSS_RATIO_GOAL)
     printed = capsys.readouterr().out
     assert f"RSS / N={small}" in printed and "store disk MiB" in printed
     assert printed.count("\nembed") == 2 and "goal <= 1.2" in printed
+    assert printed.count("\nindex ") == 2 and "flat part" in printed and "queries/s" in printed
