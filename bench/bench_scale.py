@@ -31,7 +31,10 @@ What grows with N besides the files: per-row index arrays of 8 bytes per row and
 (the rows to read, their byte offsets, the epoch's permutation) and the identity table
 handed to ``compute_representations`` (about 57 bytes per row with pandas' string
 columns), about 80 bytes per row in all, ~80 MB at 1e6. The vectors are held one parquet
-row group at a time (65,536 rows), so that bound is reached by 1e5 already.
+row group at a time (65,536 rows), so that bound is reached by 1e5 already. The index phase
+likewise reads ``--index-batch`` (65,536) rows at a time beside the index itself; at the
+``--small`` sizes the whole file is one chunk, so its flat-part ratio there mostly shows
+that chunk filling up.
 
 Stores are float32: ``image_store.create_shard`` and ``write_index`` write float32 and the
 fast reader (:func:`~scripts.model.input_pipeline.row_offsets`) reads only little-endian
@@ -189,8 +192,9 @@ def child(args) -> int:
         build_store(store.parent, args.child_n, args.shard_size)
         result = {"images": args.child_n, "seconds": time.perf_counter() - t0}
     elif args.phase == "index":
-        import faiss  # noqa: F401  (imported before the baseline figure, as for tensorflow)
-        import pyarrow.parquet  # noqa: F401
+        # imported before the baseline figure (faiss, pyarrow, pandas), as tensorflow below
+        import scripts.analysis.neighbours  # noqa: F401
+        import scripts.analysis.representation  # noqa: F401
 
         rss_start = _peak_rss_bytes()
         result = run_index(store.parent.parent / "representation.parquet", args.index_batch,
