@@ -1,5 +1,6 @@
 """Streaming a representation parquet: iter_vectors / count_rows / read_meta against the
-whole-table read_representation, and neighbour indexes (plain and AnalogueFinder) built from the stream."""
+whole-table read_representation, and neighbour indexes (plain and AnalogueFinder) built
+from the stream."""
 from __future__ import annotations
 
 import numpy as np
@@ -74,6 +75,7 @@ def test_analogue_finder_streamed_equals_in_memory(rep_path):
     np.testing.assert_array_equal(D, D_mem)
     # the same as standardising the whole simulated set at once and fitting it
     sims = rep.subset(rep.meta["dataset"].isin(["A", "C"]).to_numpy())
-    D_whole, I_whole = NeighbourIndex().fit(streamed._z(sims.vectors)).kneighbors(streamed._z(queries), 4)
+    whole = NeighbourIndex().fit(streamed._z(sims.vectors))
+    D_whole, I_whole = whole.kneighbors(streamed._z(queries), 4)
     np.testing.assert_array_equal(I, I_whole)
     np.testing.assert_array_equal(D, D_whole)

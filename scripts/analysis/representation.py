@@ -293,7 +293,8 @@ def _stack_vectors(table, vec_cols: list[str]) -> np.ndarray:
     """The vector columns of a pyarrow table or record batch as one (n, D) float32 array."""
     if table.num_rows == 0:
         return np.empty((0, len(vec_cols)), np.float32)
-    return np.column_stack([table.column(c).to_numpy() for c in vec_cols]).astype(np.float32, copy=False)
+    columns = [table.column(c).to_numpy() for c in vec_cols]
+    return np.column_stack(columns).astype(np.float32, copy=False)
 
 
 def _dataset_batches(path: Path, columns: list[str], datasets: Iterable[str] | None,
@@ -310,7 +311,7 @@ def _dataset_batches(path: Path, columns: list[str], datasets: Iterable[str] | N
         for batch in handle.iter_batches(batch_size=int(batch_size), columns=read):
             if wanted is not None:
                 keep = pc.is_in(batch.column("dataset"), value_set=wanted)
-                if not pc.all(keep).as_py():        # sets are stored in runs: most batches are whole
+                if not pc.all(keep).as_py():   # sets are stored in runs: most batches are whole
                     batch = batch.filter(keep)
             if batch.num_rows:
                 yield batch
@@ -339,7 +340,8 @@ def count_rows(path: str | Path, datasets: Iterable[str] | None = None,
     path = _existing(path)
     if datasets is None:
         return int(pq.ParquetFile(path).metadata.num_rows)
-    return sum(batch.num_rows for batch in _dataset_batches(path, ["dataset"], datasets, batch_size))
+    batches = _dataset_batches(path, ["dataset"], datasets, batch_size)
+    return sum(batch.num_rows for batch in batches)
 
 
 def read_meta(path: str | Path, datasets: Iterable[str] | None = None) -> pd.DataFrame:
