@@ -92,8 +92,8 @@ def test_not_plain_header_falls_back_to_astropy(tmp_path):
     header["LONGSTR"] = "x" * 100  # written as CONTINUE cards
     header["REDSHIFT"] = 0.25
     path = tmp_path / "long.fits"
-    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.arange(16, dtype=np.float32).reshape(4, 4), header=header,
-                                                   name="G")]).writeto(path)
+    image = fits.ImageHDU(np.arange(16, dtype=np.float32).reshape(4, 4), header=header, name="G")
+    fits.HDUList([fits.PrimaryHDU(), image]).writeto(path)
     with fits_file.FitsFile(path) as f:
         values = f.header_values(1)
         assert isinstance(values, fits.Header)
