@@ -38,6 +38,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import yaml
+from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = "BENCH_SURVEY"
@@ -163,16 +164,18 @@ def _process_image_cpu(path: str) -> float:
 
 def image_cpu_main_and_workers(raw: Path, rounds: int, n: int = 600) -> dict[str, list[float]]:
     """Mean CPU milliseconds of one image's processing, measured inside the call: in this
-    process alone, and in two loky workers computing at once (warm), alternating rounds.
-    The difference is what two processes computing together cost each other (shared
-    caches, memory bandwidth, the host), not dispatch or transfer."""
+    process alone (one BLAS thread, as extract runs NUM_WORKERS 1), and in two loky workers
+    computing at once (warm), alternating rounds. The difference is what two processes
+    computing together cost each other (shared caches, memory bandwidth, the host), not
+    dispatch or transfer."""
     files = [str(p) for p in sorted((raw / DATASET / "images").glob("*.fits"))[:n]]
     joblib.Parallel(n_jobs=2)(joblib.delayed(_process_image_cpu)(f) for f in files[:20])
     out: dict[str, list[float]] = {"main_ms": [], "two_workers_ms": []}
     for r in range(rounds):
         for mode in (("main_ms", "two_workers_ms") if r % 2 == 0 else ("two_workers_ms", "main_ms")):
-            if mode == "main_ms":
-                cpu = [_process_image_cpu(f) for f in files]
+            if mode == "main_ms":  # one BLAS thread, as extract runs one worker (workers.py)
+                with threadpool_limits(limits=1, user_api="blas"):
+                    cpu = [_process_image_cpu(f) for f in files]
             else:
                 cpu = joblib.Parallel(n_jobs=2)(joblib.delayed(_process_image_cpu)(f) for f in files)
             out[mode].append(1e3 * float(np.mean(cpu)))
