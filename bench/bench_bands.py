@@ -72,13 +72,13 @@ class _OldFits:
             warnings.simplefilter("always")
             try:
                 self.hdul = fits.open(self.path, memmap=False, lazy_load_hdus=True)
-            except fits_file._ASTROPY_READ_ERRORS as exc:
+            except fits_file._astropy_read_errors() as exc:
                 raise _header_failure(self.path, self.size, exc) from None
             try:
                 self.names = [str(h.header.get("EXTNAME", "")).strip().upper()
                               for h in self.hdul]
                 last_end = _data_end(self.hdul[-1]) if len(self.hdul) else 0
-            except fits_file._ASTROPY_READ_ERRORS as exc:
+            except fits_file._astropy_read_errors() as exc:
                 self.hdul.close()
                 raise _header_failure(self.path, self.size, exc) from None
         if last_end > self.size:

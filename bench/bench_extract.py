@@ -38,6 +38,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import yaml
+from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = "BENCH_SURVEY"
@@ -117,19 +118,17 @@ def naive_loop(raw: Path, out: Path, image_size: int = 64) -> float:
     return time.perf_counter() - start
 
 
-def _import_extract(_) -> int:
-    """A worker task that only imports the extract stage's code (worker start-up cost)."""
-    import scripts.preprocessing.extract  # noqa: F401
-    return os.getpid()
-
-
 def worker_startup(root: Path = ROOT) -> dict[str, float]:
-    """Wall seconds until two fresh loky workers have imported the extract code, and the
-    CPU seconds the two spent, timed in a process that has imported it already (as the
-    stage has)."""
-    code = ("import time, joblib, psutil; import scripts.preprocessing.extract; "
-            "from bench.bench_extract import _import_extract; t = time.perf_counter(); "
-            "pids = joblib.Parallel(n_jobs=2)(joblib.delayed(_import_extract)(i) for i in range(2)); "
+    """Wall seconds until two fresh loky workers have imported what extract's tasks need
+    (``process_image`` is pickled by reference, so a worker imports its module,
+    ``image_preprocessing``), and the CPU seconds the two spent, timed in a process that has
+    imported the extract stage already (as the stage has). The task is defined in
+    ``__main__``, so loky sends it by value and the worker imports nothing else for it."""
+    code = ("import os, time, joblib, psutil; import scripts.preprocessing.extract\n"
+            "def task(_):\n    import scripts.preprocessing.image_preprocessing\n"
+            "    return os.getpid()\n"
+            "t = time.perf_counter(); "
+            "pids = joblib.Parallel(n_jobs=2)(joblib.delayed(task)(i) for i in range(2)); "
             "print('BENCH', time.perf_counter() - t, sum(sum(psutil.Process(p).cpu_times()[:2]) "
             "for p in set(pids)))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
@@ -141,7 +140,7 @@ def worker_startup(root: Path = ROOT) -> dict[str, float]:
 def transfer_seconds_per_image(raw: Path, image_size: int = 64) -> float:
     """Pickle + unpickle of one image's result (what crosses from a worker to the main
     process), per image, over the first 50 files."""
-    from scripts.preprocessing.extract import process_image
+    from scripts.preprocessing.image_preprocessing import process_image
 
     files = sorted((raw / DATASET / "images").glob("*.fits"))[:50]
     crop = {"name": "petrosian", "petro_radius_factor": 2.0, "reference_band": 1}
@@ -155,7 +154,7 @@ def transfer_seconds_per_image(raw: Path, image_size: int = 64) -> float:
 
 def _process_image_cpu(path: str) -> float:
     """CPU seconds of :func:`process_image` on one file, in whatever process runs it."""
-    from scripts.preprocessing.extract import process_image
+    from scripts.preprocessing.image_preprocessing import process_image
 
     start = time.process_time()
     process_image(path, ("SUBARU_HSC.G", "SUBARU_HSC.R", "SUBARU_HSC.I"), ("G", "R", "I"),
@@ -165,16 +164,18 @@ def _process_image_cpu(path: str) -> float:
 
 def image_cpu_main_and_workers(raw: Path, rounds: int, n: int = 600) -> dict[str, list[float]]:
     """Mean CPU milliseconds of one image's processing, measured inside the call: in this
-    process alone, and in two loky workers computing at once (warm), alternating rounds.
-    The difference is what two processes computing together cost each other (shared
-    caches, memory bandwidth, the host), not dispatch or transfer."""
+    process alone (one BLAS thread, as extract runs NUM_WORKERS 1), and in two loky workers
+    computing at once (warm), alternating rounds. The difference is what two processes
+    computing together cost each other (shared caches, memory bandwidth, the host), not
+    dispatch or transfer."""
     files = [str(p) for p in sorted((raw / DATASET / "images").glob("*.fits"))[:n]]
     joblib.Parallel(n_jobs=2)(joblib.delayed(_process_image_cpu)(f) for f in files[:20])
     out: dict[str, list[float]] = {"main_ms": [], "two_workers_ms": []}
     for r in range(rounds):
         for mode in (("main_ms", "two_workers_ms") if r % 2 == 0 else ("two_workers_ms", "main_ms")):
-            if mode == "main_ms":
-                cpu = [_process_image_cpu(f) for f in files]
+            if mode == "main_ms":  # one BLAS thread, as extract runs one worker (workers.py)
+                with threadpool_limits(limits=1, user_api="blas"):
+                    cpu = [_process_image_cpu(f) for f in files]
             else:
                 cpu = joblib.Parallel(n_jobs=2)(joblib.delayed(_process_image_cpu)(f) for f in files)
             out[mode].append(1e3 * float(np.mean(cpu)))
@@ -194,11 +195,11 @@ def profile_breakdown(path: Path) -> dict[str, float]:
                    if name == func and file.endswith(module))
 
     parts = {
-        "listing_and_catalogue": cumulative("list_images", "extractors.py")
-        + cumulative("catalogue", "extractors.py") + cumulative("unit_stat", "extractors.py"),
+        "listing_and_catalogue": cumulative("list_images", "dataset_kinds.py")
+        + cumulative("catalogue", "dataset_kinds.py") + cumulative("unit_stat", "dataset_kinds.py"),
         "task_arguments": cumulative("task", "extract.py"),
-        "process_image_in_main": cumulative("process_image", "extract.py"),
-        "chunk_commits": cumulative("write", "extract.py"),
+        "process_image_in_main": cumulative("process_image", "image_preprocessing.py"),
+        "chunk_commits": cumulative("write", "chunk_cache.py"),
         "final_store": cumulative("_assemble", "extract.py"),
     }
     total = cumulative("extract_dataset", "extract.py")

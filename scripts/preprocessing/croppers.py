@@ -63,12 +63,14 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from scripts.preprocessing.noise import MAD_TO_SIGMA, border_sigma, robust_sigma  # noqa: F401
+
+if TYPE_CHECKING:  # pandas only types outside_summary: extract's workers never import it
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 

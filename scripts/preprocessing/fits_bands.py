@@ -204,7 +204,7 @@ def load_bands(path: str | os.PathLike, extnames: Sequence[str], *, nan_fill: st
             band, n_bad = check_band(path, name, band, nan_fill, max_nan_fraction)
             bands.append(band)
             counts.append(n_bad)
-        meta = meta_from_header(f.header(indices[0]), str(path), f.names[indices[0]])
+        meta = meta_from_header(f.header_values(indices[0]), str(path), f.names[indices[0]])
         planes, scales = (_variance_planes(f, extnames, indices, bands[0].shape, bare_planes)
                           if variance else ((), ()))
     data = np.stack(bands, axis=-1).astype(np.float32, copy=False)

@@ -3,7 +3,10 @@
 :class:`FitsFile` opens the file with fitsio (cfitsio), which walks every header and gives
 each HDU's name, type, dimensions and byte offsets; only the requested HDUs' data are read.
 Headers are parsed by astropy (``Header.fromstring`` of the stored bytes) and only when
-needed, so header values are astropy's; BSCALE/BZERO/BLANK are applied as astropy does. A
+needed, so header values are astropy's; BSCALE/BZERO/BLANK are applied as astropy does.
+Header *values* for reading (an image's meta, ``VARSC``, ``NAXIS``) come from fitsio's own
+parse (:meth:`_FitsioFits.header_values`), and astropy is imported on first use, so an
+extract worker reading files fitsio can read never imports it (~0.25 CPU s each). A
 file fitsio cannot open, or whose last bytes it does not reach (trailing garbage, a header
 cut short), is read through astropy (``fits.open(memmap=False, lazy_load_hdus=True)``)
 instead. Truncation is judged from the HDU offsets against the file size, since cfitsio
@@ -22,12 +25,13 @@ import os
 import stat
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 import fitsio
 import numpy as np
-from astropy.io import fits
-from astropy.io.fits.verify import VerifyError
+
+if TYPE_CHECKING:
+    from astropy.io import fits
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +39,6 @@ logger = logging.getLogger(__name__)
 FITS_BLOCK = 2880
 #: Every valid FITS file starts with this keyword (FITS standard 4.0, §4.4.1.1).
 _FITS_MAGIC = b"SIMPLE  ="
-#: Exceptions that astropy raises on corrupt input (header parsing, data decoding).
-#: AttributeError included: astropy raises it on a trailing block that starts with END
-#: ("'_BaseHDU' object has no attribute 'size'"), and one bad file must not stop a run.
-_ASTROPY_READ_ERRORS = (OSError, ValueError, TypeError, IndexError, KeyError, VerifyError,
-                        UnicodeDecodeError, AttributeError)
 #: Exceptions that fitsio raises on input it cannot read: cfitsio errors are OSError, and
 #: fitsio raises UnicodeDecodeError when cfitsio's message quotes non-ASCII header bytes.
 _FITSIO_ERRORS = (OSError, ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError)
@@ -49,6 +48,27 @@ _END_CARD = b"END" + b" " * 77
 _SCALING_KEYS = (b"BSCALE  ", b"BZERO   ", b"BLANK   ")
 #: astropy's class names for fitsio's HDU types (messages name them as before).
 _TABLE_TYPES = {"BINARY_TBL": "BinTableHDU", "ASCII_TBL": "TableHDU"}
+
+
+def _astropy_fits():
+    """``astropy.io.fits``, imported on first use: importing it costs ~0.25 CPU s (astropy
+    pulls in astropy.units), which extract's workers would pay once each although files
+    fitsio reads whole need no astropy."""
+    from astropy.io import fits
+    return fits
+
+
+def _astropy_read_errors() -> tuple[type[Exception], ...]:
+    """Exceptions that astropy raises on corrupt input (header parsing, data decoding).
+
+    AttributeError included: astropy raises it on a trailing block that starts with END
+    ("'_BaseHDU' object has no attribute 'size'"), and one bad file must not stop a run.
+    A function so that astropy is imported only by the code that calls it (an ``except``
+    clause is evaluated only when an exception reaches it).
+    """
+    from astropy.io.fits.verify import VerifyError
+    return (OSError, ValueError, TypeError, IndexError, KeyError, VerifyError,
+            UnicodeDecodeError, AttributeError)
 
 
 class BadImageError(Exception):
@@ -157,7 +177,7 @@ def _data_end(hdu) -> int:
     underlying table (padding included) is used.
     """
     info = hdu.fileinfo()
-    if isinstance(hdu, fits.CompImageHDU):
+    if isinstance(hdu, _astropy_fits().CompImageHDU):
         return int(info["datLoc"]) + int(info["datSpan"])
     return int(info["datLoc"]) + int(hdu.size)
 
@@ -305,6 +325,7 @@ class _FitsioFits(_FitsBase):
         self._handle = None
         self._raw: dict[int, bytes] = {}
         self._headers: dict[int, fits.Header] = {}
+        self._fitsio_headers: dict[int, fitsio.FITSHDR] = {}
         try:
             self.fits = fitsio.FITS(str(path))
         except _FITSIO_ERRORS as exc:
@@ -355,17 +376,18 @@ class _FitsioFits(_FitsBase):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                header = fits.Header.fromstring(self._raw_header(index))
+                header = _astropy_fits().Header.fromstring(self._raw_header(index))
                 naxis = header["NAXIS"]
                 size = abs(header["BITPIX"]) * header.get("GCOUNT", 1) * (
                     header.get("PCOUNT", 0) + math.prod(header[f"NAXIS{n}"]
                                                         for n in range(1, naxis + 1))) // 8
-            except (*_ASTROPY_READ_ERRORS, ArithmeticError) as exc:
+            except (*_astropy_read_errors(), ArithmeticError) as exc:
                 raise _FitsioCannotRead(f"size of HDU {index}: {exc}") from None
         return self.offsets[index]["data_start"] + (size if naxis else 0)
 
     def header(self, index: int) -> fits.Header:
         if index not in self._headers:
+            fits = _astropy_fits()
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 if self.hdus[index].get_exttype() == "IMAGE_HDU" and self.hdus[index].is_compressed():
@@ -388,21 +410,23 @@ class _FitsioFits(_FitsBase):
             self._headers[index] = header
         return self._headers[index]
 
-    def header_value(self, index: int, keyword: str) -> Any:
-        """Value of one keyword of HDU ``index`` (None if absent), parsing only its card
-        unless the header is parsed already (a whole header costs ~1 ms in astropy)."""
+    def header_values(self, index: int) -> Mapping[str, Any]:
+        """Header of HDU ``index`` for reading values (``.get``): fitsio's parse of its cards
+        (``FITSHDR``, ~0.04 ms), so reading an image's meta needs no astropy; astropy's
+        :meth:`header` where that is parsed already or the HDU is compressed."""
         if index in self._headers or self.hdus[index].is_compressed():
-            return self.header(index).get(keyword)
-        key = keyword.upper().encode("ascii").ljust(8)
-        for card in self._cards(index):
-            if card[:8] == key and card[8:10] == b"= ":
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    try:
-                        return fits.Card.fromstring(card.decode("ascii")).value
-                    except _ASTROPY_READ_ERRORS:
-                        return None
-        return None
+            return self.header(index)
+        if index not in self._fitsio_headers:
+            try:
+                self._fitsio_headers[index] = self.hdus[index].read_header()
+            except _FITSIO_ERRORS as exc:
+                logger.debug("%s: HDU %d header parsed by astropy (fitsio: %s)", self.path, index, exc)
+                return self.header(index)
+        return self._fitsio_headers[index]
+
+    def header_value(self, index: int, keyword: str) -> Any:
+        """Value of one keyword of HDU ``index`` (None if absent)."""
+        return self.header_values(index).get(keyword)
 
     def data(self, index: int, extname: str, ndim: int = 2) -> np.ndarray:
         """The ``ndim``-D numeric data of HDU ``index``, native byte order."""
@@ -426,7 +450,7 @@ class _FitsioFits(_FitsBase):
             try:
                 for key in _SCALING_KEYS:
                     header.get(key.decode().strip())
-            except _ASTROPY_READ_ERRORS as exc:
+            except _astropy_read_errors() as exc:
                 raise BadImageError(self.path, "unreadable_header",
                                     f"HDU {extname!r}: {type(exc).__name__}: {exc}") from None
         try:
@@ -450,15 +474,15 @@ class _AstropyFits(_FitsBase):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                self.hdul = fits.open(self.path, memmap=False, lazy_load_hdus=True)
-            except _ASTROPY_READ_ERRORS as exc:
+                self.hdul = _astropy_fits().open(self.path, memmap=False, lazy_load_hdus=True)
+            except _astropy_read_errors() as exc:
                 raise _header_failure(self.path, self.size, exc) from None
             try:
                 # Iterating a lazily loaded HDUList parses each header and skips its data.
                 self.names = [str(h.header.get("EXTNAME", "")).strip().upper()
                               for h in self.hdul]
                 self.last_end = _data_end(self.hdul[-1]) if len(self.hdul) else 0
-            except _ASTROPY_READ_ERRORS as exc:
+            except _astropy_read_errors() as exc:
                 self.hdul.close()
                 raise _header_failure(self.path, self.size, exc) from None
         for w in caught:
@@ -470,12 +494,16 @@ class _AstropyFits(_FitsBase):
     def header(self, index: int) -> fits.Header:
         return self.hdul[index].header
 
+    def header_values(self, index: int) -> fits.Header:
+        return self.hdul[index].header
+
     def header_value(self, index: int, keyword: str) -> Any:
         return self.hdul[index].header.get(keyword)
 
     def data(self, index: int, extname: str, ndim: int = 2) -> np.ndarray:
         """The ``ndim``-D numeric data of HDU ``index``, native byte order."""
         hdu = self.hdul[index]
+        fits = _astropy_fits()
         if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
             raise BadImageError(self.path, "wrong_shape",
                                 f"HDU {extname!r} is a {type(hdu).__name__}, not an image")
@@ -488,7 +516,7 @@ class _AstropyFits(_FitsBase):
             warnings.simplefilter("always")
             try:
                 data = hdu.data
-            except _ASTROPY_READ_ERRORS as exc:
+            except _astropy_read_errors() as exc:
                 raise BadImageError(self.path, "unreadable_data",
                                     f"HDU {extname!r}: {type(exc).__name__}: {exc}") from None
         return self._check_array(self.path, data, extname, ndim)

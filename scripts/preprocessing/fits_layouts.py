@@ -78,7 +78,7 @@ def load_cube(path: str | os.PathLike, filters: Sequence[str],
     with FitsFile(path) as f:
         index = _cube_index(f, path, extname)
         name = f.names[index] or f"HDU {index}"
-        header = f.header(index)
+        header = f.header_values(index)
         n_planes = header.get("NAXIS3")
         source = "extract.CUBE_BANDS"
         order = tuple(cube_bands) if cube_bands is not None else None

@@ -71,12 +71,20 @@ def imap_chunks(chunks: Iterable[list], backend: str, num_workers: int,
 
     The next chunk is already dispatched while the caller commits the last one, so the
     workers do not wait at chunk boundaries, and at most two chunks of results exist at
-    a time. ``loky`` with one worker runs the calls in this process (no worker start-up);
-    ``dask`` runs them on every worker of the cluster whatever ``num_workers`` says.
+    a time. ``loky`` with one worker runs the calls in this process (no worker start-up)
+    with one BLAS thread, as each loky worker has when there are as many workers as
+    cores: the images' small matrix products gain nothing from a second thread, and on a
+    busy machine OpenBLAS's spinning thread doubled one image's CPU (11–13.5 ms against
+    5.2–5.8 ms, BENCHMARKS.md). ``dask`` runs the calls on every worker of the cluster
+    whatever ``num_workers`` says.
     """
     if backend == "loky" and num_workers == 1:
+        from threadpoolctl import threadpool_limits
+
         for chunk in chunks:
-            yield [fn(*args, **kwargs) for fn, args, kwargs in chunk]
+            with threadpool_limits(limits=1, user_api="blas"):
+                results = [fn(*args, **kwargs) for fn, args, kwargs in chunk]
+            yield results
         return
     with contextlib.ExitStack() as stack:
         if backend == "dask":
