@@ -21,8 +21,9 @@ venv: $(STAMP)
 
 # The report tests need headless Chromium: installed here when this user may (root or
 # password-less sudo), otherwise make stops with one line saying what to install.
+TEST_WORKERS ?= 2
 test: chromium $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 chromium:
 	@bash .ci/ensure-chromium
