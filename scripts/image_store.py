@@ -196,7 +196,10 @@ def to_store_dtype(block: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarra
         return block, np.zeros(0, np.int64)
     with np.errstate(over="ignore"):
         converted = block.astype(target)
-    overflow = np.isinf(converted) & np.isfinite(block)
+    infinite = np.isinf(converted)
+    if not infinite.any():  # the usual case: no second full-size mask
+        return converted, np.zeros(0, np.int64)
+    overflow = infinite & np.isfinite(block)
     return converted, np.flatnonzero(overflow.reshape(len(block), -1).any(axis=1))
 
 
