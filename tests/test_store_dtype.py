@@ -197,3 +197,23 @@ def test_store_dtype_defaults_to_float32():
     assert parse_params(raw).extract.store_dtype == "float32"
     raw["extract"]["STORE_DTYPE"] = "float16"
     assert parse_params(raw).extract.store_dtype == "float16"
+
+
+def test_reshard_keeps_a_float16_store_float16(tmp_path):
+    """bench_shards.reshard (the tests' and benches' way to shard a store) keeps the pixel
+    type, so the shards are read by byte offset as extract's float16 shards are."""
+    from bench.bench_shards import reshard
+    from scripts.model.input_pipeline import HDF5Images
+
+    pixels = np.random.default_rng(1).normal(size=(25, 8, 8, 3)).astype(np.float16)
+    with h5py.File(tmp_path / "one.h5", "w") as f:
+        dset = f.create_dataset("images", data=pixels, chunks=(1, 8, 8, 3))
+        dset.attrs["filters"] = ["g", "r", "i"]
+    index = reshard(tmp_path / "one.h5", tmp_path / "S", 10)
+    with h5py.File(index) as f:
+        assert f["images"].dtype == np.float16
+    reader = HDF5Images({"S": index})
+    assert reader._offsets["S"] is not None
+    np.testing.assert_array_equal(reader.read(np.zeros(25, int), np.arange(25)),
+                                  pixels.astype(np.float32))
+    reader.close()
