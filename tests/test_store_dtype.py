@@ -7,7 +7,6 @@ STORE_DTYPE names the key."""
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -180,7 +179,7 @@ def test_a_pixel_beyond_float16_stops_extract_naming_it(small_universe, tmp_path
     assert not list(folder.glob(".images*.tmp"))
     report = run_extract(params("float32"), universe, out)[STELLAR]
     assert report["processed"] == 0 and report["kept_images"] > 0
-    table, images = read_outputs(out, STELLAR)
+    _, images = read_outputs(out, STELLAR)
     assert np.abs(images).max() > np.finfo(np.float16).max and np.isfinite(images).all()
 
 
