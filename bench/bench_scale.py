@@ -1,9 +1,9 @@
 """Benchmark: does memory stay flat from 1e5 to 1e6 images (issue 15, "Analyse at 1e6")?
 
 For each of two sizes N (1e5 and 1e6; ``--small``: 2e3 and 2e4) this writes a synthetic
-sharded image store of N images of 32x32x3 (shards of ``--shard-size`` rows under an index
-``images.h5``, as extract writes them with ``SHARD_SIZE``, :mod:`scripts.image_store`),
-then streams over it
+sharded image store of N images of 32x32x3, float16 by default (``--dtype float32``;
+shards of ``--shard-size`` rows under an index ``images.h5``, as extract writes them with
+``SHARD_SIZE`` and ``STORE_DTYPE``, :mod:`scripts.image_store`), then streams over it
 
 * ``train``: the trainer's input pipeline, :class:`~scripts.model.input_pipeline.PairSampler`
   + :func:`~scripts.model.input_pipeline.pair_dataset` over
@@ -36,14 +36,14 @@ likewise reads ``--index-batch`` (65,536) rows at a time beside the index itself
 ``--small`` sizes the whole file is one chunk, so its flat-part ratio there mostly shows
 that chunk filling up.
 
-Stores are float32: ``image_store.create_shard`` and ``write_index`` write float32 and the
-fast reader (:func:`~scripts.model.input_pipeline.row_offsets`) reads only little-endian
-float32 by byte offset (a float16 store would fall back to h5py reads with conversion), so
-a float16 store is not what the pipeline reads; disk use is N x 32 x 32 x 3 x 4 bytes plus
-HDF5 overhead.
+Stores are float16 as issue 15 asks (``extract.STORE_DTYPE: float16``): the trainer's
+byte-offset reader (:func:`~scripts.model.input_pipeline.row_offsets`) reads float16 rows
+raw and converts them to float32, so the pipeline measured is the one a float16 survey
+store gets. Disk use is N x 32 x 32 x 3 x 2 bytes (x 4 with ``--dtype float32``) plus HDF5
+overhead.
 
     .venv/bin/python -m bench.bench_scale --small                 # 2e3 and 2e4, ~1 min
-    .venv/bin/python -m bench.bench_scale --json scale.json       # 1e5 and 1e6 (~13 GB disk)
+    .venv/bin/python -m bench.bench_scale --json scale.json       # 1e5 and 1e6 (~6.5 GB disk)
     .venv/bin/python -m bench.bench_scale --n 1000 4000           # any two sizes
 """
 from __future__ import annotations
@@ -61,6 +61,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from scripts.params import STORE_DTYPES
 
 log = logging.getLogger("bench.bench_scale")
 
@@ -84,10 +86,13 @@ def disk_bytes(folder: Path) -> int:
 
 
 # --------------------------------------------------------------------------- phases (child side)
-def build_store(folder: Path, n: int, shard_size: int, seed: int = 0, block: int = 4096) -> Path:
-    """Write a sharded store of ``n`` random images into ``folder``; returns the index.
+def build_store(folder: Path, n: int, shard_size: int, seed: int = 0, block: int = 4096,
+                dtype: str = "float16") -> Path:
+    """Write a sharded store of ``n`` random images of ``dtype`` into ``folder``; returns
+    the index.
 
-    Rows are written ``block`` at a time, so memory is bounded by one block whatever ``n``."""
+    Rows are written ``block`` at a time, so memory is bounded by one block whatever ``n``;
+    they are drawn in float32 and converted as extract converts them."""
     from scripts import image_store
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -96,12 +101,14 @@ def build_store(folder: Path, n: int, shard_size: int, seed: int = 0, block: int
     for k, first in enumerate(range(0, n, shard_size)):
         rng = np.random.default_rng([seed, k])
         with image_store.create_shard(folder / image_store.shard_name(k), counts[k], IMAGE_SHAPE,
-                                      filters, first) as shard:
+                                      filters, first, dtype) as shard:
             dset = shard[image_store.IMAGES_KEY]
             for begin in range(0, counts[k], block):
                 end = min(counts[k], begin + block)
-                dset[begin:end] = rng.standard_normal((end - begin,) + IMAGE_SHAPE, np.float32)
-    image_store.write_index(folder / image_store.IMAGES_FILE, counts, IMAGE_SHAPE, filters, shard_size)
+                pixels = rng.standard_normal((end - begin,) + IMAGE_SHAPE, np.float32)
+                dset[begin:end] = image_store.to_store_dtype(pixels, dtype)[0]  # |x| << 65504
+    image_store.write_index(folder / image_store.IMAGES_FILE, counts, IMAGE_SHAPE, filters,
+                            shard_size, dtype)
     return folder / image_store.IMAGES_FILE
 
 
@@ -189,7 +196,7 @@ def child(args) -> int:
     store = Path(args.store)
     if args.phase == "build":
         t0 = time.perf_counter()
-        build_store(store.parent, args.child_n, args.shard_size)
+        build_store(store.parent, args.child_n, args.shard_size, dtype=args.dtype)
         result = {"images": args.child_n, "seconds": time.perf_counter() - t0}
     elif args.phase == "index":
         # imported before the baseline figure (faiss, pyarrow, pandas), as tensorflow below
@@ -218,7 +225,8 @@ def child(args) -> int:
 def measure(phase: str, store: Path, n: int, args) -> dict:
     """Run ``phase`` for ``n`` images in a fresh interpreter and return its JSON result."""
     cmd = [sys.executable, "-m", "bench.bench_scale", "--phase", phase, "--store", str(store),
-           "--child-n", str(n), "--shard-size", str(args.shard_size), "--batch", str(args.batch),
+           "--child-n", str(n), "--shard-size", str(args.shard_size), "--dtype", args.dtype,
+           "--batch", str(args.batch),
            "--train-batches", str(args.train_batches), "--dim", str(args.dim),
            "--index-batch", str(args.index_batch), "--queries", str(args.queries), "--k", str(args.k)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -260,7 +268,7 @@ def run(sizes: tuple[int, int], args, workdir: Path) -> dict:
             shutil.rmtree(folder, ignore_errors=True)
     small, large = sizes
     ratios = {p: compared_rss(results[large][p]) / compared_rss(results[small][p]) for p in PHASES}
-    return {"sizes": list(sizes), "image_shape": list(IMAGE_SHAPE), "dtype": "float32",
+    return {"sizes": list(sizes), "image_shape": list(IMAGE_SHAPE), "dtype": args.dtype,
             "shard_size": args.shard_size, "batch": args.batch, "cpu_count": os.cpu_count(),
             "rss_ratio_goal": RSS_RATIO_GOAL,
             "results": {str(n): r for n, r in results.items()},
@@ -270,7 +278,8 @@ def run(sizes: tuple[int, int], args, workdir: Path) -> dict:
 def table(report: dict) -> str:
     """The printed table: one line per phase and size, ratios against the smaller N."""
     small, large = report["sizes"]
-    lines = [f"{'phase':<6} {'N':>9} {'peak RSS MiB':>13} {'RSS / N=' + str(small):>14} "
+    lines = [f"store: {report['dtype']} shards of {report['shard_size']} images",
+             f"{'phase':<6} {'N':>9} {'peak RSS MiB':>13} {'RSS / N=' + str(small):>14} "
              f"{'images/s':>10} {'store disk MiB':>15} {'index MiB':>10} {'queries/s':>10}"]
     for phase in PHASES:
         base = compared_rss(report["results"][str(small)][phase])
@@ -298,6 +307,8 @@ def main(argv=None) -> int:
     parser.add_argument("--small", action="store_true", help=f"sizes {SMALL_SIZES} instead of {FULL_SIZES}")
     parser.add_argument("--n", type=int, nargs=2, metavar=("SMALL", "LARGE"), help="the two sizes")
     parser.add_argument("--shard-size", type=int, help="rows per shard (default N_large / 10)")
+    parser.add_argument("--dtype", choices=STORE_DTYPES, default="float16",
+                        help="pixel type of the store (default float16, as issue 15 asks)")
     parser.add_argument("--batch", type=int, default=256, help="images per batch (default 256)")
     parser.add_argument("--train-batches", type=int, default=300,
                         help="cap on training batches per size (default 300; one epoch if shorter)")

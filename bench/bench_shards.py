@@ -31,18 +31,19 @@ log = logging.getLogger("bench.bench_shards")
 
 def reshard(single: Path, folder: Path, size: int) -> Path:
     """The single-file store ``single`` rewritten as shards of ``size`` rows with their
-    index in ``folder`` (the layout extract writes with ``SHARD_SIZE``); returns the index."""
+    index in ``folder`` (the layout extract writes with ``SHARD_SIZE``), of the same pixel
+    type (float32 or float16); returns the index."""
     folder.mkdir(parents=True, exist_ok=True)
     with h5py.File(single, "r") as f:
         source = f[image_store.IMAGES_KEY]
-        n, shape = source.shape[0], tuple(source.shape[1:])
+        n, shape, dtype = source.shape[0], tuple(source.shape[1:]), source.dtype.name
         filters = [str(b) for b in source.attrs.get("filters", [])]
         counts = [min(size, n - begin) for begin in range(0, n, size)]
         for k, begin in enumerate(range(0, n, size)):
             with image_store.create_shard(folder / image_store.shard_name(k), counts[k], shape,
-                                          filters, begin) as shard:
+                                          filters, begin, dtype) as shard:
                 shard[image_store.IMAGES_KEY][:] = source[begin:begin + counts[k]]
-    image_store.write_index(folder / image_store.IMAGES_FILE, counts, shape, filters, size)
+    image_store.write_index(folder / image_store.IMAGES_FILE, counts, shape, filters, size, dtype)
     return folder / image_store.IMAGES_FILE
 
 

@@ -1,8 +1,10 @@
 """Image stores of extract: one ``images.h5``, or ``images.h5`` as the index of shard files.
 
-A dataset's images are the float32 array ``(N, H, W, C)`` under :data:`IMAGES_KEY` of
-``dataset/<DATASET>/images.h5``. With ``extract.SHARD_SIZE`` the rows live in shard files
-``images-00000.h5``, ``images-00001.h5``, … next to it (``SHARD_SIZE`` rows each, the last
+A dataset's images are the array ``(N, H, W, C)`` under :data:`IMAGES_KEY` of
+``dataset/<DATASET>/images.h5``, float32 or, with ``extract.STORE_DTYPE: float16``, float16
+(half the disk and page cache; every reader hands float32 to its caller). With
+``extract.SHARD_SIZE`` the rows live in shard files ``images-00000.h5``,
+``images-00001.h5``, … next to it (``SHARD_SIZE`` rows each, the last
 one shorter; every shard holds its rows under the same key, one chunk per image), and
 ``images.h5`` is a small index holding an HDF5 *virtual dataset* (VDS) of the same key,
 shape and attributes that maps each block of rows onto its shard. So every reader that
@@ -30,6 +32,8 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+
+from scripts.params import STORE_DTYPES
 
 log = logging.getLogger(__name__)
 
@@ -175,29 +179,58 @@ def open_store(path: str | Path) -> h5py.File:
     return handle
 
 
-def create_images(handle: h5py.File, rows: int, image_shape: tuple[int, ...], filters) -> h5py.Dataset:
-    """The empty float32 ``(rows, H, W, C)`` images dataset of a single-file store or a
-    shard, one chunk per image (the layout byte-offset reads need), with its ``filters``."""
-    dset = handle.create_dataset(IMAGES_KEY, shape=(rows,) + tuple(image_shape), dtype=np.float32,
+def store_dtype(name: str) -> np.dtype:
+    """The little-endian NumPy dtype of a :data:`STORE_DTYPES` name (what extract writes)."""
+    if name not in STORE_DTYPES:
+        raise ValueError(f"store dtype {name!r}: expected one of {STORE_DTYPES}")
+    return np.dtype(name).newbyteorder("<")
+
+
+def to_store_dtype(block: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """``block`` (float32 images, rows first) converted to ``dtype`` (a :data:`STORE_DTYPES`
+    name, rounded to nearest as NumPy does), and the indices of its rows holding a finite
+    pixel that becomes infinite there (float16 ends at 65504): the caller must not store
+    those rows, as a reader could not tell them from genuinely infinite pixels."""
+    target = store_dtype(dtype)
+    if block.dtype == target:
+        return block, np.zeros(0, np.int64)
+    with np.errstate(over="ignore"):
+        converted = block.astype(target)
+    infinite = np.isinf(converted)
+    if not infinite.any():  # the usual case: no second full-size mask
+        return converted, np.zeros(0, np.int64)
+    overflow = infinite & np.isfinite(block)
+    return converted, np.flatnonzero(overflow.reshape(len(block), -1).any(axis=1))
+
+
+def create_images(handle: h5py.File, rows: int, image_shape: tuple[int, ...], filters,
+                  dtype: str = "float32") -> h5py.Dataset:
+    """The empty ``(rows, H, W, C)`` images dataset (``dtype``, a :data:`STORE_DTYPES` name)
+    of a single-file store or a shard, one chunk per image (the layout byte-offset reads
+    need), with its ``filters``."""
+    dset = handle.create_dataset(IMAGES_KEY, shape=(rows,) + tuple(image_shape),
+                                 dtype=store_dtype(dtype),
                                  chunks=(1,) + tuple(image_shape) if rows else None)
     dset.attrs["filters"] = list(filters)
     return dset
 
 
-def create_shard(path: Path, rows: int, image_shape: tuple[int, ...], filters, first: int) -> h5py.File:
+def create_shard(path: Path, rows: int, image_shape: tuple[int, ...], filters, first: int,
+                 dtype: str = "float32") -> h5py.File:
     """A new shard file at ``path`` with an empty images dataset (:func:`create_images`);
     returns the open file (the caller fills and closes it)."""
     handle = h5py.File(path, "w")
-    create_images(handle, rows, image_shape, filters).attrs["first_row"] = int(first)
+    create_images(handle, rows, image_shape, filters, dtype).attrs["first_row"] = int(first)
     return handle
 
 
 def write_index(path: Path, shard_rows: list[int], image_shape: tuple[int, ...], filters,
-                shard_size: int) -> None:
+                shard_size: int, dtype: str = "float32") -> None:
     """Write the index ``path``: a virtual dataset over shards ``0 … len(shard_rows)-1``
-    (named by :func:`shard_name`, relative to the index's folder) of the given row counts."""
+    (named by :func:`shard_name`, relative to the index's folder) of the given row counts,
+    of the shards' ``dtype`` (a :data:`STORE_DTYPES` name)."""
     total = int(sum(shard_rows))
-    layout = h5py.VirtualLayout(shape=(total,) + tuple(image_shape), dtype=np.float32)
+    layout = h5py.VirtualLayout(shape=(total,) + tuple(image_shape), dtype=store_dtype(dtype))
     first = 0
     for k, rows in enumerate(shard_rows):
         layout[first:first + rows] = h5py.VirtualSource(shard_name(k), IMAGES_KEY,
@@ -209,14 +242,20 @@ def write_index(path: Path, shard_rows: list[int], image_shape: tuple[int, ...],
         dset.attrs["shard_size"] = int(shard_size)
 
 
-def shard_of_rows(index_path: Path) -> dict[int, Shard]:
-    """``{first row: shard}`` of an existing sharded store (empty for a single file, a
-    missing or unreadable one: nothing to reuse)."""
+def shard_of_rows(index_path: Path, dtype: str = "float32") -> dict[int, Shard]:
+    """``{first row: shard}`` of an existing sharded store of pixel type ``dtype`` (empty
+    for a single file, a missing or unreadable one, or one of another dtype: nothing to
+    reuse)."""
     if not Path(index_path).exists():
         return {}
     try:
         with h5py.File(index_path, "r") as handle:
-            found = shards(handle[IMAGES_KEY], index_path) or []
+            dataset = handle[IMAGES_KEY]
+            if dataset.dtype != store_dtype(dtype):
+                log.info("%s: its shards hold %s, STORE_DTYPE is %s: rewriting them all",
+                         index_path, dataset.dtype, dtype)
+                return {}
+            found = shards(dataset, index_path) or []
     except (OSError, KeyError, ValueError) as err:
         log.info("%s: not reusing its shards (%s)", index_path, err)
         return {}

@@ -1,7 +1,7 @@
 """bench.bench_scale: the --small machinery on two tiny sizes — every phase reports its
 figures, the embedding wrote one row per image, the index was built from all of them, the
-store takes the bytes of N float32 images, and the printed table carries the ratios against
-the smaller size (the index's flat part for the index phase)."""
+store takes the bytes of N float16 images (its default dtype), and the printed table
+carries the ratios against the smaller size (the index's flat part for the index phase)."""
 from __future__ import annotations
 
 import json
@@ -34,7 +34,8 @@ def test_small_run_reports_every_phase(tmp_path, capsys):
                              "--train-batches", "5", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["sizes"] == [small, large]
-    image_bytes = int(np.prod(bench_scale.IMAGE_SHAPE)) * 4
+    assert report["dtype"] == "float16"  # the default, as issue 15 asks
+    image_bytes = int(np.prod(bench_scale.IMAGE_SHAPE)) * 2
     for n in (small, large):
         r = report["results"][str(n)]
         assert set(r) == set(bench_scale.PHASES)
@@ -43,7 +44,7 @@ def test_small_run_reports_every_phase(tmp_path, capsys):
             assert r[phase]["images_per_s"] > 0
         assert r["build"]["images"] == n
         assert r["embed"]["images"] == r["embed"]["rows_in_file"] == n
-        # N float32 images plus HDF5 overhead (headers, chunk index, the small index file)
+        # N float16 images plus HDF5 overhead (headers, chunk index, the small index file)
         assert n * image_bytes <= r["build"]["store_disk_bytes"] <= n * image_bytes * 1.1 + (1 << 20)
         assert r["train"]["images"] == r["train"]["batches"] * 64
         # the index phase read the embed phase's parquet back in chunks, all of it

@@ -7,13 +7,19 @@ with parallel calls, followed by prefetch, so the accelerator never waits on the
 system.
 
 Parallel reads: h5py serialises every call behind one process-wide lock, so tf.data's
-reader threads would queue on it. The stores extract writes are uncompressed float32,
-one chunk per image (or contiguous), so :class:`HDF5Images` looks up each image's byte
+reader threads would queue on it. The stores extract writes are uncompressed float32 (or
+float16, ``extract.STORE_DTYPE``), one chunk per image (or contiguous), so
+:class:`HDF5Images` looks up each image's byte
 offset in the file once and reads rows with ``os.preadv`` straight into the output
 array; that system call releases the GIL, and reader threads really run in parallel
 (the operating system's page cache keeps a store that fits in memory there after the
 first epoch). Stores with filters (compression, shuffle, checksums) or other chunk
 shapes fall back to h5py. ``cache=True`` instead loads the stores into memory once.
+
+Whatever a store holds, :meth:`HDF5Images.read` returns float32: float16 rows are read
+raw into a float16 buffer (half the bytes) and converted, which is exact; the in-memory
+cache keeps a float16 store as float16 (half the memory) and converts the rows it hands
+out.
 
 Sharded stores (``extract.SHARD_SIZE``, see :mod:`scripts.image_store`): ``images.h5`` is
 an HDF5 virtual dataset over shard files, which h5py reads transparently (fallback and
@@ -45,6 +51,8 @@ CACHE_CHOICES = ("off", "on", "auto")
 #: ``cache="auto"`` loads the stores into memory when they take at most this fraction of
 #: the memory available when the reader opens them.
 CACHE_AUTO_FRACTION = 0.25
+#: Pixel types read as raw bytes (native little-endian; extract.STORE_DTYPE).
+RAW_DTYPES = (np.dtype("<f4"), np.dtype("<f2"))
 
 
 def available_memory_bytes() -> int | None:
@@ -63,14 +71,15 @@ def available_memory_bytes() -> int | None:
 
 def row_offsets(dataset: h5py.Dataset) -> np.ndarray | None:
     """Byte offset in the file of every row of ``dataset`` (−1: row never written), when
-    rows can be read as raw bytes: no filters, native little-endian float32, and either
-    contiguous storage or one chunk per row. None otherwise (read through h5py)."""
-    if dataset.dtype != np.dtype("<f4") or dataset.ndim < 2 or dataset.shape[0] == 0:
+    rows can be read as raw bytes: no filters, native little-endian float32 or float16
+    (:data:`RAW_DTYPES`), and either contiguous storage or one chunk per row. None
+    otherwise (read through h5py)."""
+    if dataset.dtype not in RAW_DTYPES or dataset.ndim < 2 or dataset.shape[0] == 0:
         return None
     if dataset.compression or dataset.shuffle or dataset.fletcher32 or dataset.scaleoffset is not None:
         return None
     n = dataset.shape[0]
-    row_bytes = int(np.prod(dataset.shape[1:])) * 4
+    row_bytes = int(np.prod(dataset.shape[1:])) * dataset.dtype.itemsize
     if dataset.chunks is None:
         start = dataset.id.get_offset()
         return None if start is None else start + row_bytes * np.arange(n, dtype=np.int64)
@@ -147,10 +156,11 @@ class HDF5Images:
 
     Args:
         stores: ``{dataset name: path to images.h5}``.
-        cache: ``"on"`` loads every store into memory when first read (one float32 cube
-            per store); ``"auto"`` does so when all stores together take at most
+        cache: ``"on"`` loads every store into memory when first read (one cube per store,
+            in the store's dtype); ``"auto"`` does so when all stores together take at most
             :data:`CACHE_AUTO_FRACTION` of the available memory; ``"off"`` (default)
-            reads from the files each time. The pixels are the same in every mode.
+            reads from the files each time. The pixels are the same in every mode, and
+            always float32.
         direct: read rows by byte offset where the layout allows (default); False: always
             through h5py (for comparisons).
     """
@@ -187,6 +197,8 @@ class HDF5Images:
         for name, located in self._offsets.items():
             if located is not None:
                 self._fds[name] = [-1] * len(located.files)
+        # the pixel type of each byte-offset store (float32 or float16)
+        self._raw_dtypes = {name: self._dataset(name).dtype for name in self._fds}
 
     def _want_cache(self, cache: str) -> bool:
         if cache != "auto":
@@ -201,8 +213,9 @@ class HDF5Images:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of all images of all stores (as float32)."""
-        return sum(int(np.prod(self._dataset(n).shape)) * 4 for n in self.names)
+        """Bytes of all images of all stores, in their stored dtypes (what the cache takes)."""
+        return sum(int(np.prod(self._dataset(n).shape)) * self._dataset(n).dtype.itemsize
+                   for n in self.names)
 
     def _dataset(self, name: str) -> h5py.Dataset:
         if name not in self._files:
@@ -215,8 +228,10 @@ class HDF5Images:
     def _cube(self, name: str) -> np.ndarray:
         if name not in self._cubes:
             dataset = self._dataset(name)
-            cube = np.empty(dataset.shape, dtype=np.float32)
-            step = max(1, (256 << 20) // max(1, int(np.prod(dataset.shape[1:])) * 4))  # ~256 MiB reads
+            # a float16 store stays float16 in memory; rows become float32 in read()
+            dtype = dataset.dtype if dataset.dtype in RAW_DTYPES else np.dtype(np.float32)
+            cube = np.empty(dataset.shape, dtype=dtype)
+            step = max(1, (256 << 20) // max(1, int(np.prod(dataset.shape[1:])) * dtype.itemsize))
             for start in range(0, dataset.shape[0], step):
                 stop = min(dataset.shape[0], start + step)
                 dataset.read_direct(cube, np.s_[start:stop], np.s_[start:stop])
@@ -237,7 +252,7 @@ class HDF5Images:
 
     def _pread_row(self, name: str, row: int, offset: int, k: int, dest: np.ndarray) -> None:
         """Row ``row`` of store ``name``, at byte ``offset`` of its file ``k``, into the
-        C-contiguous image ``dest``."""
+        C-contiguous image ``dest`` (of the store's dtype)."""
         if offset < 0:  # never written: h5py returns the fill value
             self._dataset(name).read_direct(dest[np.newaxis], np.s_[row:row + 1])
             return
@@ -258,16 +273,22 @@ class HDF5Images:
             name = self.names[s]
             where = np.flatnonzero(store_index == s)
             wanted = rows[where]
-            if self.cached and len(where) == len(rows):  # one store: gather straight into out
-                np.take(self._cube(name), wanted, axis=0, out=out)
+            if self.cached and len(where) == len(rows) and self._cube(name).dtype == out.dtype:
+                np.take(self._cube(name), wanted, axis=0, out=out)  # gather straight into out
             elif self.cached:
-                out[where] = self._cube(name)[wanted]
+                out[where] = self._cube(name)[wanted]  # float16 cube: converted here
             elif self._offsets[name] is not None:
-                # straight into the output, in file order (no intermediate copy)
+                # float32: straight into the output, in file order (no intermediate copy);
+                # float16: into a half-size buffer, converted once
                 located = self._offsets[name]
                 offsets, files = located.offsets[wanted], located.file_indices(wanted)
+                raw = self._raw_dtypes[name]
+                half = None if raw == out.dtype else np.empty((len(where),) + out.shape[1:], raw)
                 for i in np.argsort(wanted, kind="stable"):
-                    self._pread_row(name, int(wanted[i]), int(offsets[i]), int(files[i]), out[where[i]])
+                    dest = out[where[i]] if half is None else half[i]
+                    self._pread_row(name, int(wanted[i]), int(offsets[i]), int(files[i]), dest)
+                if half is not None:
+                    out[where] = half
             else:
                 # h5py: one read per distinct row (the store is chunked per image, and h5py's
                 # fancy indexing with a list of rows is ~20x slower than chunk by chunk)

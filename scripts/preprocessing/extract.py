@@ -27,7 +27,10 @@ For every dataset with ``LOAD: true``:
    run and an uninterrupted one give identical outputs. With ``SHARD_SIZE`` the store is
    split into shard files ``images-00000.h5``, … of that many images, indexed by
    ``images.h5`` (an HDF5 virtual dataset, see :mod:`scripts.image_store`), and a rerun
-   rewrites only the shards whose images changed;
+   rewrites only the shards whose images changed. ``STORE_DTYPE`` float16 stores the
+   pixels at half the size: they are converted when the store is assembled (the chunk
+   cache and the per-image processing stay float32), and a finite pixel that float16
+   cannot hold stops the run with an error naming the images (never an infinite pixel);
 6. ``extract_report.json`` lists every skipped object with its reason.
 
 The process exits non-zero only when a loaded dataset ends with no usable object.
@@ -95,15 +98,22 @@ def _fingerprint(spec: DatasetSpec, crop: dict, image_size: int) -> str:
     return json.dumps(settings, sort_keys=True)
 
 
-def _previous_output(out_dir: Path, fingerprint: str) -> pd.DataFrame:
-    """Records of the last finished run, reusable as cache when made with the same settings."""
+def _previous_output(out_dir: Path, fingerprint: str, dtype: str) -> pd.DataFrame:
+    """Records of the last finished run, reusable as cache when made with the same settings
+    and stored at least as precisely as ``dtype`` (STORE_DTYPE) asks: float16 pixels are
+    not float32 ones, so going back to float32 reprocesses the images."""
     table, store, marker = out_dir / PROVENANCE, out_dir / IMAGES_FILE, out_dir / "fingerprint.txt"
     if not (table.exists() and store.exists() and marker.exists()) or marker.read_text() != fingerprint:
         return pd.DataFrame()
     try:  # a sharded store whose shards are all there
-        image_store.open_store(store).close()
+        with image_store.open_store(store) as handle:
+            stored = handle[IMAGES_KEY].dtype
     except (OSError, KeyError) as err:  # FileNotFoundError is an OSError
         log.warning("%s: not reusing the previous output (%s)", out_dir, err)
+        return pd.DataFrame()
+    if stored.itemsize < image_store.store_dtype(dtype).itemsize:
+        log.info("%s: the previous store holds %s pixels, STORE_DTYPE is %s: processing its "
+                 "images again", out_dir, stored, dtype)
         return pd.DataFrame()
     prev = pd.read_parquet(table)
     return prev.assign(reason="", detail="", chunk="__previous__")
@@ -134,8 +144,9 @@ def extract_dataset(extractor: Extractor, params: ExtractParams, out_root: Path)
     images_dir = extractor.images_dir
     stats = {name: extractor.unit_stat(name) for name in work["file"]}
 
-    cached = pd.concat([_previous_output(out_dir, fingerprint) if params.use_cache else pd.DataFrame(),
-                        cache.records()], ignore_index=True)
+    previous = (_previous_output(out_dir, fingerprint, params.store_dtype) if params.use_cache
+                else pd.DataFrame())
+    cached = pd.concat([previous, cache.records()], ignore_index=True)
     if len(cached):
         current = cached["file"].map(lambda f: stats.get(f, (None, None)))
         fresh = [(s, m) == tuple(c) for s, m, c in zip(cached["size"], cached["mtime_ns"], current)]
@@ -231,7 +242,8 @@ def _assemble(extractor, params, out_dir, work, files, unmatched, irregular, mat
                                "index": table["row"], "record": sources["record"].to_numpy()})
 
     shape = (params.image_size, params.image_size, len(spec.filters))
-    written, shard_rows = _write_images(out_dir, params, shape, spec.filters, sources, cache)
+    written, shard_rows = _write_images(out_dir, params, shape, spec.filters, sources, cache,
+                                        spec.name)
     table_tmp, provenance_tmp = out_dir / ".objects.parquet.tmp", out_dir / ".provenance.tmp"
     table.to_parquet(table_tmp, index=False)
     provenance.to_parquet(provenance_tmp, index=False)
@@ -277,15 +289,21 @@ def _assemble(extractor, params, out_dir, work, files, unmatched, irregular, mat
 
 
 def _write_images(out_dir: Path, params: ExtractParams, shape: tuple[int, int, int], filters,
-                  sources: pd.DataFrame, cache: ChunkCache) -> tuple[list[tuple[Path, Path]], list[int]]:
-    """Write the image store of the kept rows under temporary names.
+                  sources: pd.DataFrame, cache: ChunkCache,
+                  dataset: str) -> tuple[list[tuple[Path, Path]], list[int]]:
+    """Write the image store of the kept rows under temporary names, in ``STORE_DTYPE``.
 
-    ``sources`` (one row per kept image, in store order) names where each image is now:
-    its ``chunk`` of the cache (``__previous__``: the previous store) and ``index`` there.
+    ``sources`` (one row per kept image, in store order, indexed by file) names where each
+    image is now: its ``chunk`` of the cache (``__previous__``: the previous store) and
+    ``index`` there.
     Returns ``([(temporary, final path)], rows per shard)``; the caller renames them, the
     index (or single file) last. With ``SHARD_SIZE`` a shard whose rows are exactly the
-    same rows of the same shard of the previous store is kept as it is (not rewritten,
-    same inode and mtime): only shards whose content changes are written.
+    same rows of the same shard of the previous store, of the same dtype, is kept as it is
+    (not rewritten, same inode and mtime): only shards whose content changes are written.
+
+    Raises ValueError naming ``dataset``, STORE_DTYPE and the images when a finite pixel
+    overflows the store's dtype (its temporary files removed; the chunk cache stays, so a
+    rerun with float32 processes nothing again).
     """
     n = len(sources)
     chunks, index = sources["chunk"].to_numpy(), sources["index"].to_numpy(np.int64)
@@ -309,6 +327,10 @@ def _write_images(out_dir: Path, params: ExtractParams, shape: tuple[int, int, i
                 rows = index[b:e][where]
                 order = np.argsort(rows)
                 block[where[order]] = source_file(c)[rows[order]]
+            block, overflow = image_store.to_store_dtype(block, params.store_dtype)
+            if len(overflow):
+                raise ValueError(_overflow_message(dataset, params.store_dtype,
+                                                   sources.index.to_numpy()[b + overflow]))
             dset[b - begin:e - begin] = block
 
     store_tmp = out_dir / ".images.h5.tmp"
@@ -320,7 +342,7 @@ def _write_images(out_dir: Path, params: ExtractParams, shape: tuple[int, int, i
                 leftover.unlink()
             size = params.shard_size
             shard_rows = [min(size, n - begin) for begin in range(0, n, size)]
-            previous = (image_store.shard_of_rows(out_dir / IMAGES_FILE)
+            previous = (image_store.shard_of_rows(out_dir / IMAGES_FILE, params.store_dtype)
                         if (chunks == "__previous__").any() else {})
             for k, begin in enumerate(range(0, n, size)):
                 end, name = begin + shard_rows[k], image_store.shard_name(k)
@@ -331,20 +353,36 @@ def _write_images(out_dir: Path, params: ExtractParams, shape: tuple[int, int, i
                         and np.array_equal(index[begin:end], np.arange(begin, end))):
                     continue  # the same images in the same rows: keep the file
                 tmp = out_dir / f".{name}.tmp"
-                with image_store.create_shard(tmp, end - begin, shape, filters, begin) as shard:
-                    copy_rows(shard[IMAGES_KEY], begin, end)
                 written.append((tmp, out_dir / name))
+                with image_store.create_shard(tmp, end - begin, shape, filters, begin,
+                                              params.store_dtype) as shard:
+                    copy_rows(shard[IMAGES_KEY], begin, end)
             log.info("%s: %d shards of %d images, %d written, %d unchanged", out_dir.name,
                      len(shard_rows), size, len(written), len(shard_rows) - len(written))
-            image_store.write_index(store_tmp, shard_rows, shape, filters, size)
+            image_store.write_index(store_tmp, shard_rows, shape, filters, size, params.store_dtype)
         else:
             with h5py.File(store_tmp, "w") as out:
-                copy_rows(image_store.create_images(out, n, shape, filters), 0, n)
+                dset = image_store.create_images(out, n, shape, filters, params.store_dtype)
+                copy_rows(dset, 0, n)
+    except ValueError:  # an overflowing pixel: leave no partial store behind
+        for tmp, _ in written:
+            tmp.unlink(missing_ok=True)
+        store_tmp.unlink(missing_ok=True)
+        raise
     finally:
         for handle in handles.values():
             handle.close()
     written.append((store_tmp, out_dir / IMAGES_FILE))
     return written, shard_rows
+
+
+def _overflow_message(dataset: str, dtype: str, files) -> str:
+    """Why extract stops when pixels overflow ``dtype``, naming (some of) the ``files``."""
+    shown = ", ".join(str(f) for f in files[:5]) + (", …" if len(files) > 5 else "")
+    return (f"dataset {dataset}: images have finite pixels beyond the range of "
+            f"extract.STORE_DTYPE {dtype} (|x| > {float(np.finfo(dtype).max):g}), which would be "
+            f"stored as infinite; first found: {shown}. Set STORE_DTYPE to float32 (the "
+            "processed images are kept in the cache: nothing is processed again)")
 
 
 def _log_summary(report: dict) -> None:
