@@ -5,7 +5,7 @@ extract → prepare (session fixtures) → analyse with a fixed "aperture" encod
 universe is far too small to judge calibration (about 17 training and 4 test objects of
 MOCK_FIDUCIAL, three projections each) — that acceptance is tested on a synthetic run
 with 1000 test objects (tests/test_infer.py). Here the stage must run end to end on real
-prepare and analyse outputs (the observed set's photoz/i_cmodel_mag mapped onto z/mag_I,
+prepare and analyse outputs (the observed set's photoz mapped onto z,
 real split groups, analogues, analyse's metrics.json extended, not replaced), write
 posteriors in physical units, and refuse an observed set without an observable with one
 clear line and exit status 2.
@@ -96,10 +96,12 @@ def test_observed_set_without_an_observable_exits_with_one_line(analysed):
     root, raw, _ = analysed
     raw = copy.deepcopy(raw)
     names = [n for n, _ in raw["prepare"]["SETS"]]
-    raw["prepare"]["OBSERVABLES"][names.index("MOCK_HSC")] = ["photoz"]
+    observables = raw["prepare"]["OBSERVABLES"]
+    observables[names.index("MOCK_HSC")] = observables[names.index("MOCK_HSC")][:-1]
+    last = observables[names.index("MOCK_FIDUCIAL")][-1]   # the training sets' name for it
     bad = root / "bad.yaml"
     bad.write_text(yaml.safe_dump(raw, sort_keys=False))
     proc = _infer(root, bad)
     assert proc.returncode == 2
-    assert "MOCK_HSC lacks the OBSERVABLE 'mag_I'" in proc.stderr
+    assert f"MOCK_HSC lacks the OBSERVABLE '{last}'" in proc.stderr
     assert "Traceback" not in proc.stderr
