@@ -23,7 +23,7 @@ venv: $(STAMP)
 # password-less sudo), otherwise make stops with one line saying what to install.
 TEST_WORKERS ?= 2
 test: chromium $(STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 chromium:
 	@bash .ci/ensure-chromium
