@@ -134,6 +134,10 @@ def synthetic_raw_params(**infer) -> dict:
     raw["analyse"]["OBSERVED_SETS"] = [OBS]
     raw["analyse"]["SIMULATED_SETS"] = [SIM]
     raw["tracking"]["BACKENDS"] = ["none"]
+    # the observables this synthetic run writes, whatever the demo file conditions on
+    names = [name for name, _ in raw["prepare"]["SETS"]]
+    written = {OBS: ["photoz", "i_cmodel_mag"], SIM: ["z", "mag_I"], "MOCK_COMPACT": ["z", "mag_I"]}
+    raw["prepare"]["OBSERVABLES"] = [written.get(n) for n in names]
     raw["infer"] = {"LOG_FIELDS": ["half_mass_radius_kpc"], "NUM_COUPLING_LAYERS": 3, "HIDDEN_UNITS": [32], "CLAMP": 1.0,
                     "CONDITION_EMBEDDING": [16, 8], "REPRESENTATION_COMPONENTS": 6,
                     "LEARNING_RATE": 3e-3, "BATCH_SIZE": 256, "EPOCHS": 60, "PATIENCE": 8,
