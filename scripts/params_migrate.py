@@ -9,7 +9,8 @@ AUGMENTATION_PARAMS), ``train_cinn``, ``model``, ``losses``, ``params_opt``,
 
 :func:`migrate` maps that mapping onto today's sections and returns the new mapping with
 one :class:`Note` per old key: where it went, why it was dropped, or that it needs a
-decision (no counterpart yet: the posterior stage, NNCLR, domain adaption, …). Every
+decision (no counterpart yet: NNCLR, domain adaption, …). The posterior stage (cINN keys)
+goes to ``infer:`` by :mod:`scripts.params_migrate_posterior`. Every
 value with a counterpart is kept; credentials are never copied, only reported as removed.
 ``python -m scripts.params --migrate OLD.yaml [-o NEW.yaml]`` is the command line.
 """
@@ -25,6 +26,7 @@ import yaml
 
 from scripts.params import (ORIGINAL_ONLY_SECTIONS, ParamsError, original_format_reasons,
                             parse_params)
+from scripts.params_migrate_posterior import CINN_LOSS_KEYS, migrate_posterior
 from scripts.params_rules import is_none
 
 MAPPED, ADDED, DROPPED, DECIDE, REMOVED = "mapped", "added", "dropped", "decide", "removed"
@@ -54,13 +56,8 @@ ORIGINAL_DATASETS = {
     "HSC_TNG100": ("tng_stellar", "TNG100-1"),
     "HSC": ("survey", None),
 }
-POSTERIOR = ("not migrated: the posterior stage (infer: section, python -m scripts.infer) is a "
-             "conditional MAF, not a cINN; README 'infer' maps the cINN keys onto its own")
 #: whole sections without a counterpart → reason given for each of their keys
 UNSUPPORTED_SECTIONS = {
-    "train_cinn": POSTERIOR,
-    "sample_posterior": POSTERIOR,
-    "peak_detection": POSTERIOR + "; peak detection runs on its posteriors",
     "params_opt": "no counterpart yet (no hyper-parameter search; run one job per setting)",
     "train_mlp": "no counterpart yet (no supervised MLP; analyse measures kNN R² of every FIELD)",
 }
@@ -134,6 +131,12 @@ class _Migrator:
         self.new[section][key] = value
         extra = f" ({comment})" if comment else ""
         self.note(old, MAPPED, f"-> {section}.{key} = {_flow(value)}{extra}")
+
+    def drop(self, old: str, why: str) -> None:
+        self.note(old, DROPPED, why)
+
+    def decide(self, old: str, why: str, value: Any) -> None:
+        self.note(old, DECIDE, why, value)
 
     def add(self, section: str, key: str, value: Any, why: str) -> None:
         self.new[section][key] = value
@@ -373,7 +376,9 @@ class _Migrator:
                 self.note("data.VALID_RANGE", DROPPED, "None for every set; it only served the "
                           "posterior stage (out-of-range unobservables treated as categorical)")
             else:
-                self.note("data.VALID_RANGE", DECIDE, POSTERIOR, data["VALID_RANGE"])
+                self.note("data.VALID_RANGE", DECIDE, "no counterpart: infer models every "
+                          "UNOBSERVABLE as continuous (the original's cINN treated values out of "
+                          "this range as categorical)", data["VALID_RANGE"])
         if "DATASET" in data:
             self.note("data.DATASET", DECIDE, f"{data['DATASET']!r} chose how images were loaded and "
                       "stretched; today train.NORMALISATION (STRETCH arcsinh/log/linear, SCALE, CLIP) "
@@ -478,6 +483,8 @@ class _Migrator:
         filters = self.new["extract"].get("FILTERS") or []
         for key, value in model.items():
             old = f"model.{key}"
+            if old in self.done:  # cINN keys, see migrate_posterior
+                continue
             if key == "RESNET_PROJECTION_DIM":
                 self.put(old, "train", "OUTPUT_DIM", value, "projection (loss) dimension")
             elif key == "RESNET_PROJECTION_DEPTH":
@@ -495,12 +502,14 @@ class _Migrator:
             elif key == "PATIENCE":
                 self.note(old, DROPPED, f"{value}: early stopping is train.PATIENCE")
             else:
-                self.note(old, DECIDE, f"{_flow(value)}: {POSTERIOR}", value)
+                self.note(old, DECIDE, f"{_flow(value)}: unknown key of the original model:", value)
 
     def losses(self) -> None:
         losses = self.raw.get("losses") or {}
         for key, value in losses.items():
             old = f"losses.{key}"
+            if key in CINN_LOSS_KEYS:  # see migrate_posterior
+                continue
             if key == "nce_temperature":
                 self.put(old, "train", "TEMPERATURE", _float(value), "NT-Xent temperature")
             elif key == "lambd_clr_train":
@@ -516,7 +525,7 @@ class _Migrator:
                     self.note(old, DECIDE, f"{_flow(value)}: no counterpart yet (domain training and "
                               "adaption are not implemented)", value)
             else:
-                self.note(old, DECIDE, f"{_flow(value)}: {POSTERIOR}", value)
+                self.note(old, DECIDE, f"{_flow(value)}: unknown loss of the original format", value)
 
     def unsupported(self, section: str, reason: str) -> None:
         for key, value in (self.raw.get(section) or {}).items():
@@ -558,6 +567,7 @@ class _Migrator:
         self.train_clr()
         for section, reason in UNSUPPORTED_SECTIONS.items():
             self.unsupported(section, reason)
+        migrate_posterior(self)
         self.model()
         self.losses()
         self.analyse()

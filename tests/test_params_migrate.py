@@ -111,12 +111,13 @@ def test_no_credential_is_copied(migrated):
     ("train_clr.NNCLR_QUEUE_SIZE", "NNCLR is not implemented"),
     ("train_clr.DOMAIN_TRAINING", "no counterpart yet"),
     ("prepare.SETS (domain fraction)", "HSC_TNG100"),
-    ("train_cinn.LEARNING_RATE", "posterior stage"),
-    ("model.NUM_COUPLING_LAYERS", "posterior stage"),
+    ("train_cinn.NUM_MODELS", "no ensemble"),
+    ("train_cinn.AUGMENTATION_PARAMS", "no augmentation"),
+    ("model.DROPOUT", "no dropout"),
+    ("model.NUM_HIDDEN_NODES_MLP", "MLP"),
     ("model.RESNET_DEPTH", "ResNet-18/34/50"),
-    ("losses.lambd_max_likelihood", "posterior stage"),
-    ("sample_posterior.NUM_SAMPLES", "posterior stage"),
-    ("peak_detection.EVAL_BINS", "posterior stage"),
+    ("peak_detection.MIN_PEAK_HEIGHT", "PEAK_MIN_HEIGHT"),
+    ("peak_detection.EVAL_BINS", "64 bins"),
     ("params_opt.NUM_TRIALS", "no counterpart yet"),
     ("data.DATASET", "NORMALISATION"),
     ("extract.IMAGE_SIZE", "160"),
@@ -125,6 +126,54 @@ def test_no_credential_is_copied(migrated):
 def test_what_has_no_counterpart_needs_a_decision(raw, key, fragment):
     notes = {n.old: n for n in migrate(raw).notes}
     assert notes[key].kind == DECIDE and fragment in notes[key].text
+
+
+def test_cinn_keys_land_in_infer(migrated):
+    """README 'infer' maps the original cINN keys onto the flow's: the example's values."""
+    inf = load_params(migrated[3]).infer
+    assert inf.learning_rate == 0.003 and inf.epochs == 150 and inf.patience == 15
+    assert inf.batch_size == 64 and inf.weight_decay == 3e-4
+    assert inf.lr_decay_factor == 0.4 and inf.lr_decay_patience == 5     # torch's patience 4 + 1
+    assert inf.num_coupling_layers == 10 and inf.clamp == 1.5
+    assert inf.hidden_units == (96,) * 4                                 # 96 nodes, input + 3 layers
+    assert inf.condition_embedding == (96, 96, 96, 96)                   # 96 × (2 + 1), then 96
+    assert inf.num_samples == 300
+    assert inf.train_sets == ("HSC_TNG100", "HSC_TNG50")                 # simulated, with UNOBSERVABLES
+    assert inf.infer_sets == ("HSC", "HSC_TNG100", "HSC_TNG50")
+    assert inf.max_modes == 3 and inf.peak_min_height == 0.2              # defaults: units differ
+
+
+def test_cinn_keys_report_where_they_went(raw):
+    notes = {n.old: n for n in migrate(raw).notes}
+    for old, new in (("train_cinn.LEARNING_RATE", "infer.LEARNING_RATE"),
+                     ("train_cinn.LR_PATIENCE", "infer.LR_DECAY_PATIENCE"),
+                     ("train_cinn.LR_DECAY", "infer.LR_DECAY_FACTOR"),
+                     ("model.NUM_HIDDEN_LAYERS", "infer.HIDDEN_UNITS"),
+                     ("model.NUM_COND_NODES", "infer.CONDITION_EMBEDDING"),
+                     ("model.CLAMP", "infer.CLAMP"),
+                     ("sample_posterior.NUM_SAMPLES", "infer.NUM_SAMPLES")):
+        assert notes[old].kind == MAPPED and new in notes[old].text
+    for old in ("train_cinn.BETA_1", "train_cinn.FIX_RESNET_PARAMS", "train_cinn.NOISE",
+                "model.BATCH_NORM", "losses.lambd_max_likelihood", "losses.lambd_mmd_forw"):
+        assert notes[old].kind == DROPPED and len(notes[old].text) > 20
+
+
+def test_file_without_posterior_sections_has_no_infer_section(raw):
+    old = {k: v for k, v in raw.items()
+           if k not in ("train_cinn", "sample_posterior", "peak_detection", "model")}
+    result = migrate(old)
+    assert "infer" not in result.params
+    assert not any(n.old.startswith("infer.") for n in result.notes)
+    params = parse_params(yaml.safe_load(yaml.safe_dump(result.params)))
+    assert params.infer.train_sets is None and params.infer.num_samples == 400
+
+
+def test_training_sets_with_different_fields_need_a_decision(raw):
+    old = dict(raw, prepare=dict(raw["prepare"], UNOBSERVABLES=[["photoz"], ["z"], ["z", "stellar_mass"]]))
+    result = migrate(old)
+    notes = {n.old: n for n in result.notes}
+    assert notes["infer.TRAIN_SETS"].kind == DECIDE and "same" in notes["infer.TRAIN_SETS"].text
+    assert "TRAIN_SETS" not in result.params["infer"]
 
 
 def test_decisions_are_kept_as_comments_in_the_new_file(migrated):
