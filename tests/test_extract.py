@@ -254,9 +254,10 @@ def test_fields_change_and_new_files_reuse_cache(small_params, small_universe, t
     np.testing.assert_array_equal(i1, i2)
 
 
-def test_kill_minus_nine_then_resume_equals_uninterrupted(small_params, small_universe, tmp_path):
+@pytest.mark.parametrize("shard_size", [None, 5], ids=["one_file", "shards"])
+def test_kill_minus_nine_then_resume_equals_uninterrupted(small_params, small_universe, tmp_path, shard_size):
     raw_root, illustris = small_universe
-    raw = only(small_params, [STELLAR], SIZE_CHUNKS=4, NUM_WORKERS=1)
+    raw = only(small_params, [STELLAR], SIZE_CHUNKS=4, NUM_WORKERS=1, SHARD_SIZE=shard_size)
     params = write_params(tmp_path / "p.yaml", raw)
     cmd = [sys.executable, "-m", "scripts.preprocessing.extract", "--params", str(params)]
     killed_root = tmp_path / "killed"
@@ -287,6 +288,10 @@ def test_kill_minus_nine_then_resume_equals_uninterrupted(small_params, small_un
     pd.testing.assert_frame_equal(t1, t2)
     np.testing.assert_array_equal(i1, i2)
     assert not t1["file"].duplicated().any()
+    if shard_size:
+        shards = sorted(p.name for p in (killed_root / STELLAR).glob("images-*.h5"))
+        assert shards == sorted(p.name for p in (tmp_path / "clean" / STELLAR).glob("images-*.h5"))
+        assert len(shards) == -(-len(t1) // shard_size)
 
 
 def test_mask_bits_keep_a_masked_neighbour_out_of_the_petrosian_fit(small_params, small_universe, tmp_path):
