@@ -138,6 +138,25 @@ class _Migrator:
     def decide(self, old: str, why: str, value: Any) -> None:
         self.note(old, DECIDE, why, value)
 
+    def drop_or_decide(self, old: str, value: Any, as_today: bool, dropped: str, undecided: str) -> None:
+        """Drop ``old`` when its ``value`` gives today's behaviour (``as_today``), else ask
+        for a decision: the key has no counterpart either way."""
+        if as_today:
+            self.drop(old, dropped)
+        else:
+            self.decide(old, undecided, value)
+
+    def adam_betas(self, section: str, used_by: str) -> None:
+        """``section``'s BETA_1/BETA_2: dropped at Adam's defaults (which ``used_by`` uses),
+        else a decision, as today's optimisers take no betas."""
+        values = self.raw.get(section) or {}
+        for key, default in ADAM_BETAS.items():
+            if key in values:
+                self.drop_or_decide(f"{section}.{key}", values[key], _float(values[key]) == default,
+                                    f"{values[key]} is Keras' Adam default, used by {used_by}",
+                                    f"{values[key]}: no key for Adam's betas (Keras default "
+                                    f"{default} is used)")
+
     def add(self, section: str, key: str, value: Any, why: str) -> None:
         self.new[section][key] = value
         self.notes.append(Note(f"{section}.{key}", ADDED, f"{_flow(value)} ({why})"))
@@ -398,13 +417,7 @@ class _Migrator:
         if "L2_DECAY" in tc:
             self.put("train_clr.L2_DECAY", "train", "WEIGHT_DECAY", _float(tc["L2_DECAY"]),
                      "today not applied to batch-norm and bias variables")
-        for key, default in ADAM_BETAS.items():
-            if key in tc:
-                if _float(tc[key]) == default:
-                    self.note(f"train_clr.{key}", DROPPED, f"{tc[key]} is Keras' Adam default, used here")
-                else:
-                    self.note(f"train_clr.{key}", DECIDE, f"{tc[key]}: no key for Adam's betas "
-                              f"(Keras default {default} is used)", tc[key])
+        self.adam_betas("train_clr", "the encoder's optimiser")
         for key in ("LR_PATIENCE", "LR_DECAY"):
             if key in tc:
                 self.note(f"train_clr.{key}", DROPPED, f"{tc[key]}: no reduce-on-plateau here; the "
@@ -421,24 +434,21 @@ class _Migrator:
         for key, what in (("DOMAIN_TRAINING", "training on the domain split"),
                           ("DOMAIN_ADAPTION", "domain adaption during training")):
             if key in tc:
-                if tc[key]:
-                    self.note(f"train_clr.{key}", DECIDE, f"true: no counterpart yet ({what} is not "
-                              "implemented; the domain split does not exist)", tc[key])
-                else:
-                    self.note(f"train_clr.{key}", DROPPED, "false, which is today's behaviour")
+                self.drop_or_decide(f"train_clr.{key}", tc[key], not tc[key],
+                                    "false, which is today's behaviour",
+                                    f"true: no counterpart yet ({what} is not implemented; the "
+                                    "domain split does not exist)")
         clr_type = str(tc.get("CLR_TYPE", "SIMCLR")).upper()
         if "CLR_TYPE" in tc:
-            if clr_type == "SIMCLR":
-                self.note("train_clr.CLR_TYPE", DROPPED, "SIMCLR is the method here")
-            else:
-                self.note("train_clr.CLR_TYPE", DECIDE, f"{tc['CLR_TYPE']}: no counterpart yet (NNCLR "
-                          "is not implemented); the new file trains SimCLR", tc["CLR_TYPE"])
+            self.drop_or_decide("train_clr.CLR_TYPE", tc["CLR_TYPE"], clr_type == "SIMCLR",
+                                "SIMCLR is the method here",
+                                f"{tc['CLR_TYPE']}: no counterpart yet (NNCLR is not "
+                                "implemented); the new file trains SimCLR")
         if "NNCLR_QUEUE_SIZE" in tc:
-            if clr_type == "NNCLR":
-                self.note("train_clr.NNCLR_QUEUE_SIZE", DECIDE, f"{tc['NNCLR_QUEUE_SIZE']}: no "
-                          "counterpart yet (NNCLR is not implemented)", tc["NNCLR_QUEUE_SIZE"])
-            else:
-                self.note("train_clr.NNCLR_QUEUE_SIZE", DROPPED, "only used by NNCLR, which was off")
+            self.drop_or_decide("train_clr.NNCLR_QUEUE_SIZE", tc["NNCLR_QUEUE_SIZE"],
+                                clr_type != "NNCLR", "only used by NNCLR, which was off",
+                                f"{tc['NNCLR_QUEUE_SIZE']}: no counterpart yet (NNCLR is not "
+                                "implemented)")
         if "AUGMENTATION_PARAMS" in tc:
             self.augmentation(tc["AUGMENTATION_PARAMS"] or {}, "train_clr.AUGMENTATION_PARAMS")
 
@@ -513,17 +523,15 @@ class _Migrator:
             if key == "nce_temperature":
                 self.put(old, "train", "TEMPERATURE", _float(value), "NT-Xent temperature")
             elif key == "lambd_clr_train":
-                if _float(value) == 1.0:
-                    self.note(old, DROPPED, "1: the contrastive loss is the only loss, with weight 1")
-                else:
-                    self.note(old, DECIDE, f"{value}: the contrastive loss has weight 1 here", value)
+                self.drop_or_decide(old, value, _float(value) == 1.0,
+                                    "1: the contrastive loss is the only loss, with weight 1",
+                                    f"{value}: the contrastive loss has weight 1 here")
             elif key in ("lambd_clr_domain", "lambd_clr_adaption", "mmd_kernel_type", "mmd_kernels",
                          "adaption_type"):
-                if key.startswith("lambd") and _float(value) == 0.0:
-                    self.note(old, DROPPED, "0: off, as today (no domain terms)")
-                else:
-                    self.note(old, DECIDE, f"{_flow(value)}: no counterpart yet (domain training and "
-                              "adaption are not implemented)", value)
+                self.drop_or_decide(old, value, key.startswith("lambd") and _float(value) == 0.0,
+                                    "0: off, as today (no domain terms)",
+                                    f"{_flow(value)}: no counterpart yet (domain training and "
+                                    "adaption are not implemented)")
             else:
                 self.note(old, DECIDE, f"{_flow(value)}: unknown loss of the original format", value)
 

@@ -9,7 +9,8 @@ Values are converted where the two differ in meaning (layer counts into widths l
 torch's plateau patience into today's); keys without a counterpart (the cINN ensemble,
 dropout and batch norm of the subnets, image augmentation, absolute peak heights) are
 reported with the reason. It works on a ``_Migrator`` of :mod:`scripts.params_migrate`
-through its ``put``/``add``/``drop``/``decide`` helpers.
+through its ``put``/``add``/``drop``/``decide``/``drop_or_decide``/``adam_betas``
+helpers.
 """
 from __future__ import annotations
 
@@ -26,8 +27,6 @@ MLP_MODEL_KEYS = ("NUM_HIDDEN_NODES_MLP", "NUM_HIDDEN_LAYERS_MLP", "DROPOUT_MLP"
 #: cINN loss weights of the original ``losses:`` (the flow is fitted by likelihood only)
 CINN_LOSS_KEYS = ("lambd_max_likelihood", "lambd_mmd_forw", "lambd_mmd_back", "lambd_mae",
                   "lambd_mse")
-#: original Adam defaults (today's flow uses tf_keras' Adam, with the same betas)
-ADAM_BETAS = {"BETA_1": 0.9, "BETA_2": 0.999}
 #: train_cinn keys copied as they are: original → infer key
 SAME_MEANING = {"LEARNING_RATE": "LEARNING_RATE", "NUM_EPOCHS": "EPOCHS", "PATIENCE": "PATIENCE",
                 "BATCH_SIZE": "BATCH_SIZE"}
@@ -90,36 +89,27 @@ def _train_cinn(m) -> None:
     if "L2_DECAY" in tc:
         _put(m, "train_cinn.L2_DECAY", "WEIGHT_DECAY", _number(tc["L2_DECAY"]),
               "check: decoupled (AdamW) here; the original's torch Adam added it to the gradient")
-    for key, default in ADAM_BETAS.items():
-        if key in tc:
-            if _number(tc[key]) == default:
-                m.drop(f"train_cinn.{key}", f"{tc[key]} is Adam's default, used by the flow")
-            else:
-                m.decide(f"train_cinn.{key}", f"{tc[key]}: no key for Adam's betas (default "
-                         f"{default} is used)", tc[key])
+    m.adam_betas("train_cinn", "the flow (tf_keras' Adam)")
     if "NUM_MODELS" in tc:
-        if _int(tc["NUM_MODELS"]) == 1:
-            m.drop("train_cinn.NUM_MODELS", "1: one flow per run, as here")
-        else:
-            m.decide("train_cinn.NUM_MODELS", f"{tc['NUM_MODELS']}: no ensemble of flows; run "
-                     "infer once per infer.SEED (and RUN_NAME) to build one", tc["NUM_MODELS"])
-    for key, kept in (("USE_PRETRAINED_RESNET", True), ("FIX_RESNET_PARAMS", True)):
+        m.drop_or_decide("train_cinn.NUM_MODELS", tc["NUM_MODELS"], _int(tc["NUM_MODELS"]) == 1,
+                         "1: one flow per run, as here",
+                         f"{tc['NUM_MODELS']}: no ensemble of flows; run infer once per "
+                         "infer.SEED (and RUN_NAME) to build one")
+    for key in ("USE_PRETRAINED_RESNET", "FIX_RESNET_PARAMS"):
         if key in tc:
-            if bool(tc[key]) == kept:
-                m.drop(f"train_cinn.{key}", f"{tc[key]}: the flow is conditioned on the trained "
-                       "encoder's fixed representation (analyse's embeddings), as here")
-            else:
-                m.decide(f"train_cinn.{key}", f"{tc[key]}: no counterpart (the encoder is never "
-                         "trained or fine-tuned with the flow)", tc[key])
+            m.drop_or_decide(f"train_cinn.{key}", tc[key], bool(tc[key]),
+                             f"{tc[key]}: the flow is conditioned on the trained encoder's fixed "
+                             "representation (analyse's embeddings), as here",
+                             f"{tc[key]}: no counterpart (the encoder is never trained or "
+                             "fine-tuned with the flow)")
     if "RESNET_LR_THRESHOLD" in tc:
         m.drop("train_cinn.RESNET_LR_THRESHOLD", f"{tc['RESNET_LR_THRESHOLD']}: unused by the "
                "original (its unfreezing was commented out); the encoder stays fixed")
     if "NOISE" in tc:
-        if _number(tc["NOISE"]) == 0:
-            m.drop("train_cinn.NOISE", "0: no noise on the targets, as here")
-        else:
-            m.decide("train_cinn.NOISE", f"{tc['NOISE']}: no noise on the targets (UNOBSERVABLES); "
-                     "infer.CONDITION_NOISE adds noise to the conditions instead", tc["NOISE"])
+        m.drop_or_decide("train_cinn.NOISE", tc["NOISE"], _number(tc["NOISE"]) == 0,
+                         "0: no noise on the targets, as here",
+                         f"{tc['NOISE']}: no noise on the targets (UNOBSERVABLES); "
+                         "infer.CONDITION_NOISE adds noise to the conditions instead")
     if "AUGMENTATION_PARAMS" in tc:
         m.decide("train_cinn.AUGMENTATION_PARAMS", "no augmentation in the posterior stage: the "
                  "flow learns from one representation per image; infer.CONDITION_NOISE "
@@ -170,11 +160,10 @@ def _model(m) -> None:
     for key, what in (("DROPOUT", "dropout"), ("DROPOUT_COND", "dropout"),
                       ("BATCH_NORM", "batch norm"), ("BATCH_NORM_COND", "batch norm")):
         if key in model:
-            if not _number(model[key]):
-                m.drop(f"model.{key}", f"{model[key]}: off, as in today's flow (no {what})")
-            else:
-                m.decide(f"model.{key}", f"{model[key]}: no {what} in today's flow; "
-                         "infer.WEIGHT_DECAY and CONDITION_NOISE regularise", model[key])
+            m.drop_or_decide(f"model.{key}", model[key], not _number(model[key]),
+                             f"{model[key]}: off, as in today's flow (no {what})",
+                             f"{model[key]}: no {what} in today's flow; infer.WEIGHT_DECAY and "
+                             "CONDITION_NOISE regularise")
     for key in MLP_MODEL_KEYS:
         if key in model:
             m.decide(f"model.{key}", f"{model[key]}: no counterpart yet (the supervised MLP "
@@ -186,14 +175,12 @@ def _losses(m) -> None:
     for key in CINN_LOSS_KEYS:
         if key not in losses:
             continue
-        value = _number(losses[key])
-        if key == "lambd_max_likelihood" and value:
-            m.drop(f"losses.{key}", f"{losses[key]}: the flow is fitted by maximum likelihood")
-        elif key != "lambd_max_likelihood" and value == 0:
-            m.drop(f"losses.{key}", "0: off; the flow is fitted by maximum likelihood only")
-        else:
-            m.decide(f"losses.{key}", f"{losses[key]}: the flow is fitted by maximum likelihood "
-                     "only (no MMD, MAE or MSE terms)", losses[key])
+        value, likelihood = _number(losses[key]), key == "lambd_max_likelihood"
+        m.drop_or_decide(f"losses.{key}", losses[key], bool(value) if likelihood else value == 0,
+                         f"{losses[key]}: the flow is fitted by maximum likelihood" if likelihood
+                         else "0: off; the flow is fitted by maximum likelihood only",
+                         f"{losses[key]}: the flow is fitted by maximum likelihood only (no MMD, "
+                         "MAE or MSE terms)")
 
 
 def _sample_posterior(m) -> None:
