@@ -417,9 +417,10 @@ class AugmentationParams:
                            0.05, "0.05")
     blur_sigma: tuple = key(pair(number(0)), "PSF-like Gaussian blur σ range [px].",
                             (0.0, 1.0), "[0.0, 1.5]")
-    noise_std: tuple = key(ranges(number(0)), "Gaussian noise σ range, in image units (e.g. "
-                           "nanomaggies): added before the normalisation stretch; one range "
-                           "for all bands or one per band.", (0.0, 0.05), "[0.0, 0.05]")
+    noise_std: tuple = key(ranges(number(0)), "Gaussian noise σ range, in train.PIXEL_UNIT "
+                           "(image units, e.g. nanomaggies, or the band's sky σ): added before "
+                           "the normalisation stretch; one range for all bands or one per band.",
+                           (0.0, 0.05), "[0.0, 0.05]")
     flux_scale: tuple = key(shared_flux_scale, "Flux scale range: one factor per image, drawn "
                             "log-uniformly and shared by all bands, so colours are kept "
                             "(calibration and surface-brightness uncertainty).",
@@ -437,7 +438,8 @@ class NormalisationParams:
                        "the network (stored with the model).", "arcsinh", "arcsinh")
     scale: Any = key(lambda v, p: list_of(number(0, lo_open=True))(v, p) if isinstance(v, (list, tuple))
                      else number(0, lo_open=True)(v, p),
-                     "Stretch scale: one number, or one per band.", 1.0, "0.05")
+                     "Stretch scale (arcsinh softening), in train.PIXEL_UNIT: one number, or "
+                     "one per band.", 1.0, "0.05")
     clip: tuple | None = key(optional(pair(number())), "Clip range after the stretch; null: none.",
                              None, "[-1, 10]")
 
@@ -481,6 +483,11 @@ class TrainParams:
     warmup_epochs: float = key(number(0), "Linear warm-up epochs before cosine decay.", 10.0, "10")
     weight_decay: float = key(number(0), "Weight decay (not on batch-norm and bias).", 1e-6, "1e-6")
     momentum: float = key(number(0, 1, hi_open=True), "Momentum (LARS, SGD).", 0.9, "0.9")
+    pixel_unit: str = key(string(("image", "sky")), "Unit of NORMALISATION.SCALE and "
+                          "AUGMENTATION.NOISE_STD: image (the stores' pixel units) or sky (each "
+                          "band's sky noise σ, 1.4826·MAD of the border pixels of 512 training "
+                          "images, measured at the start of training; stored with the model in "
+                          "image units).", "image", "sky")
     augmentation: AugmentationParams = key(section(AugmentationParams), "Augmentations (below).",
                                            AugmentationParams)
     normalisation: NormalisationParams = key(section(NormalisationParams),

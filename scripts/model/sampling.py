@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from scripts.model.input_pipeline import HDF5Images, PairSampler
@@ -60,6 +61,12 @@ class TrainingRows:
     @property
     def image_shape(self) -> tuple[int, ...]:
         return tuple(int(s) for s in self.reader.image_shape)
+
+    def train_images(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(store_index, row)`` of every training image, for ``reader.read``."""
+        index = {name: i for i, name in enumerate(self.reader.names)}
+        return (self.train_table["dataset"].map(index).to_numpy(np.int64),
+                self.train_table["row"].to_numpy(np.int64))
 
 
 def training_rows(params, stores: dict[str, str | Path], table: pd.DataFrame) -> TrainingRows:

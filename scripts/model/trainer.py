@@ -51,7 +51,7 @@ import pandas as pd
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from scripts.model import checkpointing, distribute, validation
+from scripts.model import checkpointing, distribute, sky, validation
 from scripts.model.build import (augment_config, build_model, build_optimizer, learning_rate_schedule,
                                  normalisation_from_params, resolve_jit_compile)
 from scripts.model.export import export_run
@@ -126,6 +126,17 @@ class Trainer:
 
         self.augment = augment_config(params)
         self.normalisation = normalisation_from_params(params)
+        self.sky_sigma = None
+        if params.pixel_unit == "sky":
+            try:
+                self.sky_sigma = sky.sample_sky_sigma(self.reader, *rows.train_images(), seed=params.seed)
+                self.augment, self.normalisation = sky.in_image_units(self.augment, self.normalisation,
+                                                                      self.sky_sigma)
+            except ValueError as err:
+                raise TrainInputError(str(err)) from err
+            log.info("PIXEL_UNIT sky: sky σ per band %s (image units); NORMALISATION.SCALE %s and "
+                     "NOISE_STD %s in image units", np.array2string(self.sky_sigma, precision=3),
+                     list(self.normalisation.scale), list(self.augment.noise_std))
         self._views = make_views_fn(self.augment, self.normalisation)
         self.jit_compile, why = resolve_jit_compile(params.jit_compile, self.replicas)
         # one GPU, default strategy: batches are copied to it ahead of the step (several
@@ -328,6 +339,7 @@ class Trainer:
         return {
             "run": self.run_dir.name,
             "stopping_reason": reason,
+            "sky_sigma": None if self.sky_sigma is None else [float(v) for v in self.sky_sigma],
             "finished": reason in ("completed", "early_stopping"),
             "steps": int(step),
             "total_steps": int(self.total_steps),
