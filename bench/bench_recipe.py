@@ -53,6 +53,11 @@ SHORT = {"stellar_mass": "M*", "ssfr": "sSFR", "half_mass_radius_kpc": "r_half",
 BASELINE = "baseline"
 
 
+#: (NOISE_STD upper bound, NORMALISATION.SCALE) in sky σ tried around the demo's; the one
+#: equal to params.demo.yaml is its baseline and is skipped.
+SKY_GRID = ((1.0, 1.0), (1.0, 3.0), (1.0, 10.0), (1.0, 30.0), (1.0, 100.0), (0.0, 3.0), (3.0, 3.0))
+
+
 def per_band_equivalent_jitter(flux_scale: tuple[float, float]) -> float:
     """COLOUR_JITTER_MAG whose colour scatter equals that of the former augmentation, which
     drew an independent log-uniform factor in ``flux_scale`` for every band: the standard
@@ -96,12 +101,27 @@ def variants(demo: dict) -> dict[str, Variant]:
                 {"WIDTH_MULTIPLIER": 2 * tr["WIDTH_MULTIPLIER"], "STEPS_PER_EPOCH": max(1, steps // 2)}),
         Variant("deep_half_steps", "resnet34 with half the steps (about the same CPU time)",
                 {"ARCHITECTURE": "resnet34", "STEPS_PER_EPOCH": max(1, steps // 2)}),
+        Variant("epochs_x2", f"EPOCHS {2 * tr['EPOCHS']} (twice the steps and CPU time)",
+                {"EPOCHS": 2 * tr["EPOCHS"]}),
+        Variant("batch_x2", f"BATCH_SIZE {2 * tr['BATCH_SIZE']} (twice the negatives and CPU time)",
+                {"BATCH_SIZE": 2 * tr["BATCH_SIZE"]}),
         Variant("lr_x0.3", f"LEARNING_RATE {tr['LEARNING_RATE'] * 0.3:g} (LARS)",
                 {"LEARNING_RATE": tr["LEARNING_RATE"] * 0.3}),
         Variant("lr_x3", f"LEARNING_RATE {tr['LEARNING_RATE'] * 3:g} (LARS)",
                 {"LEARNING_RATE": tr["LEARNING_RATE"] * 3}),
         Variant("adam", "OPTIMIZER adam, LEARNING_RATE 4e-3 (1e-3 after linear batch scaling "
                 "at batch 64)", {"OPTIMIZER": "adam", "LEARNING_RATE": 4e-3}),
+        Variant("image_units_former", "PIXEL_UNIT image with the former demo's NOISE_STD [0, 0.05] "
+                "and SCALE 0.1 nanomaggies (~70 and ~150 sky σ of the calibrated mock)",
+                {"PIXEL_UNIT": "image", "AUGMENTATION": {"NOISE_STD": [0.0, 0.05]},
+                 "NORMALISATION": {"SCALE": 0.1}}),
+        *(Variant(f"sky_noise{hi:g}_scale{scale:g}", f"PIXEL_UNIT sky: NOISE_STD [0, {hi:g}] σ, "
+                  f"NORMALISATION.SCALE {scale:g} σ (σ: each band's measured sky noise)",
+                  {"PIXEL_UNIT": "sky", "AUGMENTATION": {"NOISE_STD": [0.0, hi]},
+                   "NORMALISATION": {"SCALE": scale}})
+          for hi, scale in SKY_GRID
+          if (tr.get("PIXEL_UNIT"), [0.0, hi], scale) != ("sky", list(aug["NOISE_STD"]),
+                                                         tr["NORMALISATION"]["SCALE"])),
         Variant("image_48", "extract.IMAGE_SIZE 48 (its own extracted dataset)",
                 extract={"IMAGE_SIZE": 48}),
         Variant("image_64", "extract.IMAGE_SIZE 64 (its own extracted dataset)",
