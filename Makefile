@@ -6,10 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_PARAMS ?= params.demo.yaml
 DEMO_XRAY_PARAMS ?= params.demo.xray.yaml
+SCIENCE_PARAMS ?= params.science.yaml
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv test chromium demo mock dashboard explore bench clean-demo
+.PHONY: venv test chromium demo science mock dashboard explore bench clean-demo
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +39,15 @@ demo: mock
 	$(PY) -m scripts.demo --params $(DEMO_PARAMS)
 	$(PY) -m scripts.demo --params $(DEMO_XRAY_PARAMS) --stages train analyse infer
 
+# The science preset (not part of CI; at most 45 minutes on 2 cores once the mock exists):
+# the demo's mock universe and stores, a longer training run (run `science`), its analysis
+# and posteriors. What the method can do, beside the demo's numbers in the README.
+SCIENCE_ENV := DATASET_RAW_PATH=$(CURDIR)/dataset_raw/science ILLUSTRIS_PATH=$(CURDIR)/dataset_raw/science/TNG \
+	DATASET_PATH=$(CURDIR)/dataset/science
+science: $(STAMP)
+	$(SCIENCE_ENV) $(PY) -m scripts.mock --params $(SCIENCE_PARAMS) --size science
+	$(SCIENCE_ENV) $(PY) -m scripts.demo --params $(SCIENCE_PARAMS)
+
 dashboard: $(STAMP)
 	$(PY) -m scripts.tracking dashboard
 
@@ -52,4 +62,4 @@ bench: $(STAMP)
 	for b in bench/bench_*.py; do $(PY) -m bench.$$(basename $$b .py) || exit 1; done
 
 clean-demo:
-	rm -rf dataset_raw/MOCK_* dataset_raw/TNG dataset/MOCK_* dataset/*.parquet dataset/*.json models/demo models/demo_xray plots reports
+	rm -rf dataset_raw/MOCK_* dataset_raw/TNG dataset/MOCK_* dataset/*.parquet dataset/*.json models/demo models/demo_xray models/science dataset_raw/science dataset/science plots reports

@@ -1,5 +1,6 @@
 """One test per params rule: every error names the key path and what was expected."""
 import copy
+import dataclasses
 import re
 from pathlib import Path
 
@@ -242,3 +243,18 @@ def test_xray_demo_shares_the_demo_stores():
     demo, xray = load_params(ROOT / "params.demo.yaml"), load_params(ROOT / "params.demo.xray.yaml")
     assert demo.extract == xray.extract and demo.prepare == xray.prepare
     assert xray.train.train_sets == ("MOCK_XRAY",) and xray.train.run_name != demo.train.run_name
+
+
+def test_science_preset_is_the_demo_trained_longer():
+    """params.science.yaml (make science) runs the demo's pipeline on its own, larger mock
+    universe: the same sets, cuts and analysis, with more training and its own run name."""
+    demo, science = load_params(ROOT / "params.demo.yaml"), load_params(ROOT / "params.science.yaml")
+    assert demo.extract == science.extract and demo.prepare == science.prepare
+    same_run = lambda section: dataclasses.replace(section, run_name=None)  # noqa: E731
+    assert same_run(demo.analyse) == same_run(science.analyse)
+    assert same_run(demo.infer) == same_run(science.infer)
+    assert science.analyse.run_name == science.infer.run_name == "science"
+    d, s = demo.train, science.train
+    assert s.run_name == "science" != d.run_name
+    assert s.batch_size * s.epochs * s.steps_per_epoch >= 8 * d.batch_size * d.epochs * d.steps_per_epoch
+    assert s.pixel_unit == d.pixel_unit == "sky" and s.augmentation == d.augmentation

@@ -2,7 +2,8 @@
 
 ``small`` is for tests (a few seconds); ``medium`` for the analyse known-answer tests
 (100 observed galaxies, about 20 s); ``demo`` gives a few thousand images for the
-end-to-end demo (about 3 minutes on 2 cores with joblib/loky).
+end-to-end demo (about 3 minutes on 2 cores with joblib/loky); ``science`` three times
+the demo's galaxies for the science preset (``make science``).
 """
 from __future__ import annotations
 
@@ -52,6 +53,12 @@ SIZES = {
     "demo": UniverseSize(
         name="demo", n_groups=130, n_empty_groups=40, n_hsc_groups=450, n_hsc=600,
         n_clusters=200, galaxy_npix=(64, 224), xray_npix=96, num_files=4,
+    ),
+    # the science preset (make science): three times the demo's galaxies, so the test split
+    # holds ~300 independent merger trees per simulated set; few clusters (not trained on)
+    "science": UniverseSize(
+        name="science", n_groups=390, n_empty_groups=120, n_hsc_groups=1350, n_hsc=1800,
+        n_clusters=8, galaxy_npix=(64, 224), xray_npix=48, num_files=4,
     ),
 }
 
