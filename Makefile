@@ -40,8 +40,9 @@ demo: mock
 	$(PY) -m scripts.demo --params $(DEMO_XRAY_PARAMS) --stages train analyse infer
 
 # The science preset (not part of CI; at most 45 minutes on 2 cores once the mock exists):
-# the demo's mock universe and stores, a longer training run (run `science`), its analysis
-# and posteriors. What the method can do, beside the demo's numbers in the README.
+# the demo's pipeline on its own mock universe, three times the demo's (--size science, in
+# dataset_raw/science and dataset/science), trained 8x longer (run `science`), with its
+# analysis and posteriors. What the method can do, beside the demo's numbers in the README.
 SCIENCE_ENV := DATASET_RAW_PATH=$(CURDIR)/dataset_raw/science ILLUSTRIS_PATH=$(CURDIR)/dataset_raw/science/TNG \
 	DATASET_PATH=$(CURDIR)/dataset/science
 science: $(STAMP)

@@ -21,7 +21,7 @@ import logging
 import numpy as np
 
 from scripts.model.augment import AugmentConfig
-from scripts.model.normalise import Normalisation
+from scripts.model.normalise import Normalisation, robust_band_scale
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,7 @@ def border_sky_sigma(images: np.ndarray, fraction: float = BORDER_FRACTION) -> n
     x = np.asarray(images, dtype=np.float64)
     if x.ndim != 4:
         raise ValueError(f"images must be (N, H, W, C), got shape {x.shape}")
-    pixels = x[:, border_mask(x.shape[1], x.shape[2], fraction)]  # (N, n_border, C)
-    flat = pixels.reshape(-1, x.shape[-1])
-    median = np.nanmedian(flat, axis=0)
-    sigma = 1.4826 * np.nanmedian(np.abs(flat - median), axis=0)
+    sigma = robust_band_scale(x[:, border_mask(x.shape[1], x.shape[2], fraction)], min_scale=0.0)
     bad = [b for b in range(len(sigma)) if not (np.isfinite(sigma[b]) and sigma[b] > 0)]
     if bad:
         raise ValueError(f"train.PIXEL_UNIT = sky: band(s) {bad} have no sky noise in the border of "
