@@ -39,6 +39,7 @@ RENAMED_KEYS = {"extract": {"SPLIT_SEED": "SELECTION_SEED"}}
 SPLITS = ("train", "validation", "test")
 #: joblib backends extract runs its workers on (dask: a dask.distributed cluster).
 JOBLIB_BACKENDS = ("loky", "dask")
+NEIGHBOUR_MODES = ("keep", "mask")   # extract.NEIGHBOURS (see scripts/preprocessing/deblend.py)
 #: Pixel types of an image store (extract.STORE_DTYPE; see scripts/image_store.py).
 STORE_DTYPES = ("float32", "float16")
 CROPPERS = ("petrosian", "r200c", "fraction", "none")
@@ -272,6 +273,13 @@ class ExtractParams:
                                 "Bit mask: pixels of the reference band whose '<EXTNAME> MASK' HDU has "
                                 "any of these bits are left out of the Petrosian fit (e.g. neighbours, "
                                 "saturation); null: MASK/VARIANCE HDUs are not read.", None, "3")
+    neighbours: str = key(string(NEIGHBOUR_MODES),
+                          "Other sources in the frame, for the Petrosian fit and magnitudes: "
+                          "mask (detected and deblended with sep, Source Extractor's method; the "
+                          "fit centres on the source at the frame centre and their pixels are "
+                          "filled with the annulus mean) or keep (their light is measured with "
+                          "the galaxy, the behaviour before this key). The stored images are "
+                          "not changed, only where they are centred and cropped.", "keep", "mask")
     min_stellar_mass: float = key(number(0), "Lower stellar-mass limit [M☉] for TNG galaxies.",
                                   1e9, "3e9")
     max_stellar_mass: float = key(number(0), "Upper stellar-mass limit [M☉].", 1e14, "1e13")

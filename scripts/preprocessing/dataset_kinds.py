@@ -273,10 +273,13 @@ class Extractor:
             reference = filters.index(p.petro_reference_band)
         else:
             reference = len(filters) // 2
-        return {"name": self.spec.cropper, "petro_radius_factor": p.petro_radius_factor,
+        spec = {"name": self.spec.cropper, "petro_radius_factor": p.petro_radius_factor,
                 "reference_band": reference, "r200c_factor": p.r200c_factor,
                 "crop_fraction": p.crop_fraction, "mask_bits": p.mask_bits,
                 "pad_mode": self.pad_mode}
+        if p.neighbours != "keep":      # (keep: fingerprints of earlier runs stay valid)
+            spec["neighbours"] = p.neighbours
+        return spec
 
     def crop_inputs(self, fields: pd.DataFrame) -> pd.DataFrame:
         """Per-object cropper inputs (e.g. r200c_kpc), indexed like ``fields``."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scripts.preprocessing.croppers import FractionCropper, PetrosianCropper, R200cCropper
+from scripts.preprocessing.deblend import fill_masked, neighbour_mask
 from scripts.preprocessing.fits_bands import load_bands, read_band_planes
 from scripts.preprocessing.fits_file import BadImageError
 from scripts.preprocessing.fits_layouts import load_band_files, load_cube
@@ -89,6 +90,7 @@ def process_image(path: str, extnames: tuple[str, ...], filters: tuple[str, ...]
         return ImageResult(name, None, {}, err.reason, err.detail)
     image, meta = bands.data, bands.meta
     kind = crop["name"]
+    neighbours = None           # other sources' pixels, when extract.NEIGHBOURS is mask
     if kind == "petrosian":
         cropper = PetrosianCropper(crop["petro_radius_factor"], reference_band=crop["reference_band"],
                                    pad_mode=pad_mode)
@@ -99,6 +101,10 @@ def process_image(path: str, extnames: tuple[str, ...], filters: tuple[str, ...]
             except BadImageError as err:
                 return ImageResult(name, None, {}, err.reason, f"extract.MASK_BITS is set: {err.detail}")
             mask = (plane.astype(np.int64) & int(crop["mask_bits"])) != 0
+        if crop.get("neighbours", "keep") == "mask":
+            valid = None if mask is None else ~mask
+            neighbours = neighbour_mask(image[..., crop["reference_band"]], valid=valid)
+            mask = neighbours.mask if mask is None else (mask | neighbours.mask)
         cropper.fit(image, mask=mask)
     elif kind == "r200c":
         cropper = R200cCropper(crop["r200c_factor"], pad_mode=pad_mode)
@@ -122,8 +128,12 @@ def process_image(path: str, extnames: tuple[str, ...], filters: tuple[str, ...]
     record.setdefault("r_petrosian", r_p)
     record.setdefault("r50", math.nan)
     record.setdefault("r90", math.nan)
+    if neighbours is not None:
+        record["neighbours_detected"] = max(neighbours.n_sources - int(neighbours.central_found), 0)
+        record["neighbour_mask_fraction"] = float(neighbours.mask.mean())
     if math.isfinite(r_p) and not cropper.failed:
-        fluxes = _aperture_fluxes(image, cropper.center, 2.0 * r_p)
+        measured = image if neighbours is None else fill_masked(image, mask, cropper.center)
+        fluxes = _aperture_fluxes(measured, cropper.center, 2.0 * r_p)
     else:
         fluxes = image.reshape(-1, image.shape[-1]).sum(axis=0)
     for band, flux in zip(filters, fluxes):
