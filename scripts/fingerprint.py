@@ -4,6 +4,10 @@
   by prepare into ``dataset/prepare_summary.json`` and recorded by train and analyse, so
   a split table that changed under a trained run is noticed (its "test" objects may then
   have been trained on);
+- `stores_fingerprint`: of the settings each training set's images were extracted with
+  (extract's ``dataset/<DATASET>/fingerprint.txt``), recorded by train, so that a run is
+  never resumed on images cropped or measured another way (the split table alone does not
+  change when only the extraction does);
 - `encoder_fingerprint`: of a trained encoder (architecture, weights, normalisation),
   stored with the representation table so that vectors of one encoder are never compared
   with those of another.
@@ -96,3 +100,29 @@ def check_splits_unchanged(recorded: str | None, current: str | None, what: str)
                    "Retrain (python -m scripts.train with a new train.RUN_NAME) before trusting "
                    "held-out numbers.", what, recorded, current)
     return False
+
+
+#: Extract's record of the settings a dataset's images were made with.
+EXTRACT_FINGERPRINT = "fingerprint.txt"
+
+
+def stores_fingerprint(dataset_root: str | Path, sets) -> str:
+    """Hash of extract's ``fingerprint.txt`` of every set in ``sets`` (a set without one
+    counts as such: stores written by other tools)."""
+    parts = {}
+    for name in sorted(sets):
+        path = Path(dataset_root) / name / EXTRACT_FINGERPRINT
+        parts[name] = path.read_text() if path.exists() else None
+    return _digest(hashlib.sha256(json.dumps(parts, sort_keys=True).encode()))
+
+
+def check_stores_unchanged(recorded: str | None, current: str, run_dir: str | Path) -> None:
+    """Raise ValueError when the run in ``run_dir`` was trained on stores extracted with
+    other settings: resuming it would continue a model of other images."""
+    if recorded is None or recorded == current:
+        return
+    raise ValueError(
+        f"{run_dir} was trained on images extracted with other settings (stores fingerprint "
+        f"{recorded}, now {current}: an extract key such as NEIGHBOURS, IMAGE_SIZE or the crop "
+        f"changed, or the extract code did). Resuming it would continue a model of other "
+        f"images: delete {run_dir} or set a new train.RUN_NAME to train afresh.")

@@ -33,7 +33,8 @@ from typing import Any, Callable
 import yaml
 
 import config
-from scripts.fingerprint import (check_splits_unchanged, read_run_fingerprints, splits_fingerprint,
+from scripts.fingerprint import (check_splits_unchanged, check_stores_unchanged,
+                                 read_run_fingerprints, splits_fingerprint, stores_fingerprint,
                                  update_run_fingerprints)
 from scripts.params import Params, ParamsError, add_params_argument, load_params
 from scripts.stage import configure_logging
@@ -105,12 +106,17 @@ def run_training(params: Params, dataset_path: Path, models_path: Path, tracker=
     :class:`scripts.model.train_errors.NonFiniteLossError` after recording it in the summary.
     """
     from scripts.model.export import write_summary
-    from scripts.model.train_errors import NonFiniteLossError
+    from scripts.model.train_errors import NonFiniteLossError, TrainInputError
     from scripts.model.trainer import Trainer
 
     run_dir = Path(models_path) / params.train.run_name
     table, stores = read_inputs(params, Path(dataset_path))
     splits_fp = splits_fingerprint(dataset_path)
+    stores_fp = stores_fingerprint(dataset_path, sorted(table["dataset"].unique()))
+    try:
+        check_stores_unchanged(read_run_fingerprints(run_dir).get("stores"), stores_fp, run_dir)
+    except ValueError as err:
+        raise TrainInputError(str(err)) from None
     trainer = Trainer(params.train, stores, table, run_dir, tracker=tracker, strategy=strategy,
                       progress=progress, step_callback=step_callback, deterministic=deterministic,
                       augment_on=augment_on)
@@ -120,6 +126,7 @@ def run_training(params: Params, dataset_path: Path, models_path: Path, tracker=
         check_splits_unchanged(recorded, splits_fp, f"run {run_dir.name} started training")
         if recorded is None:
             update_run_fingerprints(run_dir, splits=splits_fp)
+        update_run_fingerprints(run_dir, stores=stores_fp)
     try:
         summary = trainer.fit()
     except NonFiniteLossError as err:

@@ -1,14 +1,17 @@
 """Fingerprints tie outputs to their inputs: prepare records its split table's, train and
-analyse warn when it changed under a trained run, and vectors of two encoders are told apart."""
+analyse warn when it changed under a trained run, train refuses to resume on stores
+extracted another way, and vectors of two encoders are told apart."""
 from __future__ import annotations
 
 import json
 import logging
 
 import pandas as pd
+import pytest
 
 from scripts.fingerprint import (check_splits_unchanged, encoder_fingerprint,
-                                 read_run_fingerprints, splits_fingerprint, table_fingerprint)
+                                 read_run_fingerprints, splits_fingerprint, stores_fingerprint,
+                                 table_fingerprint)
 
 
 def _table():
@@ -91,3 +94,25 @@ def test_train_records_the_split_table_and_warns_when_it_changes(tmp_path, caplo
         run_training(params, tmp_path, tmp_path / "models", progress=False)
     assert "splits.parquet changed since run" in caplog.text
     assert read_run_fingerprints(tmp_path / "models" / params.train.run_name)["splits"] == recorded
+
+
+def test_train_refuses_to_resume_on_stores_extracted_another_way(tmp_path):
+    """A finished run is not silently reused when only the extraction changed (same objects,
+    same split table, other crops): train stops with a message naming the run."""
+    from scripts.model.train_errors import TrainInputError
+    from scripts.train import run_training
+    from tests.test_train import make_params, write_synthetic
+
+    write_synthetic(tmp_path, n_train=10, n_val=4)
+    marker = tmp_path / "SYNTH" / "fingerprint.txt"
+    marker.write_text('{"crop": {"name": "petrosian"}}')
+    params = make_params(epochs=1, steps_per_epoch=1, batch_size=8, checkpoint_every=1)
+    run_dir = tmp_path / "models" / params.train.run_name
+    run_training(params, tmp_path, tmp_path / "models", progress=False)
+    recorded = read_run_fingerprints(run_dir)["stores"]
+    assert recorded == stores_fingerprint(tmp_path, ["SYNTH"])
+    run_training(params, tmp_path, tmp_path / "models", progress=False)   # same stores: resumes
+    marker.write_text('{"crop": {"name": "petrosian", "neighbours": "mask"}}')
+    with pytest.raises(TrainInputError, match=f"{run_dir}.*other settings.*train.RUN_NAME"):
+        run_training(params, tmp_path, tmp_path / "models", progress=False)
+    assert read_run_fingerprints(run_dir)["stores"] == recorded
