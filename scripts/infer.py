@@ -153,6 +153,7 @@ def run(params: Params, dataset_root: Path, models_root: Path, reports_root: Pat
         tracker=None, epoch_callback=None) -> dict:
     """Run the whole stage; returns the ``posterior`` metrics (also in metrics.json)."""
     from scripts.posterior.flow import ConditionalFlow
+    from scripts.posterior.linear_mean import LinearMean
     from scripts.posterior.plots import plot_coverage, plot_pit
     from scripts.posterior.training import FitSettings, FlowTrainer
     from scripts.tracking import NullTracker
@@ -203,16 +204,20 @@ def run(params: Params, dataset_root: Path, models_root: Path, reports_root: Pat
     t0 = time.perf_counter()
     fingerprint = config_fingerprint(params, report_dir, int(train.sum()))
     ckpt_dir = prepare_checkpoints(Path(models_root) / inf.run_name / POSTERIOR_DIR, fingerprint)
+    mean_model = LinearMean().fit(condition[train], targets[train]) if inf.linear_mean else None
+    flow_targets = targets if mean_model is None else mean_model.residual(targets, condition)
     flow = ConditionalFlow(len(fields), condition.shape[1], inf.num_coupling_layers,
                            inf.hidden_units, inf.clamp, inf.condition_embedding, seed=inf.seed)
     trainer = FlowTrainer(flow, FitSettings.from_params(inf), ckpt_dir, tracker=tracker,
                           epoch_callback=epoch_callback)
-    fit = trainer.fit(targets[train], condition[train], targets[val], condition[val])
+    fit = trainer.fit(flow_targets[train], condition[train], flow_targets[val], condition[val])
     seconds["training"] = round(time.perf_counter() - t0, 2)
 
     t1 = time.perf_counter()
     samples_scaled = np.full((len(meta), inf.num_samples, len(fields)), np.nan, np.float32)
     samples_scaled[cond_ok] = flow.sample(condition[cond_ok], inf.num_samples, seed=inf.seed)
+    if mean_model is not None:
+        samples_scaled[cond_ok] = mean_model.restore(samples_scaled[cond_ok], condition[cond_ok])
     n_nan = {name: int((~cond_ok & (datasets == name)).sum()) for name in infer_sets}
     if any(n_nan.values()):
         log.warning("NaN in the condition of %s image(s): their posteriors are NaN",
@@ -267,7 +272,9 @@ def run(params: Params, dataset_root: Path, models_root: Path, reports_root: Pat
         Section("Posterior calibration", [
             f"Conditional masked autoregressive flow ({inf.num_coupling_layers} layers, MADE "
             f"{list(inf.hidden_units)}, clamp {inf.clamp}, conditioning network "
-            f"{list(inf.condition_embedding)}) of {fields} given {pca.components_.shape[0]} "
+            f"{list(inf.condition_embedding)}"
+            f"{'; on the residuals of a ridge mean, LINEAR_MEAN' if inf.linear_mean else ''}) "
+            f"of {fields} given {pca.components_.shape[0]} "
             f"principal components of the representation and the observables {obs_fields}; "
             f"trained on the train split of {train_sets} ({int(train.sum())} images, early "
             f"stopping on {int(val.sum())} validation images, best epoch {fit['best_epoch']}).",

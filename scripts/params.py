@@ -602,6 +602,11 @@ class InferParams:
     log_fields: tuple = key(list_of(string()), "UNOBSERVABLES modelled as log10 of their "
                             "physical value (positive quantities such as sizes: no negative "
                             "posterior samples).", (), "[half_mass_radius_kpc]")
+    linear_mean: bool = key(boolean, "Fit a ridge regression of the targets on the condition "
+                            "(training rows, penalty by leave-one-out CV) and train the flow on "
+                            "its standardised residuals; samples get the ridge mean added back. "
+                            "Stabilises the posterior median of small training sets "
+                            "(scripts/posterior/linear_mean.py).", False, "true")
     num_coupling_layers: int = key(integer(1), "Flow layers (masked autoregressive transforms, "
                                    "each followed by a permutation): the original's "
                                    "model.NUM_COUPLING_LAYERS.", 4, "12")
