@@ -57,3 +57,29 @@ def test_string_ids_and_errors():
         object_permanence(X, np.arange(6), ks=(1,))
     with pytest.raises(ValueError, match="rows"):
         object_permanence(X[:5], ids)
+
+
+def test_permanence_ceiling_bench_on_a_known_table():
+    """bench/bench_permanence_ceiling.py: projections with identical true magnitudes are
+    found exactly; measurement errors larger than the spacing between objects are not."""
+    import pandas as pd
+
+    from bench.bench_permanence_ceiling import measure
+
+    rng = np.random.default_rng(1)
+    n_obj, n_proj = 30, 3
+    base = rng.uniform(18, 22, size=(n_obj, 3))
+    rows = []
+    for o in range(n_obj):
+        for p in range(n_proj):
+            g, r, i = base[o]
+            rows.append({"object_id": o, "snapshot": 78, "projection": p, "g_mag": g, "r_mag": r,
+                         "i_mag": i, "half_light_radius_arcsec": 0.5 + 0.05 * o,
+                         "mag_G": g + rng.normal(0, 1.0), "mag_R": r + rng.normal(0, 1.0),
+                         "mag_I": i + rng.normal(0, 1.0), "petro_r50_arcsec": 1.0,
+                         "petro_r90_arcsec": 2.0 + rng.uniform()})
+    result = measure(pd.DataFrame(rows), seed=0).set_index("features")
+    assert result.loc["true magnitudes", "top1"] == 1.0
+    assert result.loc["true magnitudes + true half-light radius", "top1"] == 1.0
+    assert result.loc["measured magnitudes", "top1"] < 0.5
+    assert (result["images"] == n_obj * n_proj).all()

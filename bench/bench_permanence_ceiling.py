@@ -1,0 +1,100 @@
+"""Benchmark: how high can object permanence go on the mock universe? (issue 11)
+
+Object permanence asks that another projection of the same galaxy be the nearest
+neighbour among all test images. The mock's galaxies are smooth Sérsic bulges and disks:
+what ties the projections of one galaxy together is a handful of continuous numbers
+(brightness and colours per band, size, profile), and the projections differ in
+inclination, dust, PSF, neighbours and noise. This bench measures top-1/top-5 with the
+analyse stage's own code (:func:`scripts.analysis.permanence.object_permanence`,
+standardised features, projections at one snapshot as one object) for features an
+oracle or an astronomer would have:
+
+* the mock's **true** g, r, i magnitudes of each image (dust per projection included),
+  exactly and with Gaussian measurement errors of 0.01–0.1 mag;
+* the true magnitudes plus the true half-light radius on the sky (an intrinsic size);
+* extract's measured Petrosian magnitudes, alone and with its Petrosian R50/R90 (the
+  photometry baseline of analyse, without the concentration).
+
+It needs an extracted and prepared mock (``make demo``) and its ``truth.parquet``:
+
+    python -m bench.bench_permanence_ceiling                 # MOCK_FIDUCIAL, test split
+    python -m bench.bench_permanence_ceiling --dataset MOCK_COMPACT --split train
+
+Paths come from ``config`` (``DATASET_PATH``, ``DATASET_RAW_PATH`` in the environment).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import config
+from scripts.analysis.permanence import object_permanence
+
+NOISE_MAG = (0.01, 0.02, 0.05, 0.1)
+
+
+def load(dataset_root: Path, raw_root: Path, dataset: str, split: str) -> pd.DataFrame:
+    """Measured and true quantities of every image of ``dataset`` in ``split``."""
+    splits = pd.read_parquet(dataset_root / "splits.parquet", columns=["dataset", "row", "split"])
+    objects = pd.read_parquet(dataset_root / dataset / "objects.parquet")
+    truth = pd.read_parquet(raw_root / dataset / "truth.parquet")
+    rows = splits[(splits["dataset"] == dataset) & (splits["split"] == split)]
+    table = objects.merge(rows[["row"]], on="row").merge(
+        truth[["file", "g_mag", "r_mag", "i_mag", "half_light_radius_arcsec"]], on="file",
+        how="left", validate="one_to_one")
+    if table["r_mag"].isna().any():
+        raise ValueError(f"{raw_root / dataset / 'truth.parquet'}: no true row for "
+                         f"{int(table['r_mag'].isna().sum())} image(s) of {dataset}")
+    return table
+
+
+def feature_sets(table: pd.DataFrame, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    true_mags = table[["g_mag", "r_mag", "i_mag"]].to_numpy(np.float64)
+    sets = {"true magnitudes": true_mags}
+    for sigma in NOISE_MAG:
+        sets[f"true magnitudes ± {sigma} mag"] = true_mags + rng.normal(0.0, sigma, true_mags.shape)
+    sets["true magnitudes + true half-light radius"] = np.column_stack(
+        [true_mags, np.log10(table["half_light_radius_arcsec"].to_numpy(np.float64))])
+    measured = table[["mag_G", "mag_R", "mag_I"]].to_numpy(np.float64)
+    sets["measured magnitudes"] = measured
+    with np.errstate(divide="ignore", invalid="ignore"):
+        radii = np.log10(table[["petro_r50_arcsec", "petro_r90_arcsec"]].to_numpy(np.float64))
+    sets["measured magnitudes + Petrosian R50, R90"] = np.column_stack([measured, radii])
+    return sets
+
+
+def measure(table: pd.DataFrame, seed: int) -> pd.DataFrame:
+    groups = (table["snapshot"].astype(str) + ":" + table["object_id"].astype(str)).to_numpy()
+    out = []
+    for name, X in feature_sets(table, seed).items():
+        ok = np.isfinite(X).all(axis=1)
+        sd = X[ok].std(axis=0)
+        Z = (X[ok] - X[ok].mean(axis=0)) / np.where(sd > 0, sd, 1.0)   # a constant column adds nothing
+        result = object_permanence(Z, groups[ok], ks=(1, 5), seed=seed)
+        out.append({"features": name, "images": int(ok.sum()), "top1": result["top1"],
+                    "top5": result["top5"], "chance_top1": result["chance_top1"]})
+    return pd.DataFrame(out)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="MOCK_FIDUCIAL")
+    p.add_argument("--split", default="test")
+    p.add_argument("--seed", type=int, default=0)
+    ns = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    table = load(Path(config.dataset_path), Path(config.dataset_raw_path), ns.dataset, ns.split)
+    result = measure(table, ns.seed)
+    print(f"object permanence on {ns.dataset}, {ns.split} split ({len(table)} images, "
+          f"{table.groupby(['snapshot', 'object_id']).ngroups} objects)")
+    print(result.to_markdown(index=False, floatfmt=".3f"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
