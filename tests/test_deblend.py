@@ -104,3 +104,29 @@ def test_neighbours_key_is_validated():
         parse_params(raw)
     raw["extract"]["NEIGHBOURS"] = "mask"
     assert parse_params(raw).extract.neighbours == "mask"
+
+
+def test_real_tng_hsc_frame_keeps_its_galaxy_and_masks_the_others():
+    """The shipped real TNG–HSC mock (data/real_hsc_mock): its isolated central galaxy is
+    the central source, nothing within 1.5 r_P of it is masked (the nearest neighbour's
+    mask begins at 1.9 r_P), the Petrosian radius is the unmasked one, and the other
+    sources of the frame (the brightest pixel outside 2 r_P: the star near the lower edge)
+    are masked."""
+    from astropy.io import fits
+
+    import config
+
+    path = config.data_path / "real_hsc_mock" / "shalo_084-97_v3_HSC_GRIZY.fits"
+    with fits.open(path) as hdus:
+        ref = hdus["SUBARU_HSC.R"].data.astype(np.float64)
+    nm = neighbour_mask(ref)
+    assert nm.central_found and nm.n_sources >= 5
+    plain = PetrosianCropper(2.0).fit(ref)
+    masked = PetrosianCropper(2.0).fit(ref, mask=nm.mask)
+    assert masked.r_petrosian == pytest.approx(plain.r_petrosian, rel=1e-6)
+    y, x = np.mgrid[0:ref.shape[0], 0:ref.shape[1]]
+    distance = np.hypot(x - masked.center[0], y - masked.center[1])
+    assert not nm.mask[distance <= 1.5 * masked.r_petrosian].any()
+    outside = distance > 2 * masked.r_petrosian
+    brightest = np.unravel_index(np.argmax(np.where(outside, ref, -np.inf)), ref.shape)
+    assert nm.mask[brightest]
