@@ -69,7 +69,7 @@ def analysed(prepared_small, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_stage_runs_on_the_mock_universe(analysed):
+def test_stage_runs_on_the_mock_universe(analysed, small_universe):
     root, _, params = analysed
     proc = _infer(root, params)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -83,8 +83,12 @@ def test_stage_runs_on_the_mock_universe(analysed):
     summary = pd.read_parquet(report / "posterior_summary.parquet")
     hsc = summary[summary["dataset"] == "MOCK_HSC"]
     assert len(hsc) and hsc["posterior_ok"].all()
-    # physical units (log M☉) for the observed set too: prepare's scaling is undone
-    assert 9.5 < hsc["stellar_mass_median"].median() < 11.0
+    # physical units (log M☉) for the observed set too: prepare's scaling is undone, so the
+    # medians sit near the set's true masses (scaled values would be ~10 dex away); within
+    # 1 dex, since this flow learns from ~17 objects through a fixed aperture "encoder"
+    raw_root, _ = small_universe
+    true_mass = pd.read_parquet(raw_root / "MOCK_HSC" / "truth.parquet")["stellar_mass"]
+    assert abs(hsc["stellar_mass_median"].median() - true_mass.median()) < 1.0
     assert summary["half_mass_radius_kpc_p2.5"].min() > 0                # LOG_FIELDS
     assert (report / "posterior_samples.h5").exists() and (report / "posterior_report.html").exists()
     assert list((report / "plots" / "posterior").glob("corner_MOCK_HSC_*.png"))

@@ -29,7 +29,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 
 
@@ -90,6 +89,7 @@ def neighbour_mask(ref: np.ndarray, *, threshold: float = 1.5, min_area: int = 5
             central = nearest + 1
     others = (segmentation > 0) & (segmentation != central)
     if dilate > 0 and others.any():
+        from scipy import ndimage     # (here: extract workers that keep neighbours never load scipy)
         others = ndimage.binary_dilation(others, iterations=int(dilate))
     if central:
         others &= segmentation != central
