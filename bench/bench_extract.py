@@ -18,6 +18,11 @@ the main process at 1 and 2 workers split by part (chunk commits, final store, w
 workers), the CPU seconds of the main process and of the workers, the start-up of two
 workers, the cost of moving one result from a worker to the main process, and one image's
 CPU inside the call in the main process alone against two workers computing at once.
+
+``python -m bench.bench_extract --neighbours-cost ROUNDS [--n N]`` measures what
+``extract.NEIGHBOURS: mask`` costs: CPU per image of the per-image work (read, Petrosian
+fit, crop, resize, photometry) with ``keep`` and with ``mask``, alternating over ROUNDS
+rounds on the same N files, and the ratio mask / keep per round.
 """
 from __future__ import annotations
 
@@ -261,6 +266,27 @@ def scaling(args, tmp: Path, universe: Path) -> dict:
     return result
 
 
+def neighbour_mask_cost(raw: Path, rounds: int, image_size: int = 64) -> dict:
+    """CPU ms per image of :func:`process_image` with NEIGHBOURS keep and mask, alternating
+    rounds over the same files, and the mask / keep ratio of each round."""
+    from scripts.preprocessing.image_preprocessing import process_image
+
+    files = [str(f) for f in sorted((raw / DATASET / "images").glob("*.fits"))]
+    keep = {"name": "petrosian", "petro_radius_factor": 2.0, "reference_band": 1}
+    crops = {"keep": keep, "mask": {**keep, "neighbours": "mask"}}
+    ms = {mode: [] for mode in crops}
+    for _ in range(rounds):
+        for mode, crop in crops.items():
+            start = time.process_time()
+            for f in files:
+                process_image(f, ("SUBARU_HSC.G", "SUBARU_HSC.R", "SUBARU_HSC.I"), ("G", "R", "I"),
+                              crop, image_size, {}, pad_seed=1)
+            ms[mode].append(1e3 * (time.process_time() - start) / len(files))
+    ratios = [m / k for k, m in zip(ms["keep"], ms["mask"])]
+    return {"images": len(files), "cpu_ms_per_image": ms, "mask_over_keep": ratios,
+            "median_mask_over_keep": float(np.median(ratios))}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=3000, help="images of the smaller dataset")
@@ -269,6 +295,9 @@ def main(argv=None) -> None:
                         help="only the 1-against-2-workers study: ROUNDS alternating rounds, "
                              "then profiles")
     parser.add_argument("--rev", help="with --scaling: also time the code of this git revision")
+    parser.add_argument("--neighbours-cost", type=int, default=0, metavar="ROUNDS",
+                        help="only the CPU cost of extract.NEIGHBOURS: mask against keep, per "
+                             "image, in ROUNDS alternating rounds over --n files")
     args = parser.parse_args(argv)
     from scripts.mock.universe import build_universe
 
@@ -278,6 +307,10 @@ def main(argv=None) -> None:
         build_universe(universe, universe / "TNG", size="small")
         if args.scaling:
             print(json.dumps(scaling(args, tmp, universe), indent=2))
+            return
+        if args.neighbours_cost:
+            make_dataset(tmp / "raw", args.n, universe)
+            print(json.dumps(neighbour_mask_cost(tmp / "raw", args.neighbours_cost), indent=2))
             return
         results = {}
         raw_small, raw_large = tmp / "raw_small", tmp / "raw_large"
