@@ -12,7 +12,8 @@ Reads ``dataset/splits.parquet`` and ``dataset/<DATASET>/images.h5`` of ``train.
   ``serve``: raw images → representation, normalisation included), ``normalisation.json``,
   ``train_summary.json`` (steps, epochs, validation loss/accuracy, images/s, why it
   stopped), ``params_used.yaml`` and ``fingerprints.json`` (of the split table trained
-  on; a rerun, and analyse, warn when the split table changed since);
+  on; a rerun, and analyse, warn when the split table changed since; and of the extract
+  settings of its images: a rerun on images extracted another way stops, exit status 2);
 - metrics and parameters to the ``tracking.BACKENDS`` (MLflow, TensorBoard).
 
 Exit status: 0 finished (all epochs, or early stopping), 2 bad parameters or missing
