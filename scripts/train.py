@@ -114,8 +114,9 @@ def run_training(params: Params, dataset_path: Path, models_path: Path, tracker=
     table, stores = read_inputs(params, Path(dataset_path))
     splits_fp = splits_fingerprint(dataset_path)
     stores_fp = stores_fingerprint(dataset_path, sorted(table["dataset"].unique()))
+    recorded_fps = read_run_fingerprints(run_dir)
     try:
-        check_stores_unchanged(read_run_fingerprints(run_dir).get("stores"), stores_fp, run_dir)
+        check_stores_unchanged(recorded_fps.get("stores"), stores_fp, run_dir)
     except ValueError as err:
         raise TrainInputError(str(err)) from None
     trainer = Trainer(params.train, stores, table, run_dir, tracker=tracker, strategy=strategy,
@@ -123,7 +124,7 @@ def run_training(params: Params, dataset_path: Path, models_path: Path, tracker=
                       augment_on=augment_on)
     if trainer.chief:
         record_params(params, run_dir)
-        recorded = read_run_fingerprints(run_dir).get("splits")
+        recorded = recorded_fps.get("splits")
         check_splits_unchanged(recorded, splits_fp, f"run {run_dir.name} started training")
         if recorded is None:
             update_run_fingerprints(run_dir, splits=splits_fp)

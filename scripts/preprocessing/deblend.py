@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scripts.preprocessing.noise import robust_sigma
 
 
 @dataclass(frozen=True)
@@ -41,13 +42,6 @@ class NeighbourMask:
     mask: np.ndarray
     n_sources: int
     central_found: bool
-
-
-def _robust_sigma(values: np.ndarray) -> float:
-    v = values[np.isfinite(values)]
-    if not len(v):
-        return 0.0
-    return float(1.4826 * np.median(np.abs(v - np.median(v))))
 
 
 def neighbour_mask(ref: np.ndarray, *, threshold: float = 1.5, min_area: int = 5,
@@ -63,7 +57,7 @@ def neighbour_mask(ref: np.ndarray, *, threshold: float = 1.5, min_area: int = 5
     ref = np.asarray(ref, dtype=np.float64)
     h, w = ref.shape
     ok = np.isfinite(ref) if valid is None else (np.asarray(valid, bool) & np.isfinite(ref))
-    sigma = _robust_sigma(ref[ok])
+    sigma = robust_sigma(ref[ok])     # NaN when nothing is finite: an empty mask below
     empty = NeighbourMask(np.zeros((h, w), bool), 0, False)
     if not sigma > 0:
         return empty
