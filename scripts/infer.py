@@ -51,6 +51,7 @@ from scripts.posterior.data import (RepresentationPCA, TargetSpace, Units, obser
 from scripts.preprocessing.scaling import SUFFIX, FieldScaler
 from scripts.posterior.outputs import (COVERAGE_TOLERANCE, IDENTITY, calibrate, corner_figures,
                                        headline_text, merge_metrics, summarise, write_samples)
+from scripts.posterior.recalibration import quantile_average
 from scripts.stage import run_stage
 
 log = logging.getLogger("infer")
@@ -60,6 +61,7 @@ SAMPLES_FILE = "posterior_samples.h5"
 EXCLUDED_FILE = "posterior_excluded.parquet"
 REPORT_STEM = "posterior_report"
 POSTERIOR_DIR = "posterior"
+RECALIBRATION_DIR = "recalibration"
 
 
 # --------------------------------------------------------------------------- inputs
@@ -148,14 +150,80 @@ def prepare_checkpoints(ckpt_root: Path, fingerprint: str) -> Path:
     return ckpt_root / "checkpoints"
 
 
+# --------------------------------------------------------------------------- flow
+class FittedPosterior:
+    """A trained flow with its optional ridge mean: samples in the flow's target space."""
+
+    def __init__(self, flow, mean_model, fit: dict):
+        self.flow, self.mean_model, self.fit = flow, mean_model, fit
+
+    def sample(self, condition, n: int, seed: int) -> np.ndarray:
+        out = np.asarray(self.flow.sample(condition, n, seed=seed), np.float64)
+        if self.mean_model is not None:
+            out = self.mean_model.restore(out, condition)
+        return out
+
+
+def fit_posterior(inf, condition, targets, train, val, ckpt_dir: Path, tracker=None,
+                  epoch_callback=None) -> FittedPosterior:
+    """Train (or resume) the flow of ``inf`` on the ``train`` rows, early stopping on ``val``."""
+    from scripts.posterior.flow import ConditionalFlow
+    from scripts.posterior.linear_mean import LinearMean
+    from scripts.posterior.training import FitSettings, FlowTrainer
+
+    mean_model = LinearMean().fit(condition[train], targets[train]) if inf.linear_mean else None
+    flow_targets = targets if mean_model is None else mean_model.residual(targets, condition)
+    flow = ConditionalFlow(targets.shape[1], condition.shape[1], inf.num_coupling_layers,
+                           inf.hidden_units, inf.clamp, inf.condition_embedding, seed=inf.seed)
+    trainer = FlowTrainer(flow, FitSettings.from_params(inf), ckpt_dir, tracker=tracker,
+                          epoch_callback=epoch_callback)
+    fit = trainer.fit(flow_targets[train], condition[train], flow_targets[val], condition[val])
+    return FittedPosterior(flow, mean_model, fit)
+
+
+def cross_fit_recalibration(inf, condition, targets, train, val, groups, root: Path):
+    """The quantile recalibration map from held-out PIT values of ``RECALIBRATION_FOLDS``
+    flows, each trained on the other folds of the train and validation objects
+    (:mod:`scripts.posterior.recalibration`). Returns (map, the fold flows, summary for
+    metrics.json)."""
+    from scripts.posterior import calibration as cal
+    from scripts.posterior.recalibration import QuantileRecalibration, fold_of_groups
+
+    usable = train | val
+    fold = np.full(len(targets), -1)
+    fold[usable] = fold_of_groups(groups[usable], inf.recalibration_folds, inf.seed)
+    pits, posteriors = [], []
+    for k in range(inf.recalibration_folds):
+        held = fold == k
+        rest = usable & ~held
+        if not (train & rest).any() or not held.any():
+            raise ValueError(f"infer.RECALIBRATION_FOLDS={inf.recalibration_folds}: fold {k} "
+                             "leaves no training or no held-out object; use fewer folds")
+        log.info("recalibration fold %d/%d: flow on %d rows, PIT of %d held-out rows", k + 1,
+                 inf.recalibration_folds, int((train & rest).sum()), int(held.sum()))
+        fitted = fit_posterior(inf, condition, targets, train & rest, val & rest,
+                               root / f"fold{k}" / "checkpoints")
+        posteriors.append(fitted)
+        samples = fitted.sample(condition[held], inf.num_samples, inf.seed + 1 + k)
+        pits.append(np.stack([cal.pit(samples[:, :, j], targets[held, j], seed=inf.seed + k)
+                              for j in range(targets.shape[1])], axis=1))
+    pits = np.concatenate(pits)
+    recalibration = QuantileRecalibration().fit(pits)
+    for j in recalibration.saturated(inf.num_samples):
+        log.warning("recalibration: held-out truths of target %d fall outside all %d samples so "
+                    "often that its 95 %% interval cannot be widened enough; raise "
+                    "infer.NUM_SAMPLES", j, inf.num_samples)
+    info = {"method": "quantile", "folds": inf.recalibration_folds,
+            "held_out_pit_ks_p": [cal.pit_ks_pvalue(p) for p in pits.T],
+            **recalibration.summary()}
+    return recalibration, posteriors, info
+
+
 # --------------------------------------------------------------------------- stage
 def run(params: Params, dataset_root: Path, models_root: Path, reports_root: Path,
         tracker=None, epoch_callback=None) -> dict:
     """Run the whole stage; returns the ``posterior`` metrics (also in metrics.json)."""
-    from scripts.posterior.flow import ConditionalFlow
-    from scripts.posterior.linear_mean import LinearMean
     from scripts.posterior.plots import plot_coverage, plot_pit
-    from scripts.posterior.training import FitSettings, FlowTrainer
     from scripts.tracking import NullTracker
 
     inf = params.infer
@@ -204,20 +272,33 @@ def run(params: Params, dataset_root: Path, models_root: Path, reports_root: Pat
     t0 = time.perf_counter()
     fingerprint = config_fingerprint(params, report_dir, int(train.sum()))
     ckpt_dir = prepare_checkpoints(Path(models_root) / inf.run_name / POSTERIOR_DIR, fingerprint)
-    mean_model = LinearMean().fit(condition[train], targets[train]) if inf.linear_mean else None
-    flow_targets = targets if mean_model is None else mean_model.residual(targets, condition)
-    flow = ConditionalFlow(len(fields), condition.shape[1], inf.num_coupling_layers,
-                           inf.hidden_units, inf.clamp, inf.condition_embedding, seed=inf.seed)
-    trainer = FlowTrainer(flow, FitSettings.from_params(inf), ckpt_dir, tracker=tracker,
-                          epoch_callback=epoch_callback)
-    fit = trainer.fit(flow_targets[train], condition[train], flow_targets[val], condition[val])
+    posterior = fit_posterior(inf, condition, targets, train, val, ckpt_dir, tracker,
+                              epoch_callback)
+    fit = posterior.fit
     seconds["training"] = round(time.perf_counter() - t0, 2)
+    recalibration, recal_info = None, {"method": inf.recalibration}
+    if inf.recalibration == "quantile":
+        t2 = time.perf_counter()
+        recalibration, fold_posteriors, recal_info = cross_fit_recalibration(
+            inf, condition, targets, train, val, groups, ckpt_dir.parent / RECALIBRATION_DIR)
+        seconds["recalibration"] = round(time.perf_counter() - t2, 2)
 
     t1 = time.perf_counter()
     samples_scaled = np.full((len(meta), inf.num_samples, len(fields)), np.nan, np.float32)
-    samples_scaled[cond_ok] = flow.sample(condition[cond_ok], inf.num_samples, seed=inf.seed)
-    if mean_model is not None:
-        samples_scaled[cond_ok] = mean_model.restore(samples_scaled[cond_ok], condition[cond_ok])
+    samples_scaled[cond_ok] = posterior.sample(condition[cond_ok], inf.num_samples, inf.seed)
+    if recalibration is not None:
+        members = [samples_scaled[cond_ok]] + [
+            f.sample(condition[cond_ok], inf.num_samples, inf.seed + 1 + k)
+            for k, f in enumerate(fold_posteriors)]
+        raw_scaled = np.full_like(samples_scaled, np.nan)
+        raw_scaled[cond_ok] = quantile_average(members)
+        samples_scaled = recalibration.transform(raw_scaled).astype(np.float32)
+        raw_calib, _ = calibrate(meta, space.to_physical(raw_scaled), truth_phys, raw_scaled,
+                                 targets, truth_phys[train], fields, infer_sets, inf.seed,
+                                 groups=groups)
+        recal_info["before_map"] = {d: {f: {k: m[k] for k in ("coverage_68", "coverage_95",
+                                                           "pit_ks_p", "r2_median")}
+                                        for f, m in fs.items()} for d, fs in raw_calib.items()}
     n_nan = {name: int((~cond_ok & (datasets == name)).sum()) for name in infer_sets}
     if any(n_nan.values()):
         log.warning("NaN in the condition of %s image(s): their posteriors are NaN",
@@ -245,6 +326,7 @@ def run(params: Params, dataset_root: Path, models_root: Path, reports_root: Pat
                                    "rows": excluded.head(100).to_dict("records")},
         "nan_condition_at_inference": n_nan,
         "tarp": tarp, "coverage_tolerance": COVERAGE_TOLERANCE,
+        "recalibration": recal_info,
         "training": {k: v for k, v in fit.items() if k != "history"},
         "seconds": seconds,
     }

@@ -607,6 +607,13 @@ class InferParams:
                             "its standardised residuals; samples get the ridge mean added back. "
                             "Stabilises the posterior median of small training sets "
                             "(scripts/posterior/linear_mean.py).", False, "true")
+    recalibration: str = key(string(("none", "quantile")), "Post-hoc calibration of each field's "
+                             "marginal posterior: quantile = the map of Kuleshov et al. (2018) "
+                             "from held-out PIT values of RECALIBRATION_FOLDS flows cross-fitted "
+                             "on the train and validation objects; the test split only measures "
+                             "it (scripts/posterior/recalibration.py).", "none", "quantile")
+    recalibration_folds: int = key(integer(2), "Folds (whole objects) of the cross-fit; each "
+                                   "fold trains one more flow.", 5, "5")
     num_coupling_layers: int = key(integer(1), "Flow layers (masked autoregressive transforms, "
                                    "each followed by a permutation): the original's "
                                    "model.NUM_COUPLING_LAYERS.", 4, "12")
