@@ -62,6 +62,8 @@ EXCLUDED_FILE = "posterior_excluded.parquet"
 REPORT_STEM = "posterior_report"
 POSTERIOR_DIR = "posterior"
 RECALIBRATION_DIR = "recalibration"
+SAMPLE_CHUNK = 256                   # rows per stateless seed of ConditionalFlow.sample
+AVERAGE_BLOCK = 64 * SAMPLE_CHUNK    # rows per block of the fold flows' quantile average
 
 
 # --------------------------------------------------------------------------- inputs
@@ -157,8 +159,9 @@ class FittedPosterior:
     def __init__(self, flow, mean_model, fit: dict):
         self.flow, self.mean_model, self.fit = flow, mean_model, fit
 
-    def sample(self, condition, n: int, seed: int) -> np.ndarray:
-        out = np.asarray(self.flow.sample(condition, n, seed=seed), np.float64)
+    def sample(self, condition, n: int, seed: int, first_chunk: int = 0) -> np.ndarray:
+        out = np.asarray(self.flow.sample(condition, n, seed=seed, first_chunk=first_chunk),
+                         np.float64)
         if self.mean_model is not None:
             out = self.mean_model.restore(out, condition)
         return out
@@ -217,6 +220,19 @@ def cross_fit_recalibration(inf, condition, targets, train, val, groups, root: P
             "held_out_pit_ks_p": [cal.pit_ks_pvalue(p) for p in pits.T],
             **recalibration.summary()}
     return recalibration, posteriors, info
+
+
+def ensemble_average(samples, fold_posteriors, condition, inf) -> np.ndarray:
+    """Quantile average of the stage flow's ``samples`` (N, S, D) and the fold flows' samples
+    of the same rows, block by block so that memory stays that of one block of members."""
+    out = np.empty(samples.shape, np.float32)
+    for start in range(0, len(samples), AVERAGE_BLOCK):
+        stop = min(start + AVERAGE_BLOCK, len(samples))
+        members = [samples[start:stop]] + [
+            f.sample(condition[start:stop], inf.num_samples, inf.seed + 1 + k,
+                     first_chunk=start // SAMPLE_CHUNK) for k, f in enumerate(fold_posteriors)]
+        out[start:stop] = quantile_average(members)
+    return out
 
 
 # --------------------------------------------------------------------------- stage
@@ -287,12 +303,12 @@ def run(params: Params, dataset_root: Path, models_root: Path, reports_root: Pat
     samples_scaled = np.full((len(meta), inf.num_samples, len(fields)), np.nan, np.float32)
     samples_scaled[cond_ok] = posterior.sample(condition[cond_ok], inf.num_samples, inf.seed)
     if recalibration is not None:
-        members = [samples_scaled[cond_ok]] + [
-            f.sample(condition[cond_ok], inf.num_samples, inf.seed + 1 + k)
-            for k, f in enumerate(fold_posteriors)]
         raw_scaled = np.full_like(samples_scaled, np.nan)
-        raw_scaled[cond_ok] = quantile_average(members)
-        samples_scaled = recalibration.transform(raw_scaled).astype(np.float32)
+        raw_scaled[cond_ok] = ensemble_average(samples_scaled[cond_ok], fold_posteriors,
+                                               condition[cond_ok], inf)
+        for start in range(0, len(raw_scaled), AVERAGE_BLOCK):
+            block = slice(start, start + AVERAGE_BLOCK)
+            samples_scaled[block] = recalibration.transform(raw_scaled[block])
         raw_calib, _ = calibrate(meta, space.to_physical(raw_scaled), truth_phys, raw_scaled,
                                  targets, truth_phys[train], fields, infer_sets, inf.seed,
                                  groups=groups)
@@ -359,7 +375,12 @@ def run(params: Params, dataset_root: Path, models_root: Path, reports_root: Pat
             f"of {fields} given {pca.components_.shape[0]} "
             f"principal components of the representation and the observables {obs_fields}; "
             f"trained on the train split of {train_sets} ({int(train.sum())} images, early "
-            f"stopping on {int(val.sum())} validation images, best epoch {fit['best_epoch']}).",
+            f"stopping on {int(val.sum())} validation images, best epoch {fit['best_epoch']})"
+            + (f"; recalibrated (RECALIBRATION: quantile): the quantile average of this flow and "
+               f"{inf.recalibration_folds} fold flows, each trained on the other folds of the "
+               "train and validation objects, mapped by the distribution of the fold flows' "
+               "held-out PIT values (Kuleshov et al. 2018)." if recalibration is not None
+               else "."),
             "Measured on the test split: coverage = share of true values inside the central "
             "credible interval (nominal 0.68 / 0.95), with a 90 % bootstrap interval that "
             "resamples whole objects (prepare's split_group); PIT = rank of the truth among the "

@@ -109,16 +109,19 @@ class ConditionalFlow(tf.Module):
             x = layer.forward(x, **self._kwargs(layer, e_rep))
         return tf.reshape(x, tf.stack([n, num_samples, self.target_dim]))
 
-    def sample(self, condition, num_samples: int, seed: int = 0, chunk: int = 256) -> np.ndarray:
+    def sample(self, condition, num_samples: int, seed: int = 0, chunk: int = 256,
+               first_chunk: int = 0) -> np.ndarray:
         """Posterior samples (N, num_samples, target_dim) as NumPy, ``chunk`` rows at a
-        time; chunk ``k`` uses the stateless seed ``(seed, k)``, so a row's samples depend
-        only on the seed and its position."""
+        time; chunk ``k`` uses the stateless seed ``(seed, first_chunk + k)``, so a row's
+        samples depend only on the seed and its position (a caller that samples a long
+        table block by block, in blocks of whole chunks, passes the block's first chunk)."""
         condition = np.asarray(condition, np.float32)
         out = np.empty((len(condition), num_samples, self.target_dim), np.float32)
         step = self._sample_fn(num_samples)
         for k, start in enumerate(range(0, len(condition), chunk)):
             part = condition[start:start + chunk]
-            out[start:start + len(part)] = step(part, tf.constant([seed, k], tf.int64)).numpy()
+            out[start:start + len(part)] = step(
+                part, tf.constant([seed, first_chunk + k], tf.int64)).numpy()
         return out
 
     def _sample_fn(self, num_samples: int):
