@@ -20,6 +20,13 @@ shards of ``--shard-size`` rows under an index ``images.h5``, as extract writes 
   then a ``kneighbors`` query (k = ``--k``) of ``--queries`` seeded sample rows. The index
   holds N x D float32 vectors, so its RSS grows with N by design: for this phase the
   ratio column compares the *flat part*, peak RSS minus the index's own N x D x 4 bytes.
+* ``analyse``: what the analyse stage does with the vectors before its measuring steps,
+  with its own functions: the identity table, the streamed standardiser, UMAP and PCA
+  fitted on ``--umap-fit`` seeded rows (the stage's FIT_SUBSAMPLE, 50,000; 1,000 with
+  ``--small``) and every other row transformed chunk by chunk, then the evaluation rows
+  of at most ``--eval-objects`` seeded objects (EVALUATION_MAX_OBJECTS; default the smaller
+  N, so both sizes hold the same number) read whole. What it holds per row: the identity
+  table and the map coordinates.
 
 Each phase (``build`` too) runs in a fresh subprocess that reports its own peak RSS
 (``ru_maxrss``), so one phase's allocations never inflate another's figure. The table gives
@@ -69,9 +76,13 @@ log = logging.getLogger("bench.bench_scale")
 IMAGE_SHAPE = (32, 32, 3)
 FULL_SIZES = (100_000, 1_000_000)
 SMALL_SIZES = (2_000, 20_000)
-PHASES = ("build", "train", "embed", "index")
+PHASES = ("build", "train", "embed", "index", "analyse")
 RSS_RATIO_GOAL = 1.2
 DATASET = "SCALE"
+#: Rows the analyse phase fits UMAP and PCA on: the stage's default FIT_SUBSAMPLE, and a
+#: small one for --small (the test suite), where fitting would dominate.
+FULL_UMAP_FIT = 50_000
+SMALL_UMAP_FIT = 1_000
 
 
 def _peak_rss_bytes() -> int:
@@ -190,6 +201,39 @@ def run_index(parquet: Path, batch: int, n_queries: int, k: int, seed: int = 0) 
             "self_found_first": float(np.mean((found[:, 0] == rows) | (distances[:, 0] == 0)))}
 
 
+def run_analyse(parquet: Path, fit_subsample: int, max_objects: int, seed: int = 0) -> dict:
+    """What the analyse stage does with the vectors before its measuring steps, on the embed
+    phase's parquet and with the stage's own functions: the identity table, the streamed
+    standardiser, the UMAP and PCA maps fitted on ``fit_subsample`` seeded rows with every
+    other row transformed chunk by chunk (:func:`scripts.analysis.steps.step_maps` without
+    its figures), and the evaluation rows, a seeded ``max_objects`` objects when there are
+    more (``analyse.EVALUATION_MAX_OBJECTS``), read whole as the headline steps get them."""
+    from scripts.analysis.embedding_maps import pca_map, umap_fit_rows, umap_map
+    from scripts.analysis.inputs import evaluation_rows
+    from scripts.analysis.representation import VectorSource, read_meta
+
+    t0 = time.perf_counter()
+    meta = read_meta(parquet)
+    source = VectorSource(parquet)
+    mean, std = source.standardiser()
+
+    def z(vectors):
+        return ((vectors - mean) / std).astype(np.float32)
+
+    n = len(meta)
+    fit_rows = umap_fit_rows(n, 15, fit_subsample, seed)
+    fit_z = z(source.take(fit_rows))
+    umap_xy, _ = umap_map(fit_z, fit_rows, (z(c) for c in source.chunks()), n, seed=seed)
+    pca_xy, _ = pca_map(fit_z, (z(c) for c in source.chunks()), n, n_components=2, seed=seed)
+    del fit_z
+    keep, _ = evaluation_rows(meta["dataset"].to_numpy(), meta["object_id"].to_numpy(),
+                              (meta["split"] == "test").to_numpy(), max_objects, seed)
+    evaluated = z(source.take(np.flatnonzero(keep)))
+    return {"images": n, "seconds": time.perf_counter() - t0, "umap_fit_rows": int(len(fit_rows)),
+            "evaluation_rows": int(len(evaluated)),
+            "finite_maps": bool(np.isfinite(umap_xy).all() and np.isfinite(pca_xy).all())}
+
+
 def child(args) -> int:
     """One phase in this (fresh) process; prints its result as one JSON line on stdout."""
     rss_start = _peak_rss_bytes()
@@ -207,6 +251,15 @@ def child(args) -> int:
         result = run_index(store.parent.parent / "representation.parquet", args.index_batch,
                            args.queries, args.k)
         result["flat_rss_bytes"] = _peak_rss_bytes() - result["index_bytes"]
+    elif args.phase == "analyse":
+        import umap  # noqa: F401  (numba and, through umap, TensorFlow: imported before the baseline)
+
+        import scripts.analysis.embedding_maps  # noqa: F401
+        import scripts.analysis.inputs  # noqa: F401
+
+        rss_start = _peak_rss_bytes()
+        result = run_analyse(store.parent.parent / "representation.parquet", args.umap_fit,
+                             args.eval_objects)
     else:
         import tensorflow  # noqa: F401  (imported before the baseline figure, as in the stages)
 
@@ -228,7 +281,8 @@ def measure(phase: str, store: Path, n: int, args) -> dict:
            "--child-n", str(n), "--shard-size", str(args.shard_size), "--dtype", args.dtype,
            "--batch", str(args.batch),
            "--train-batches", str(args.train_batches), "--dim", str(args.dim),
-           "--index-batch", str(args.index_batch), "--queries", str(args.queries), "--k", str(args.k)]
+           "--index-batch", str(args.index_batch), "--queries", str(args.queries), "--k", str(args.k),
+           "--umap-fit", str(args.umap_fit), "--eval-objects", str(args.eval_objects)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     done = subprocess.run(cmd, capture_output=True, text=True, env=env,
                           cwd=Path(__file__).resolve().parent.parent)
@@ -318,6 +372,11 @@ def main(argv=None) -> int:
     parser.add_argument("--queries", type=int, default=1000,
                         help="sample rows queried against the index (default 1000)")
     parser.add_argument("--k", type=int, default=10, help="neighbours per query (default 10)")
+    parser.add_argument("--umap-fit", type=int,
+                        help="analyse phase: rows UMAP and PCA are fitted on (default: the stage's "
+                             f"{FULL_UMAP_FIT}; --small {SMALL_UMAP_FIT})")
+    parser.add_argument("--eval-objects", type=int,
+                        help="analyse phase: EVALUATION_MAX_OBJECTS (default: the smaller N)")
     parser.add_argument("--workdir", type=Path, help="where stores are written (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the stores and parquet files")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
@@ -333,6 +392,10 @@ def main(argv=None) -> int:
         parser.error(f"--n {sizes[0]} {sizes[1]}: expected 0 < SMALL < LARGE")
     if args.shard_size is None:
         args.shard_size = max(1, sizes[1] // 10)
+    if args.umap_fit is None:
+        args.umap_fit = SMALL_UMAP_FIT if args.small or sizes[1] <= SMALL_SIZES[1] else FULL_UMAP_FIT
+    if args.eval_objects is None:
+        args.eval_objects = sizes[0]
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
         report = run(sizes, args, args.workdir)

@@ -25,8 +25,14 @@ output under ``reports/<run>/`` (two runs never overwrite each other):
    ``headline`` that ``make demo`` prints), all also sent to the experiment tracker.
 
 Steps 4–6 — the headline numbers — use only the images of ``analyse.EVALUATION_SPLITS``
-(default: the test split, which the encoder never trained on); the maps and analogues
-show every embedded split. The report names the splits of every number.
+(default: the test split, which the encoder never trained on), and of at most
+``analyse.EVALUATION_MAX_OBJECTS`` objects per dataset (a seeded subsample above it); the
+maps and analogues show every embedded split. The report names the splits of every number.
+
+The stage holds the identity table of every row and the map coordinates, not the vectors:
+the maps and analogues stream them from ``representation.parquet`` chunk by chunk
+(:class:`~scripts.analysis.representation.VectorSource`), and only the evaluation rows are
+read whole, so memory at survey scale is bounded by the evaluation cap.
 
 Every step takes explicit folders (:func:`run`), so tests run it on temporary ones.
 """
@@ -42,12 +48,13 @@ import numpy as np
 import pandas as pd
 
 import config
-from scripts.analysis.inputs import ImageAccess, attach_fields, crop_padding, feature_sets
+from scripts.analysis.inputs import (ImageAccess, attach_fields, crop_padding, evaluation_rows,
+                                     feature_sets)
 from scripts.analysis.interactive_map import INTERACTIVE_MAP, write_interactive_map
 from scripts.analysis.report import flat_metrics, write_metrics, write_report
 from scripts.analysis.report_sections import build_sections
 from scripts.analysis.representation import (REPRESENTATION_FILE, Embedder, Representation,
-                                             compute_representations, read_representation,
+                                             VectorSource, compute_representations, read_meta,
                                              rows_to_embed, representation_metadata, select_datasets)
 from scripts.analysis.steps import (step_analogues, step_drivers, step_maps, step_permanence,
                                     step_realism)
@@ -71,12 +78,12 @@ def _timed(name: str, seconds: dict):
     log.info("%s done in %.1f s", name, seconds[name])
 
 
-def _log_projector(tracker, rep: Representation, table: pd.DataFrame, images: ImageAccess, seed: int):
+def _log_projector(tracker, source: VectorSource, table: pd.DataFrame, images: ImageAccess, seed: int):
     rng = np.random.default_rng(seed)
-    take = np.sort(rng.choice(len(rep.meta), size=min(PROJECTOR_ROWS, len(rep.meta)), replace=False))
+    take = np.sort(rng.choice(len(table), size=min(PROJECTOR_ROWS, len(table)), replace=False))
     meta = table.iloc[take].reset_index(drop=True)
     thumbs = images.display(meta["dataset"].to_numpy(), meta["row"].to_numpy())
-    tracker.log_embedding(rep.vectors[take], meta, thumbs, name="representation")
+    tracker.log_embedding(source.take(take), meta, thumbs, name="representation")
 
 
 # --------------------------------------------------------------------------- stage
@@ -144,19 +151,24 @@ def run(params: Params, dataset_root: Path, models_root: Path, reports_root: Pat
                                 metadata={"encoder_fingerprint": encoder_fp,
                                           "splits_fingerprint": splits_fp or "",
                                           "run_name": an.run_name})
-    rep = read_representation(rep_path)
-    empty = [n for n in observed + simulated if not (rep.meta["dataset"] == n).any()]
+    meta = read_meta(rep_path)          # identity rows only; the vectors stay on disk
+    source = VectorSource(rep_path)
+    empty = [n for n in observed + simulated if not (meta["dataset"] == n).any()]
     if empty:
         raise ValueError(f"no image of dataset(s) {empty} in analyse.SPLITS {list(an.splits)}; "
                          "check prepare.SETS fractions")
-    table, fields_by = attach_fields(rep.meta, params, dataset_root)
+    table, fields_by = attach_fields(meta, params, dataset_root)
     groups = splits.set_index(["dataset", "row"])["split_group"]
-    table["split_group"] = groups.reindex(pd.MultiIndex.from_frame(rep.meta[["dataset", "row"]])).to_numpy()
-    counts = rep.meta.groupby(["dataset", "split"], sort=False).size().unstack(fill_value=0)
+    table["split_group"] = groups.reindex(pd.MultiIndex.from_frame(meta[["dataset", "row"]])).to_numpy()
+    counts = meta.groupby(["dataset", "split"], sort=False).size().unstack(fill_value=0)
     counts = counts.reindex(columns=[s for s in an.splits if s in counts.columns]).reset_index()
-    padding = crop_padding(rep.meta, dataset_root)
-    held_out = rep.meta["split"].isin(list(an.evaluation_splits)).to_numpy()
-    rep_eval, table_eval = rep.subset(held_out), table[held_out].reset_index(drop=True)
+    padding = crop_padding(meta, dataset_root)
+    held_out = meta["split"].isin(list(an.evaluation_splits)).to_numpy()
+    evaluated, eval_subsample = evaluation_rows(meta["dataset"].to_numpy(), table["split_group"],
+                                                held_out, an.evaluation_max_objects, an.seed)
+    rep_eval = Representation(meta[evaluated].reset_index(drop=True),
+                              source.take(np.flatnonzero(evaluated)))
+    table_eval = table[evaluated].reset_index(drop=True)
     missing = [n for n in observed + simulated if not (rep_eval.meta["dataset"] == n).any()]
     if missing:
         log.warning("no image of %s in analyse.EVALUATION_SPLITS %s: no headline numbers for them; "
@@ -165,15 +177,15 @@ def run(params: Params, dataset_root: Path, models_root: Path, reports_root: Pat
     images = ImageAccess(dataset_root, kept, params)
     try:
         with _timed("maps", seconds):
-            map_figs, map_metrics, coords = step_maps(rep, table, fields_by, params, plots_dir, images,
-                                                      observed, simulated)
+            map_figs, map_metrics, coords = step_maps(source, meta, table, fields_by, params,
+                                                      plots_dir, images, observed, simulated)
             coords.to_parquet(report_dir / "map_coordinates.parquet", index=False)
             write_interactive_map(coords, table, images, report_dir / INTERACTIVE_MAP,
                                   fields=[f for fs in fields_by.values() for f in fs], seed=an.seed)
         with _timed("analogues", seconds):
             if observed and simulated:
                 analogues, analogue_metrics, ana_figs = step_analogues(
-                    rep, params, observed, simulated, report_dir, plots_dir, images)
+                    source, meta, params, observed, simulated, report_dir, plots_dir, images)
             else:
                 analogues, analogue_metrics, ana_figs = pd.DataFrame(), {}, {}
         with _timed("baselines", seconds):
@@ -184,7 +196,7 @@ def run(params: Params, dataset_root: Path, models_root: Path, reports_root: Pat
                 rep_eval, table_eval, params, [o for o in observed if o not in missing],
                 [s for s in simulated if s not in missing], plots_dir, mmd_max_samples, sets)
         with _timed("drivers", seconds):
-            umap_xy = coords[["umap_1", "umap_2"]].to_numpy()[held_out]
+            umap_xy = coords[["umap_1", "umap_2"]].to_numpy()[evaluated]
             drivers, driver_metrics, drv_figs = step_drivers(rep_eval, table_eval, fields_by, params,
                                                              dataset_root, plots_dir, umap_xy,
                                                              driver_max_samples, sets, redshifts)
@@ -192,17 +204,18 @@ def run(params: Params, dataset_root: Path, models_root: Path, reports_root: Pat
             others = [n for n in kept if n not in observed]
             permanence, perm_metrics = step_permanence(rep_eval, others, an.seed, sets)
         with _timed("projector", seconds):
-            _log_projector(tracker, rep, table, images, an.seed)
+            _log_projector(tracker, source, table, images, an.seed)
     finally:
         images.close()
 
     metrics = {
         "run_name": an.run_name,
         "evaluation_splits": list(an.evaluation_splits),
+        "evaluation_subsample": eval_subsample,
         "embedded_splits": list(an.splits),
         "fingerprints": {"encoder": encoder_fp, "splits": splits_fp,
                          "splits_at_training": trained_on, "splits_unchanged": splits_ok},
-        "representation_dim": int(rep.vectors.shape[1]),
+        "representation_dim": int(source.dim),
         "images": {str(r["dataset"]): {k: int(v) for k, v in r.items() if k != "dataset"}
                    for r in counts.to_dict("records")},
         "skipped_datasets": skipped,
@@ -215,8 +228,9 @@ def run(params: Params, dataset_root: Path, models_root: Path, reports_root: Pat
         "seconds": seconds,
     }
     figures = {**map_figs, **ana_figs, **real_figs, **drv_figs}
-    sections = build_sections(params, counts, skipped, rep.vectors.shape[1], figures, realism, drivers,
-                              permanence, analogues, analogue_metrics, seconds, padding)
+    sections = build_sections(params, counts, skipped, source.dim, figures, realism, drivers,
+                              permanence, analogues, analogue_metrics, seconds, padding,
+                              eval_subsample)
     metrics_path = write_metrics(metrics, report_dir / "metrics.json")
     html_path, md_path = write_report(report_dir, f"Analyse report: run {an.run_name}", sections,
                                       params.to_dict())

@@ -525,7 +525,8 @@ class TrainParams:
 class UmapParams:
     n_neighbors: int = key(integer(2), "UMAP neighbours.", 15, "15")
     min_dist: float = key(number(0), "UMAP min_dist.", 0.1, "0.1")
-    fit_subsample: int = key(integer(10), "Objects UMAP is fitted on; the rest is transformed.",
+    fit_subsample: int = key(integer(10), "Objects UMAP and the PCA map are fitted on (seeded); "
+                             "the rest is transformed.",
                              50000, "50000")
 
 
@@ -556,6 +557,11 @@ class AnalyseParams:
     evaluation_splits: tuple = key(list_of(string(SPLITS), min_length=1), "Splits the headline "
                                    "numbers (realism, drivers, permanence) are measured on: "
                                    "held out from training.", ("test",), "[test]")
+    evaluation_max_objects: int | None = key(
+        optional(integer(10)), "Cap on the objects per dataset whose images the headline numbers "
+        "use: above it, a seeded subsample of objects (SEED), every image of each kept; so "
+        "realism, drivers and permanence hold a bounded number of vectors at survey scale. "
+        "null: every object.", None, "100000")
     batch_size: int = key(integer(1), "Embedding batch size.", 256, "256")
     pca_components: int = key(integer(2), "PCA components for the PCA map.", 2, "2")
     umap: UmapParams = key(section(UmapParams), "UMAP settings (below).", UmapParams)

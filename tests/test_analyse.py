@@ -419,6 +419,32 @@ def test_report_metrics_and_tracker(analysed):
     assert any(name.startswith("realism/") for c in tracker.of("log_metrics") for name in c[1][0])
 
 
+def test_evaluation_cap_measures_a_seeded_subsample_of_whole_objects(analysed, tmp_path):
+    """analyse.EVALUATION_MAX_OBJECTS: the headline steps see every image of a seeded draw
+    of objects per dataset, the maps still show every row, and the report says so."""
+    from scripts import analyse
+
+    splits = pd.read_parquet(analysed["dataset"] / "splits.parquet")
+    objects = splits[splits["dataset"].isin([OBS, GOOD, BAD])].groupby("dataset")["split_group"].nunique()
+    cap = int(objects.min()) - 3               # every set subsampled, all but a few objects kept
+    raw = _raw_params()
+    raw["analyse"]["EVALUATION_MAX_OBJECTS"] = cap
+    metrics = analyse.run(parse_params(raw), analysed["dataset"], analysed["root"] / "models",
+                          tmp_path / "reports")
+    full = analysed["metrics"]
+    sub = metrics["evaluation_subsample"]
+    assert full["evaluation_subsample"] == {} and set(sub) == {OBS, GOOD, BAD}
+    for name, entry in sub.items():
+        assert (entry["objects"], entry["of"]) == (cap, objects[name])
+    for field in metrics["drivers"][GOOD].values():
+        assert field["representation"]["n"] == sub[GOOD]["images"]
+    assert metrics["maps"]["n_rows"] == full["maps"]["n_rows"]
+    assert metrics["maps"]["pca_explained_variance_ratio"] == full["maps"]["pca_explained_variance_ratio"]
+    assert metrics["realism"][GOOD][OBS]["mmd"]["n_groups_x"] <= cap
+    md = (tmp_path / "reports" / RUN / "report.md").read_text()
+    assert "EVALUATION_MAX_OBJECTS" in md and f"{GOOD} {cap} of {sub[GOOD]['of']} objects" in md
+
+
 def test_stage_report_renders_in_chromium(analysed, tmp_path):
     from tests.test_report_render import render_check
 

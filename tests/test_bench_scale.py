@@ -54,6 +54,11 @@ def test_small_run_reports_every_phase(tmp_path, capsys):
         assert index["flat_rss_bytes"] == index["peak_rss_bytes"] - index["index_bytes"] > 0
         assert index["queries"] == min(1000, n) and index["queries_per_s"] > 0
         assert index["self_found_first"] == 1.0
+        # the analyse phase mapped every row and read the capped evaluation rows whole
+        analyse = r["analyse"]
+        assert analyse["images"] == n and analyse["finite_maps"]
+        assert analyse["umap_fit_rows"] == min(n, bench_scale.SMALL_UMAP_FIT)
+        assert analyse["evaluation_rows"] == small       # --eval-objects: the smaller N
     assert report["results"][str(large)]["train"]["batches"] == 5
     for phase in bench_scale.PHASES:
         expected = (bench_scale.compared_rss(report["results"][str(large)][phase])

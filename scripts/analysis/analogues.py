@@ -16,8 +16,8 @@ reads each FITS file with the extract stage's own read/crop/resize
 observed dataset given by ``--dataset``, default the first of ``analyse.OBSERVED_SETS``),
 embeds it with the analysed run's normalisation and encoder, and logs and plots its analogues among
 the simulated objects of the run's own ``reports/<run>/representation.parquet`` (run the
-analyse stage first), whose simulated vectors it streams batch by batch into the index (the
-observed set, whose mean/std standardise, is read whole). It refuses a representation table made by another encoder than
+analyse stage first), whose simulated vectors it streams batch by batch into the index (and
+the observed set's, for the mean/std that standardise). It refuses a representation table made by another encoder than
 ``models/<run>/`` holds now (their fingerprints differ): distances between vectors of two
 encoders mean nothing.
 """
@@ -35,8 +35,9 @@ import pandas as pd
 import config
 from scripts.analysis.neighbours import NeighbourIndex
 from scripts.analysis.representation import (REPRESENTATION_FILE, Embedder, Representation,
-                                             iter_vectors, read_meta, read_representation,
-                                             representation_metadata, standardiser)
+                                             VectorSource, count_rows, iter_vectors, read_meta,
+                                             representation_metadata, standardiser,
+                                             streamed_standardiser)
 from scripts.fingerprint import encoder_fingerprint
 
 logger = logging.getLogger("scripts.analysis.analogues")  # also under python -m
@@ -54,7 +55,8 @@ class AnalogueFinder:
     ``meta`` is the identity table of the simulated rows (all simulated sets pooled) and
     ``chunks`` a zero-argument callable returning their vectors, row-aligned with ``meta``,
     as an iterable of (n_i, D) chunks; ``reference`` holds the observed vectors whose
-    mean/std standardise every vector. The index is built chunk by chunk
+    mean/std standardise every vector, or that ``(mean, std)`` pair itself (e.g. from
+    :func:`scripts.analysis.representation.streamed_standardiser`). The index is built chunk by chunk
     (:meth:`NeighbourIndex.fit_chunks`), each chunk standardised on its own: z-scoring is
     row-wise, so the index equals one built from the whole standardised set, which is never
     held beside faiss's copy. Build one with :meth:`from_representation` (vectors in memory)
@@ -67,7 +69,7 @@ class AnalogueFinder:
         if len(meta) == 0:
             raise ValueError("no simulated representation to search; check analyse.SIMULATED_SETS")
         self.meta = meta.reset_index(drop=True)
-        self.mean, self.std = standardiser(reference)
+        self.mean, self.std = reference if isinstance(reference, tuple) else standardiser(reference)
         self.index = NeighbourIndex(metric="l2", seed=seed).fit_chunks(
             lambda: (self._z(chunk) for chunk in chunks()), n=len(self.meta))
 
@@ -130,16 +132,28 @@ def analogue_table(finder: AnalogueFinder, queries: pd.DataFrame, vectors, k: in
     return out[valid].reset_index(drop=True)[ANALOGUE_COLUMNS]
 
 
-def find_analogues(rep: Representation, observed: str, simulated: Sequence[str], k: int,
-                   seed: int = 0) -> pd.DataFrame:
-    """Analogues of every object of the observed dataset ``observed`` among ``simulated``."""
-    obs = rep.of(observed)
-    if len(obs.vectors) == 0:
+def find_analogues(source: VectorSource, meta: pd.DataFrame, observed: str, simulated: Sequence[str],
+                   k: int, seed: int = 0) -> pd.DataFrame:
+    """Analogues of every object of the observed dataset ``observed`` among ``simulated``.
+
+    ``source`` streams the vectors of the representation table whose identity table is
+    ``meta`` (:func:`read_meta`, file order). Nothing is held whole but faiss's index of the
+    simulated vectors: the observed set's standardiser is accumulated chunk by chunk, the
+    index is built from chunks, and the observed images are queried a chunk at a time."""
+    datasets = meta["dataset"].to_numpy()
+    obs_meta = meta[datasets == observed].reset_index(drop=True)
+    if len(obs_meta) == 0:
         raise ValueError(f"no representation of observed dataset {observed}")
-    finder = AnalogueFinder.from_representation(rep, simulated, obs.vectors, seed=seed)
-    table = analogue_table(finder, obs.meta, obs.vectors, k)
+    simulated = list(simulated)
+    finder = AnalogueFinder(meta[np.isin(datasets, simulated)], lambda: source.chunks(simulated),
+                            source.standardiser([observed]), seed)
+    tables, start = [], 0
+    for chunk in source.chunks([observed]):
+        tables.append(analogue_table(finder, obs_meta.iloc[start:start + len(chunk)], chunk, k))
+        start += len(chunk)
+    table = pd.concat(tables, ignore_index=True)
     logger.info("%s: %d analogues of %d objects among %d simulated images", observed, len(table),
-                len(obs.meta), len(finder.meta))
+                len(obs_meta), len(finder.meta))
     return table
 
 
@@ -286,10 +300,10 @@ def run_cli(params, fits_paths: Sequence[str | Path], dataset_root: Path, models
     if reason:
         raise ValueError(f"the processed images do not fit the encoder of run {an.run_name}: {reason}")
     vectors = embedder(images)
-    reference = read_representation(rep_path, datasets=[observed]).vectors
-    if len(reference) == 0:
+    if count_rows(rep_path, [observed]) == 0:
         raise ValueError(f"{rep_path} has no rows of {observed}; run the analyse stage with it "
                          "in analyse.OBSERVED_SETS")
+    reference = streamed_standardiser(iter_vectors(rep_path, [observed]))
     finder = AnalogueFinder.from_file(rep_path, an.simulated_sets, reference, seed=an.seed)
     queries = pd.DataFrame({"dataset": "new", "row": np.arange(len(names)),
                             "object_id": np.arange(len(names))})

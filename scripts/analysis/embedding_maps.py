@@ -1,12 +1,14 @@
 """2-D maps of the representation: UMAP and PCA embeddings, and the thumbnail-grid layout.
 
-Only the numbers: plotting lives with the stage. UMAP is fitted on a seeded subsample
-and the remaining rows are placed with ``transform`` in batches, so a million objects fit
-in memory and time (fitting UMAP scales super-linearly with N, transforming linearly).
+Only the numbers: plotting lives with the stage. UMAP (and PCA) are fitted on a seeded
+subsample and the remaining rows are placed with ``transform`` in batches; :func:`umap_map`
+and :func:`pca_map` take the rows as chunks, so a million objects fit in memory and time
+(fitting UMAP scales super-linearly with N, transforming linearly).
 """
 from __future__ import annotations
 
 import logging
+from typing import Iterable
 
 import numpy as np
 from sklearn.decomposition import PCA
@@ -17,51 +19,118 @@ from scripts.analysis.neighbours import as_float32
 logger = logging.getLogger(__name__)
 
 
+def umap_fit_rows(n: int, n_neighbors: int = 15, fit_subsample: int | None = 50_000,
+                  seed: int = 0) -> np.ndarray:
+    """The rows UMAP is fitted on: all when ``fit_subsample`` is None or >= ``n``, else a
+    sorted seeded draw without replacement (``default_rng(seed).choice``)."""
+    if n <= n_neighbors:
+        raise ValueError(f"UMAP needs more rows ({n}) than n_neighbors ({n_neighbors})")
+    if fit_subsample is None or fit_subsample >= n:
+        return np.arange(n)
+    if fit_subsample <= n_neighbors:
+        raise ValueError(f"fit_subsample ({fit_subsample}) must exceed n_neighbors ({n_neighbors})")
+    return np.sort(np.random.default_rng(seed).choice(n, size=fit_subsample, replace=False))
+
+
 def fit_umap(X, n_neighbors: int = 15, min_dist: float = 0.1, fit_subsample: int | None = 50_000,
              seed: int = 0, n_components: int = 2, metric: str = "euclidean",
              batch_size: int = 50_000):
     """UMAP embedding of every row of ``X``, fitted on a seeded subsample.
 
-    ``fit_subsample`` rows (all when None or >= N) are drawn without replacement with
-    ``seed`` and fitted (``umap.UMAP(random_state=seed, n_jobs=1)``: a seed makes the
-    result deterministic, and UMAP then runs single-threaded anyway); the other rows are
-    embedded with ``reducer.transform`` in batches of ``batch_size``. Rows in the fit
-    subsample keep their fitted coordinates. Returns ``(embedding (N, n_components)
-    float32, fitted reducer)``; the reducer also embeds new data (e.g. another dataset
-    into the same map).
+    ``fit_subsample`` rows (:func:`umap_fit_rows`) are fitted (``umap.UMAP(random_state=seed,
+    n_jobs=1)``: a seed makes the result deterministic, and UMAP then runs single-threaded
+    anyway); the other rows are embedded with ``reducer.transform`` in batches of
+    ``batch_size``. Rows in the fit subsample keep their fitted coordinates. Returns
+    ``(embedding (N, n_components) float32, fitted reducer)``; the reducer also embeds new
+    data (e.g. another dataset into the same map). :func:`umap_map` does the same for rows
+    that arrive in chunks.
     """
+    X = as_float32(X)
+    rows = umap_fit_rows(X.shape[0], n_neighbors, fit_subsample, seed)
+    return umap_map(X[rows], rows, (X,), X.shape[0], n_neighbors=n_neighbors, min_dist=min_dist,
+                    seed=seed, n_components=n_components, metric=metric, batch_size=batch_size)
+
+
+def umap_map(fit_X, fit_rows, chunks: Iterable[np.ndarray], n: int, n_neighbors: int = 15,
+             min_dist: float = 0.1, seed: int = 0, n_components: int = 2,
+             metric: str = "euclidean", batch_size: int = 50_000):
+    """:func:`fit_umap` of ``n`` rows that arrive as ``chunks`` (in row order), of which
+    ``fit_X`` are those at ``fit_rows``: fitted on ``fit_X``, every other row transformed in
+    batches of ``batch_size`` gathered across chunks, so the batches (and the coordinates)
+    are those :func:`fit_umap` makes of the whole array. Holds one chunk and one batch
+    beside the fit rows and the (n, n_components) result."""
     import umap  # slow import (numba, and umap pulls in TensorFlow for ParametricUMAP)
 
-    X = as_float32(X)
-    n = X.shape[0]
-    if n <= n_neighbors:
-        raise ValueError(f"UMAP needs more rows ({n}) than n_neighbors ({n_neighbors})")
-    rng = np.random.default_rng(seed)
-    if fit_subsample is None or fit_subsample >= n:
-        fit_rows = np.arange(n)
-    else:
-        if fit_subsample <= n_neighbors:
-            raise ValueError(f"fit_subsample ({fit_subsample}) must exceed n_neighbors ({n_neighbors})")
-        fit_rows = np.sort(rng.choice(n, size=fit_subsample, replace=False))
+    fit_rows = np.asarray(fit_rows, dtype=np.int64)
     reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, n_components=n_components,
                         metric=metric, random_state=seed, n_jobs=1)
     logger.info("UMAP: fitting on %d of %d rows", len(fit_rows), n)
     embedding = np.empty((n, n_components), dtype=np.float32)
-    embedding[fit_rows] = reducer.fit_transform(X[fit_rows])
-    rest = np.setdiff1d(np.arange(n), fit_rows, assume_unique=True)
-    for start in tqdm(range(0, len(rest), batch_size), desc="UMAP transform", leave=False, disable=None):
-        rows = rest[start:start + batch_size]
-        embedding[rows] = reducer.transform(X[rows])
+    embedding[fit_rows] = reducer.fit_transform(as_float32(fit_X))
+    fitted = np.zeros(n, dtype=bool)
+    fitted[fit_rows] = True
+    pending: list[tuple[np.ndarray, np.ndarray]] = []   # (rows, vectors) waiting, in order
+    held = 0
+
+    def transform(count: int) -> None:
+        nonlocal held
+        rows, parts, taken = [], [], 0
+        while taken < count:
+            r, x = pending.pop(0)
+            use = min(count - taken, len(r))
+            rows.append(r[:use])
+            parts.append(x[:use])
+            if use < len(r):
+                pending.insert(0, (r[use:], x[use:]))
+            taken += use
+        embedding[np.concatenate(rows)] = reducer.transform(np.concatenate(parts))
+        held -= count
+
+    start = 0
+    with tqdm(total=n - len(fit_rows), desc="UMAP transform", leave=False, disable=None) as bar:
+        for chunk in chunks:
+            stop = start + chunk.shape[0]
+            if stop > n:
+                raise ValueError(f"the chunks hold more than the n={n} rows announced")
+            rest = np.flatnonzero(~fitted[start:stop])
+            if len(rest):
+                pending.append((rest + start, as_float32(chunk)[rest]))
+                held += len(rest)
+            while held >= batch_size:
+                transform(batch_size)
+                bar.update(batch_size)
+            start = stop
+        if held:
+            bar.update(held)
+            transform(held)
+    if start != n:
+        raise ValueError(f"the chunks held {start} rows, n={n} was announced")
     return embedding, reducer
 
 
 def fit_pca(X, n_components: int = 2, seed: int = 0):
     """PCA embedding of ``X``; returns ``(embedding (N, n_components) float32, fitted PCA)``."""
     X = as_float32(X)
-    pca = PCA(n_components=n_components, random_state=seed)
-    embedding = pca.fit_transform(X).astype(np.float32)
-    logger.info("PCA: %d components explain %.1f%% of the variance", n_components,
-                100 * pca.explained_variance_ratio_.sum())
+    return pca_map(X, (X,), X.shape[0], n_components, seed)
+
+
+def pca_map(fit_X, chunks: Iterable[np.ndarray], n: int, n_components: int = 2, seed: int = 0):
+    """PCA fitted on ``fit_X`` (e.g. UMAP's fit subsample), then every one of the ``n`` rows
+    of ``chunks`` projected, one chunk at a time; returns ``(embedding (n, n_components)
+    float32, fitted PCA)``."""
+    pca = PCA(n_components=n_components, random_state=seed).fit(as_float32(fit_X))
+    logger.info("PCA: %d components explain %.1f%% of the variance (fitted on %d rows)",
+                n_components, 100 * pca.explained_variance_ratio_.sum(), len(fit_X))
+    embedding = np.empty((n, n_components), dtype=np.float32)
+    start = 0
+    for chunk in chunks:
+        stop = start + chunk.shape[0]
+        if stop > n:
+            raise ValueError(f"the chunks hold more than the n={n} rows announced")
+        embedding[start:stop] = pca.transform(as_float32(chunk))
+        start = stop
+    if start != n:
+        raise ValueError(f"the chunks held {start} rows, n={n} was announced")
     return embedding, pca
 
 

@@ -81,6 +81,41 @@ def crop_padding(meta: pd.DataFrame, dataset_root: Path) -> dict:
     return out
 
 
+def evaluation_rows(datasets, groups, held_out, max_objects: int | None,
+                    seed: int) -> tuple[np.ndarray, dict]:
+    """Which rows the headline steps (realism, drivers, permanence) see: the ``held_out``
+    ones, and where a dataset has more than ``max_objects`` objects (``groups``: prepare's
+    ``split_group``; a row without one is an object of its own) among them, only the
+    images of a seeded draw of ``max_objects`` of its objects (``default_rng(seed)``, one
+    draw per dataset in order of first appearance). Every image of a kept object is kept,
+    so grouped statistics stay grouped. Returns the row mask and, per subsampled dataset,
+    ``{"objects": kept, "of": available, "images": kept images}``."""
+    datasets, held_out = np.asarray(datasets), np.asarray(held_out, dtype=bool)
+    keep = held_out.copy()
+    info = {}
+    if max_objects is None:
+        return keep, info
+    rng = np.random.default_rng(seed)
+    groups = pd.Series(np.asarray(groups, dtype=object))
+    for name in pd.unique(datasets[held_out]):
+        rows = np.flatnonzero(held_out & (datasets == name))
+        labels = groups.iloc[rows].reset_index(drop=True)
+        missing = labels.isna().to_numpy()
+        labels = labels.astype(str).to_numpy()
+        labels[missing] = [f"\0row{r}" for r in rows[missing]]   # ungrouped: an object alone
+        objects, code = np.unique(labels, return_inverse=True)
+        if len(objects) <= max_objects:
+            continue
+        chosen = np.zeros(len(objects), dtype=bool)
+        chosen[rng.choice(len(objects), size=max_objects, replace=False)] = True
+        keep[rows[~chosen[code]]] = False
+        info[str(name)] = {"objects": int(max_objects), "of": int(len(objects)),
+                           "images": int(chosen[code].sum())}
+        log.info("%s: headline numbers on a seeded %d of its %d held-out objects "
+                 "(analyse.EVALUATION_MAX_OBJECTS)", name, max_objects, len(objects))
+    return keep, info
+
+
 def driver_fields_for(params: Params, fields: list[str], dataset: str) -> list[str]:
     """``analyse.DRIVER_FIELDS`` present in ``dataset`` (all its numeric FIELDS when null)."""
     wanted = params.analyse.driver_fields

@@ -42,13 +42,19 @@ def _realism_text(splits) -> list[str]:
 def build_sections(params: Params, counts: pd.DataFrame, skipped: dict, dim: int, figures: dict,
                    realism: pd.DataFrame, drivers: pd.DataFrame, permanence: pd.DataFrame,
                    analogues: pd.DataFrame, analogue_metrics: dict, seconds: dict,
-                   padding: dict | None = None) -> list[Section]:
+                   padding: dict | None = None, evaluation_subsample: dict | None = None) -> list[Section]:
     an = params.analyse
     sections = []
     summary = Section("Summary", [
         f"Run {an.run_name}: representation of dimension {dim}. Maps and analogues show the "
         f"{', '.join(an.splits)} split(s); every number below (realism, drivers, permanence) is "
         f"measured on the held-out {', '.join(an.evaluation_splits)} split(s) only."])
+    if evaluation_subsample:
+        summary.text.append(
+            "Above analyse.EVALUATION_MAX_OBJECTS, those numbers use a seeded subsample of "
+            "objects (every image of each): " + "; ".join(
+                f"{name} {v['objects']} of {v['of']} objects ({v['images']} images)"
+                for name, v in evaluation_subsample.items()) + ".")
     if len(realism):
         wanted = ["simulated", "observed", "in-domain (sim in obs)", "in-domain (obs in sim)",
                   "C2ST AUC", "MMD²", "MMD p", "note"]

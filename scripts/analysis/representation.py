@@ -333,6 +333,74 @@ def iter_vectors(path: str | Path, datasets: Iterable[str] | None = None,
         yield _stack_vectors(batch, vec_cols)
 
 
+def gather_rows(chunks: Iterable[np.ndarray], positions) -> np.ndarray:
+    """The rows at ``positions`` (increasing, distinct) of the concatenated ``chunks``, read
+    one chunk at a time, so only the gathered rows are held (e.g. a seeded subsample of a
+    survey's vectors). Equal to ``np.concatenate(list(chunks))[positions]``."""
+    positions = np.asarray(positions, dtype=np.int64)
+    if positions.ndim != 1 or np.any(np.diff(positions) <= 0):
+        raise ValueError("positions must be a 1-D increasing sequence of distinct rows")
+    parts, start, dim = [], 0, 0
+    for chunk in chunks:
+        stop = start + chunk.shape[0]
+        lo, hi = np.searchsorted(positions, [start, stop])
+        if hi > lo:
+            parts.append(np.array(chunk[positions[lo:hi] - start], dtype=np.float32))
+        dim, start = chunk.shape[1], stop
+    if positions.size and (positions[0] < 0 or positions[-1] >= start):
+        raise IndexError(f"rows {positions[0]}…{positions[-1]} asked of {start} vectors")
+    return np.concatenate(parts) if parts else np.empty((0, dim), np.float32)
+
+
+def streamed_standardiser(chunks: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`standardiser` of the concatenated ``chunks`` in one pass, holding one chunk:
+    float64 per-chunk means and squared deviations merged pairwise (Chan, Golub & LeVeque
+    1983), which stays exact where a running sum of squares would cancel."""
+    n, mean, m2 = 0, None, None
+    for chunk in chunks:
+        x = np.asarray(chunk, dtype=np.float64)
+        if not len(x):
+            continue
+        nb, mb = len(x), x.mean(axis=0)
+        m2b = ((x - mb) ** 2).sum(axis=0)
+        if mean is None:
+            n, mean, m2 = nb, mb, m2b
+            continue
+        delta, total = mb - mean, n + nb
+        mean = mean + delta * (nb / total)
+        m2 = m2 + m2b + delta ** 2 * (n * nb / total)
+        n = total
+    if mean is None:
+        raise ValueError("no vectors to standardise")
+    std = np.sqrt(m2 / n)
+    return mean, np.where(std > 0, std, 1.0)
+
+
+class VectorSource:
+    """The vectors of one ``representation.parquet``, read on demand rather than held: a
+    pass over them (:meth:`chunks`), the rows at given positions (:meth:`take`) or their
+    standardiser (:meth:`standardiser`), each optionally over some datasets' rows only.
+
+    Positions count rows in file order within the selection, as in :func:`read_meta` of
+    the same datasets. This is what lets the analyse stage run on a survey whose vectors
+    do not fit in memory: only the identity table (about 60 bytes a row) is held whole.
+    """
+
+    def __init__(self, path: str | Path, batch_size: int = 65536):
+        self.path = _existing(path)
+        self.batch_size = int(batch_size)
+        self.dim = len(_vector_names(pq.read_schema(self.path).names, self.path))
+
+    def chunks(self, datasets: Iterable[str] | None = None) -> Iterator[np.ndarray]:
+        return iter_vectors(self.path, datasets, self.batch_size)
+
+    def take(self, positions, datasets: Iterable[str] | None = None) -> np.ndarray:
+        return gather_rows(self.chunks(datasets), positions)
+
+    def standardiser(self, datasets: Iterable[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return streamed_standardiser(self.chunks(datasets))
+
+
 def count_rows(path: str | Path, datasets: Iterable[str] | None = None,
                batch_size: int = 65536) -> int:
     """Rows of ``datasets`` (None: all) in ``representation.parquet``, read from the

@@ -16,11 +16,12 @@ from scripts.analysis.analogues import (analogue_shares, choose_queries, find_an
                                         panel_entries)
 from scripts.analysis.baselines import FEATURE_SETS, WITH_Z, filled, with_redshift
 from scripts.analysis.drivers import driver_r2, pixel_baseline_features
-from scripts.analysis.embedding_maps import fit_pca, fit_umap, thumbnail_grid
+from scripts.analysis.embedding_maps import pca_map, thumbnail_grid, umap_fit_rows, umap_map
 from scripts.analysis.inputs import ImageAccess, driver_fields_for
 from scripts.analysis.permanence import object_permanence
 from scripts.analysis.realism import compare_sets, summarise
-from scripts.analysis.representation import Representation, StoreRows, standardiser, store_path
+from scripts.analysis.representation import (Representation, StoreRows, VectorSource, standardiser,
+                                             store_path)
 from scripts.params import Params
 
 log = logging.getLogger("analyse")
@@ -33,21 +34,34 @@ def _r2_entry(row: pd.Series) -> dict:
     return {"r2": row["r2"], "r2_std": row["r2_std"], "n": int(row["n"])}
 
 
-def step_maps(rep: Representation, table: pd.DataFrame, fields_by: dict, params: Params,
-              plots_dir: Path, images: ImageAccess, observed, simulated) -> tuple[dict, dict, pd.DataFrame]:
-    """UMAP and PCA maps and their figures; returns (figures, metrics, coordinates)."""
+def step_maps(source: VectorSource, meta: pd.DataFrame, table: pd.DataFrame, fields_by: dict,
+              params: Params, plots_dir: Path, images: ImageAccess, observed,
+              simulated) -> tuple[dict, dict, pd.DataFrame]:
+    """UMAP and PCA maps and their figures; returns (figures, metrics, coordinates).
+
+    The vectors are streamed from ``source`` (rows of ``meta``): standardised with
+    moments accumulated chunk by chunk, UMAP and PCA fitted on the seeded
+    ``analyse.UMAP.FIT_SUBSAMPLE`` rows (all rows when there are fewer), every other row
+    transformed chunk by chunk, so only the fit rows and the coordinates are held."""
     an = params.analyse
-    mean, std = standardiser(rep.vectors)
-    z = ((rep.vectors - mean) / std).astype(np.float32)
-    umap_xy, _ = fit_umap(z, n_neighbors=an.umap.n_neighbors, min_dist=an.umap.min_dist,
-                          fit_subsample=an.umap.fit_subsample, seed=an.seed)
-    n_pca = min(an.pca_components, z.shape[1], len(z))
-    pca_xy, pca = fit_pca(z, n_components=n_pca, seed=an.seed)
-    coords = rep.meta[["dataset", "row"]].copy()
+    mean, std = source.standardiser()
+
+    def z(vectors):
+        return ((vectors - mean) / std).astype(np.float32)
+
+    n = len(meta)
+    fit_rows = umap_fit_rows(n, an.umap.n_neighbors, an.umap.fit_subsample, an.seed)
+    fit_z = z(source.take(fit_rows))
+    umap_xy, _ = umap_map(fit_z, fit_rows, (z(c) for c in source.chunks()), n,
+                          n_neighbors=an.umap.n_neighbors, min_dist=an.umap.min_dist, seed=an.seed)
+    n_pca = min(an.pca_components, source.dim, len(fit_rows))
+    pca_xy, pca = pca_map(fit_z, (z(c) for c in source.chunks()), n, n_components=n_pca, seed=an.seed)
+    del fit_z
+    coords = meta[["dataset", "row"]].copy()
     coords["umap_1"], coords["umap_2"] = umap_xy[:, 0], umap_xy[:, 1]
     for i in range(n_pca):
         coords[f"pca_{i + 1}"] = pca_xy[:, i]
-    ds = rep.meta["dataset"].to_numpy()
+    ds = meta["dataset"].to_numpy()
     figures = {}
     panel_fields = {d: f for d, f in fields_by.items() if f}
     for name, xy in (("UMAP", umap_xy), ("PCA", pca_xy[:, :2])):
@@ -62,21 +76,24 @@ def step_maps(rep: Representation, table: pd.DataFrame, fields_by: dict, params:
                 xy, ds, observed, simulated, plots_dir / f"map_{key}_contours.png", name)
     picks = thumbnail_grid(umap_xy, an.thumbnail_grid)
     idx = np.array([i for _, i in picks])
-    thumbs = images.display(ds[idx], rep.meta["row"].to_numpy()[idx])
+    thumbs = images.display(ds[idx], meta["row"].to_numpy()[idx])
     figures["umap_thumbnails"] = plots.plot_thumbnail_map(
         umap_xy, picks, thumbs, an.thumbnail_grid, plots_dir / "map_umap_thumbnails.png", "UMAP")
     metrics = {"pca_explained_variance_ratio": pca.explained_variance_ratio_.tolist(),
-               "umap_fit_rows": int(min(an.umap.fit_subsample, len(z))), "n_rows": int(len(z))}
+               "umap_fit_rows": int(len(fit_rows)), "pca_fit_rows": int(len(fit_rows)),
+               "n_rows": int(n)}
     return figures, metrics, coords
 
 
-def step_analogues(rep: Representation, params: Params, observed, simulated, report_dir: Path,
-                   plots_dir: Path, images: ImageAccess) -> tuple[pd.DataFrame, dict, dict]:
-    """Analogue table of every observed set, panels, and summary numbers."""
+def step_analogues(source: VectorSource, meta: pd.DataFrame, params: Params, observed, simulated,
+                   report_dir: Path, plots_dir: Path,
+                   images: ImageAccess) -> tuple[pd.DataFrame, dict, dict]:
+    """Analogue table of every observed set, panels, and summary numbers (vectors streamed
+    from ``source``, rows of ``meta``: :func:`find_analogues`)."""
     an = params.analyse
     tables, metrics, figures = [], {}, {}
     for obs in observed:
-        table = find_analogues(rep, obs, simulated, an.n_analogues, seed=an.seed)
+        table = find_analogues(source, meta, obs, simulated, an.n_analogues, seed=an.seed)
         tables.append(table)
         first = table[table["rank"] == 1]
         metrics[obs] = {"n_queries": int(table["observed_row"].nunique()), "k": int(table["rank"].max()),
