@@ -11,8 +11,9 @@ new object ids, plus a catalogue) is extracted with Petrosian cropping:
 3. the naive loop — open each file with astropy, fit the cropper, crop, resize and write
    one .npy file per image — against the stage at 1 worker (ratio).
 
-``python -m bench.bench_extract --scaling ROUNDS [--rev REV]`` studies 2 workers against
-1 alone: ROUNDS alternating rounds (ratios per round, so a shared machine's load hits both
+``python -m bench.bench_extract --scaling ROUNDS [--rev REV] [--neighbours mask]`` studies
+2 workers against 1 alone (``--neighbours mask``: with the neighbour mask every preset
+uses): ROUNDS alternating rounds (ratios per round, so a shared machine's load hits both
 alike), the code of git revision REV in the same rounds for a before/after, a cProfile of
 the main process at 1 and 2 workers split by part (chunk commits, final store, waiting for
 workers), the CPU seconds of the main process and of the workers, the start-up of two
@@ -61,11 +62,12 @@ def make_dataset(raw: Path, n: int, universe: Path) -> None:
         raw / DATASET / "catalogue.csv", index=False)
 
 
-def params_file(path: Path, workers: int, chunks: int) -> Path:
+def params_file(path: Path, workers: int, chunks: int, neighbours: str = "keep") -> Path:
     raw = {
         "extract": {"DATASETS": [DATASET], "EXTRACTORS": ["survey"], "FIELDS": [["photoz"]],
                     "LOAD": [True], "FRACTION": [1.0], "NUM_PROJECTIONS": [1],
                     "FILTERS": ["G", "R", "I"], "IMAGE_SIZE": 64, "PETRO_RADIUS_FACTOR": 2,
+                    "NEIGHBOURS": neighbours,
                     "USE_CACHE": False, "NUM_WORKERS": workers, "SIZE_CHUNKS": chunks},
         "prepare": {"SPLIT_SEED": 0, "SETS": [[DATASET, [0.8, 0.1, 0.1]]]},
         "tracking": {"BACKENDS": ["none"]},
@@ -218,7 +220,7 @@ def scaling(args, tmp: Path, universe: Path) -> dict:
     then one profiled run of each and the start-up and transfer costs."""
     raw = tmp / "raw_small"
     make_dataset(raw, args.n, universe)
-    params = {w: params_file(tmp / f"w{w}.yaml", w, args.chunks) for w in (1, 2)}
+    params = {w: params_file(tmp / f"w{w}.yaml", w, args.chunks, args.neighbours) for w in (1, 2)}
     roots = {"new": ROOT}
     if args.rev:
         roots["rev"] = tmp / "rev"
@@ -241,6 +243,7 @@ def scaling(args, tmp: Path, universe: Path) -> dict:
             main_cpu[f"{code}_w{w}"].append(run.main_cpu_s)
             workers_cpu[f"{code}_w{w}"].append(run.workers_cpu_s)
     result = {"images": args.n, "size_chunks": args.chunks, "rounds": args.scaling,
+              "neighbours": args.neighbours,
               "seconds": seconds, "main_process_cpu_s": main_cpu, "workers_cpu_s": workers_cpu}
     for code in roots:
         ratios = [a / b for a, b in zip(seconds[f"{code}_w1"], seconds[f"{code}_w2"])]
@@ -295,6 +298,9 @@ def main(argv=None) -> None:
                         help="only the 1-against-2-workers study: ROUNDS alternating rounds, "
                              "then profiles")
     parser.add_argument("--rev", help="with --scaling: also time the code of this git revision")
+    parser.add_argument("--neighbours", choices=("keep", "mask"), default="keep",
+                        help="with --scaling: extract.NEIGHBOURS of both runs (default keep; "
+                             "every preset uses mask)")
     parser.add_argument("--neighbours-cost", type=int, default=0, metavar="ROUNDS",
                         help="only the CPU cost of extract.NEIGHBOURS: mask against keep, per "
                              "image, in ROUNDS alternating rounds over --n files")

@@ -140,6 +140,12 @@ def _trainer(params, root, run_dir, **kwargs):
 
 # --------------------------------------------------------------------------- learning
 
+#: 8 epochs of 8 steps. With 6 (48 steps) a fresh install on an AMD EPYC box reached 0.34
+#: and failed the bar below, which earlier machines had cleared (0.62); at 64 steps it
+#: clears it with room (0.63).
+EPOCHS_LEARN = 8
+
+
 def test_tiny_model_learns(synth, tmp_path):
     """A short run must learn the objects' identity across projections.
 
@@ -147,12 +153,12 @@ def test_tiny_model_learns(synth, tmp_path):
     positives, fixed augmentations; chance accuracy 1/(2·16−1) = 3.2 %. Colours are made
     alike (concentration 20), so the objects differ mostly in size, shape and companion.
     A randomly initialised network already beats chance (random convolutions keep size and
-    colour), so the bar is relative as well as absolute: after 48 LARS steps the contrast
+    colour), so the bar is relative as well as absolute: after 64 LARS steps the contrast
     accuracy must be ≥ 5× chance (16 %) and ≥ 0.2 above the untrained network's, and the
-    validation and training losses must fall by ≥ 0.5 nats. Measured: accuracy 0.22 → 0.62,
-    validation loss 3.39 → 2.07, training loss 2.65 → 1.23 (first/last 8 steps).
+    validation and training losses must fall by ≥ 0.5 nats. Measured (2026-12-03, AMD EPYC,
+    2 cores): accuracy 0.23 → 0.63, validation loss 3.39 → 1.77.
     """
-    params = make_params(epochs=6, steps_per_epoch=8, checkpoint_every=100, optimizer="lars",
+    params = make_params(epochs=EPOCHS_LEARN, steps_per_epoch=8, checkpoint_every=100, optimizer="lars",
                          learning_rate=2.0, lr_scaling="none", warmup_epochs=0.5)
     losses = []
     trainer = _trainer(params, synth, tmp_path / "learn",
@@ -161,7 +167,7 @@ def test_tiny_model_learns(synth, tmp_path):
     summary = trainer.fit()
     chance = summary["val_chance_accuracy"]
     assert chance == pytest.approx(1 / 31)
-    assert summary["steps"] == 48 and summary["stopping_reason"] == "completed"
+    assert summary["steps"] == EPOCHS_LEARN * 8 and summary["stopping_reason"] == "completed"
     assert summary["images_per_second"] > 0
     acc, loss = summary["final_val_accuracy"], summary["final_val_loss"]
     logging.getLogger(__name__).info("val acc %.3f (untrained %.3f), loss %.3f (untrained %.3f)",
