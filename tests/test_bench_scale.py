@@ -1,4 +1,4 @@
-"""bench.bench_scale: the --small machinery on two tiny sizes — every phase reports its
+"""bench.bench_scale: its --small mode (2e3 and 2e4 images) — every phase reports its
 figures, the embedding wrote one row per image, the index was built from all of them, the
 store takes the bytes of N float16 images (its default dtype), and the printed table
 carries the ratios against the smaller size (the index's flat part for the index phase)."""
@@ -29,9 +29,9 @@ def test_build_store_is_a_readable_sharded_store(tmp_path):
 
 def test_small_run_reports_every_phase(tmp_path, capsys):
     out = tmp_path / "scale.json"
-    small, large = 300, 900
-    assert bench_scale.main(["--n", str(small), str(large), "--batch", "64",
-                             "--train-batches", "5", "--json", str(out)]) == 0
+    small, large = bench_scale.SMALL_SIZES                  # the --small mode: 2e3 and 2e4
+    assert bench_scale.main(["--small", "--batch", "64", "--train-batches", "5",
+                             "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["sizes"] == [small, large]
     assert report["dtype"] == "float16"  # the default, as issue 15 asks
