@@ -127,6 +127,20 @@ def write_synthetic_run(root: Path, n_sim=(3000, 600, 1000), n_obs=400, seed=0,
                                             "ssfr": sso}), "nan_target_rows": bad}
 
 
+#: The posterior stage's acceptance band on coverage (issue: posterior stage).
+COVERAGE_TOL = 0.05
+
+
+def assert_known_answers(post: dict) -> None:
+    """The posterior acceptance on a synthetic run's test split (``metrics["posterior"][SIM]``):
+    68 % and 95 % coverage within ±COVERAGE_TOL for every field, stellar-mass R² of the
+    median ≥ 0.8."""
+    for field, m in post.items():
+        assert abs(m["coverage_68"] - 0.68) <= COVERAGE_TOL, (field, m["coverage_68"])
+        assert abs(m["coverage_95"] - 0.95) <= COVERAGE_TOL, (field, m["coverage_95"])
+    assert post["stellar_mass"]["r2_median"] >= 0.8
+
+
 def synthetic_raw_params(**infer) -> dict:
     """The demo params file pointed at the synthetic run, with a small fast flow."""
     raw = copy.deepcopy(demo_raw_params())
