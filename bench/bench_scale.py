@@ -209,27 +209,18 @@ def run_analyse(parquet: Path, fit_subsample: int, max_objects: int, seed: int =
     other row transformed chunk by chunk (:func:`scripts.analysis.steps.step_maps` without
     its figures), and the evaluation rows, a seeded ``max_objects`` objects when there are
     more (``analyse.EVALUATION_MAX_OBJECTS``), read whole as the headline steps get them."""
-    from scripts.analysis.embedding_maps import pca_map, umap_fit_rows, umap_map
+    from scripts.analysis.embedding_maps import stream_maps
     from scripts.analysis.inputs import evaluation_rows
     from scripts.analysis.representation import VectorSource, read_meta
 
     t0 = time.perf_counter()
     meta = read_meta(parquet)
     source = VectorSource(parquet)
-    mean, std = source.standardiser()
-
-    def z(vectors):
-        return ((vectors - mean) / std).astype(np.float32)
-
     n = len(meta)
-    fit_rows = umap_fit_rows(n, 15, fit_subsample, seed)
-    fit_z = z(source.take(fit_rows))
-    umap_xy, _ = umap_map(fit_z, fit_rows, (z(c) for c in source.chunks()), n, seed=seed)
-    pca_xy, _ = pca_map(fit_z, (z(c) for c in source.chunks()), n, n_components=2, seed=seed)
-    del fit_z
+    umap_xy, pca_xy, _, fit_rows = stream_maps(source, n, fit_subsample=fit_subsample, seed=seed)
     keep, _ = evaluation_rows(meta["dataset"].to_numpy(), meta["object_id"].to_numpy(),
                               (meta["split"] == "test").to_numpy(), max_objects, seed)
-    evaluated = z(source.take(np.flatnonzero(keep)))
+    evaluated = source.take(np.flatnonzero(keep))
     return {"images": n, "seconds": time.perf_counter() - t0, "umap_fit_rows": int(len(fit_rows)),
             "evaluation_rows": int(len(evaluated)),
             "finite_maps": bool(np.isfinite(umap_xy).all() and np.isfinite(pca_xy).all())}

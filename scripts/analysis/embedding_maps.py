@@ -69,22 +69,11 @@ def umap_map(fit_X, fit_rows, chunks: Iterable[np.ndarray], n: int, n_neighbors:
     embedding[fit_rows] = reducer.fit_transform(as_float32(fit_X))
     fitted = np.zeros(n, dtype=bool)
     fitted[fit_rows] = True
-    pending: list[tuple[np.ndarray, np.ndarray]] = []   # (rows, vectors) waiting, in order
-    held = 0
+    rows_waiting: list[np.ndarray] = []      # rows to transform, in order, fewer than a batch
+    waiting: list[np.ndarray] = []           # their vectors
 
-    def transform(count: int) -> None:
-        nonlocal held
-        rows, parts, taken = [], [], 0
-        while taken < count:
-            r, x = pending.pop(0)
-            use = min(count - taken, len(r))
-            rows.append(r[:use])
-            parts.append(x[:use])
-            if use < len(r):
-                pending.insert(0, (r[use:], x[use:]))
-            taken += use
-        embedding[np.concatenate(rows)] = reducer.transform(np.concatenate(parts))
-        held -= count
+    def join(parts):
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     start = 0
     with tqdm(total=n - len(fit_rows), desc="UMAP transform", leave=False, disable=None) as bar:
@@ -93,16 +82,19 @@ def umap_map(fit_X, fit_rows, chunks: Iterable[np.ndarray], n: int, n_neighbors:
             if stop > n:
                 raise ValueError(f"the chunks hold more than the n={n} rows announced")
             rest = np.flatnonzero(~fitted[start:stop])
-            if len(rest):
-                pending.append((rest + start, as_float32(chunk)[rest]))
-                held += len(rest)
-            while held >= batch_size:
-                transform(batch_size)
-                bar.update(batch_size)
+            rows_waiting.append(rest + start)
+            waiting.append(as_float32(chunk)[rest])
             start = stop
-        if held:
-            bar.update(held)
-            transform(held)
+            held = sum(len(r) for r in rows_waiting)
+            if held < batch_size and start < n:
+                continue
+            rows, X = join(rows_waiting), join(waiting)
+            full = held if start == n else held - held % batch_size   # the last batch may be short
+            for b in range(0, full, batch_size):
+                batch = slice(b, min(b + batch_size, full))
+                embedding[rows[batch]] = reducer.transform(X[batch])
+            bar.update(full)
+            rows_waiting, waiting = [rows[full:]], [X[full:]]
     if start != n:
         raise ValueError(f"the chunks held {start} rows, n={n} was announced")
     return embedding, reducer
@@ -132,6 +124,27 @@ def pca_map(fit_X, chunks: Iterable[np.ndarray], n: int, n_components: int = 2, 
     if start != n:
         raise ValueError(f"the chunks held {start} rows, n={n} was announced")
     return embedding, pca
+
+
+def stream_maps(source, n: int, n_neighbors: int = 15, min_dist: float = 0.1,
+                fit_subsample: int | None = 50_000, pca_components: int = 2, seed: int = 0):
+    """The analyse stage's UMAP and PCA maps of ``n`` vectors that ``source`` streams (a
+    :class:`~scripts.analysis.representation.VectorSource`): standardised with its streamed
+    standardiser, both maps fitted on the seeded :func:`umap_fit_rows`, every other row
+    transformed chunk by chunk. Returns ``(umap (n, 2), pca (n, k), fitted PCA, fit rows)``
+    with ``k = min(pca_components, D, len(fit rows))``."""
+    mean, std = source.standardiser()
+
+    def z(vectors):
+        return ((vectors - mean) / std).astype(np.float32)
+
+    fit_rows = umap_fit_rows(n, n_neighbors, fit_subsample, seed)
+    fit_z = z(source.take(fit_rows))
+    umap_xy, _ = umap_map(fit_z, fit_rows, (z(c) for c in source.chunks()), n,
+                          n_neighbors=n_neighbors, min_dist=min_dist, seed=seed)
+    n_pca = min(pca_components, source.dim, len(fit_rows))
+    pca_xy, pca = pca_map(fit_z, (z(c) for c in source.chunks()), n, n_components=n_pca, seed=seed)
+    return umap_xy, pca_xy, pca, fit_rows
 
 
 def thumbnail_grid(embedding_2d, n_grid: int) -> list[tuple[tuple[int, int], int]]:

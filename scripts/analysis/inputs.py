@@ -86,8 +86,8 @@ def evaluation_rows(datasets, groups, held_out, max_objects: int | None,
     """Which rows the headline steps (realism, drivers, permanence) see: the ``held_out``
     ones, and where a dataset has more than ``max_objects`` objects (``groups``: prepare's
     ``split_group``; a row without one is an object of its own) among them, only the
-    images of a seeded draw of ``max_objects`` of its objects (``default_rng(seed)``, one
-    draw per dataset in order of first appearance). Every image of a kept object is kept,
+    images of a seeded draw of ``max_objects`` of its objects (one ``default_rng(seed)``,
+    drawn from once per subsampled dataset, in order of first appearance). Every image of a kept object is kept,
     so grouped statistics stay grouped. Returns the row mask and, per subsampled dataset,
     ``{"objects": kept, "of": available, "images": kept images}``."""
     datasets, held_out = np.asarray(datasets), np.asarray(held_out, dtype=bool)

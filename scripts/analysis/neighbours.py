@@ -55,18 +55,11 @@ def _checked_chunks(chunks: Iterable, n: int) -> Iterator[np.ndarray]:
 def _gather_rows(chunks: Iterable[np.ndarray], n: int, n_train: int, seed: int) -> np.ndarray:
     """Rows at the seeded positions ``sort(default_rng(seed).choice(n, n_train))`` of the
     concatenated chunks (all rows when ``n_train == n``), read one chunk at a time."""
+    from scripts.analysis.representation import gather_rows
+
     wanted = (np.sort(np.random.default_rng(seed).choice(n, size=n_train, replace=False))
-              if n_train < n else None)
-    parts, start = [], 0
-    for chunk in chunks:
-        stop = start + chunk.shape[0]
-        if wanted is None:
-            parts.append(chunk)
-        else:
-            lo, hi = np.searchsorted(wanted, [start, stop])
-            parts.append(chunk[wanted[lo:hi] - start])
-        start = stop
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+              if n_train < n else np.arange(n))
+    return gather_rows(chunks, wanted)
 
 
 def _reserve(index: "faiss.IndexFlat", n: int) -> None:

@@ -16,7 +16,7 @@ from scripts.analysis.analogues import (analogue_shares, choose_queries, find_an
                                         panel_entries)
 from scripts.analysis.baselines import FEATURE_SETS, WITH_Z, filled, with_redshift
 from scripts.analysis.drivers import driver_r2, pixel_baseline_features
-from scripts.analysis.embedding_maps import pca_map, thumbnail_grid, umap_fit_rows, umap_map
+from scripts.analysis.embedding_maps import stream_maps, thumbnail_grid
 from scripts.analysis.inputs import ImageAccess, driver_fields_for
 from scripts.analysis.permanence import object_permanence
 from scripts.analysis.realism import compare_sets, summarise
@@ -44,19 +44,11 @@ def step_maps(source: VectorSource, meta: pd.DataFrame, table: pd.DataFrame, fie
     ``analyse.UMAP.FIT_SUBSAMPLE`` rows (all rows when there are fewer), every other row
     transformed chunk by chunk, so only the fit rows and the coordinates are held."""
     an = params.analyse
-    mean, std = source.standardiser()
-
-    def z(vectors):
-        return ((vectors - mean) / std).astype(np.float32)
-
     n = len(meta)
-    fit_rows = umap_fit_rows(n, an.umap.n_neighbors, an.umap.fit_subsample, an.seed)
-    fit_z = z(source.take(fit_rows))
-    umap_xy, _ = umap_map(fit_z, fit_rows, (z(c) for c in source.chunks()), n,
-                          n_neighbors=an.umap.n_neighbors, min_dist=an.umap.min_dist, seed=an.seed)
-    n_pca = min(an.pca_components, source.dim, len(fit_rows))
-    pca_xy, pca = pca_map(fit_z, (z(c) for c in source.chunks()), n, n_components=n_pca, seed=an.seed)
-    del fit_z
+    umap_xy, pca_xy, pca, fit_rows = stream_maps(
+        source, n, n_neighbors=an.umap.n_neighbors, min_dist=an.umap.min_dist,
+        fit_subsample=an.umap.fit_subsample, pca_components=an.pca_components, seed=an.seed)
+    n_pca = pca_xy.shape[1]
     coords = meta[["dataset", "row"]].copy()
     coords["umap_1"], coords["umap_2"] = umap_xy[:, 0], umap_xy[:, 1]
     for i in range(n_pca):
