@@ -155,3 +155,30 @@ def test_cache_auto_follows_available_memory(stores, monkeypatch):
     assert not HDF5Images(paths, cache="auto").cached
     with pytest.raises(ValueError, match="cache"):
         HDF5Images(paths, cache="sometimes")
+
+
+def test_bench_input_runs_every_reader_and_prints_the_gpu_ratio(caplog):
+    """``bench/bench_input.py`` end to end on a tiny store (no timing asserted: speed is
+    benchmarked, not tested): every reader and the full pipeline give a finite rate, and at
+    the GPU-demand image size the log states the ratio to the published GPU demand."""
+    import logging
+    import math
+
+    from bench import bench_input
+
+    quietened = {name: logging.getLogger(name).level for name in ("scripts", "absl", "tensorflow")}
+    try:
+        with caplog.at_level(logging.INFO, logger="bench.bench_input"):
+            assert bench_input.main(["--batches", "2", "--images", "256",
+                                     "--image", str(bench_input.GPU_DEMAND_IMAGE), "--skip-step"]) == 0
+    finally:  # main quietens these loggers for its own output; later tests need them as they were
+        for name, level in quietened.items():
+            logging.getLogger(name).setLevel(level)
+    text = caplog.text
+    assert "reads alone, one thread" in text and "tf.data raw batches" in text
+    assert "GPU demand from published throughput" in text and "not measured on a GPU" in text
+    rates = bench_input.run(batches=2, steps=1, n_images=256, image=32, skip_step=True)
+    for key in ("read_offsets_pairs_per_s", "read_h5py_pairs_per_s", "read_cached_pairs_per_s",
+                "raw_pairs_per_s", "raw_h5py_pairs_per_s", "raw_cached_pairs_per_s", "pipeline_pairs_per_s"):
+        assert math.isfinite(rates[key]) and rates[key] > 0, key
+    assert "ratio" not in rates  # the step is not timed with --skip-step
