@@ -134,7 +134,7 @@ def config_fingerprint(params: Params, report_dir: Path, n_train: int) -> str:
     inf = params.to_dict()["infer"]
     keep = {k: v for k, v in inf.items() if k not in ("NUM_SAMPLES", "MAX_MODES", "PEAK_MIN_HEIGHT",
                                                        "CORNER_OBJECTS", "INFER_SETS", "EPOCHS",
-                                                       "CHECKPOINT_EVERY")}
+                                                       "CHECKPOINT_EVERY", "NUM_WORKERS")}
     blob = json.dumps({"representation": meta, "infer": keep, "n_train": n_train,
                        "prepare": params.to_dict()["prepare"]}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -184,6 +184,33 @@ def fit_posterior(inf, condition, targets, train, val, ckpt_dir: Path, tracker=N
     return FittedPosterior(flow, mean_model, fit)
 
 
+def _train_fold(inf, condition, targets, train, val, ckpt_dir: Path) -> int:
+    """One fold flow, trained to its end in a worker process; returns its best epoch."""
+    logging.basicConfig(level=logging.WARNING)
+    return fit_posterior(inf, condition, targets, train, val, ckpt_dir).fit["best_epoch"]
+
+
+def train_folds_in_workers(inf, condition, targets, train, val, usable, fold, root: Path) -> None:
+    """With ``infer.NUM_WORKERS`` > 1, train the fold flows side by side in that many
+    processes; each leaves its final checkpoint, which :func:`fit_posterior` then resumes in
+    this process. A fold flow is a small network whose steps leave most of a core idle, so
+    folds in parallel finish sooner; the flows are those of the sequential loop (same seeds,
+    rows and checkpoints; a test compares them)."""
+    workers = min(inf.num_workers, inf.recalibration_folds)
+    if workers <= 1:
+        return
+    from joblib import Parallel, delayed
+
+    log.info("training %d fold flows in %d worker processes", inf.recalibration_folds, workers)
+    jobs = []
+    for k in range(inf.recalibration_folds):
+        rest = usable & (fold != k)
+        jobs.append(delayed(_train_fold)(inf, condition, targets, train & rest, val & rest,
+                                         root / f"fold{k}" / "checkpoints"))
+    best = Parallel(n_jobs=workers, backend="loky")(jobs)
+    log.info("fold flows trained; best epochs %s", best)
+
+
 def cross_fit_recalibration(inf, condition, targets, train, val, groups, root: Path):
     """The quantile recalibration map from held-out PIT values of ``RECALIBRATION_FOLDS``
     flows, each trained on the other folds of the train and validation objects
@@ -195,7 +222,6 @@ def cross_fit_recalibration(inf, condition, targets, train, val, groups, root: P
     usable = train | val
     fold = np.full(len(targets), -1)
     fold[usable] = fold_of_groups(groups[usable], inf.recalibration_folds, inf.seed)
-    pits, posteriors = [], []
     for k in range(inf.recalibration_folds):
         held = fold == k
         rest = usable & ~held
@@ -204,6 +230,12 @@ def cross_fit_recalibration(inf, condition, targets, train, val, groups, root: P
                              "leaves no training or no held-out object; use fewer folds")
         log.info("recalibration fold %d/%d: flow on %d rows, PIT of %d held-out rows", k + 1,
                  inf.recalibration_folds, int((train & rest).sum()), int(held.sum()))
+    train_folds_in_workers(inf, condition, targets, train, val, usable, fold, root)
+    pits, posteriors = [], []
+    for k in range(inf.recalibration_folds):
+        held = fold == k
+        rest = usable & ~held
+        # resumes the fold's finished checkpoint when a worker trained it
         fitted = fit_posterior(inf, condition, targets, train & rest, val & rest,
                                root / f"fold{k}" / "checkpoints")
         posteriors.append(fitted)

@@ -652,6 +652,8 @@ class InferParams:
     corner_objects: int = key(integer(0), "Observed galaxies shown as corner plots with their "
                               "analogues' true values.", 3, "3")
     checkpoint_every: int = key(integer(1), "Checkpoint interval in epochs.", 5, "5")
+    num_workers: int = key(integer(1), "Processes that train the RECALIBRATION_FOLDS fold "
+                           "flows side by side (the flows do not depend on it).", 1, "4")
     seed: int = key(integer(0), "Seed of weights, batches and samples.", 0, "0")
 
 

@@ -113,7 +113,8 @@ def test_stage_with_recalibration_keeps_the_known_answers_and_reruns_the_same(tm
     """The whole cross-fit on the synthetic run: coverage within ±0.05 at 68/95 % for every
     field and stellar-mass R² ≥ 0.8 on 1000 independent test objects, the map and the
     figures before it in metrics; a rerun after losing a fold's checkpoints (as after a
-    kill) retrains that fold to the same posterior samples."""
+    kill), with the fold flows trained in two worker processes (``NUM_WORKERS: 2``, which
+    keeps the other folds' checkpoints), retrains that fold to the same posterior samples."""
     info = write_synthetic_run(tmp_path, n_sim=(1500, 400, 1000))
     raw = synthetic_raw_params(LINEAR_MEAN=True, RECALIBRATION="quantile", RECALIBRATION_FOLDS=3,
                                NUM_SAMPLES=200, CORNER_OBJECTS=0)
@@ -134,7 +135,8 @@ def test_stage_with_recalibration_keeps_the_known_answers_and_reruns_the_same(tm
     assert fold_dir.is_dir()
     import shutil
     shutil.rmtree(fold_dir)
-    infer.run(params, info["dataset_root"], info["models_root"], info["reports_root"])
+    raw["infer"]["NUM_WORKERS"] = 2
+    infer.run(parse_params(raw), info["dataset_root"], info["models_root"], info["reports_root"])
     with h5py.File(samples_file) as h:
         np.testing.assert_array_equal(h["samples"][:], first)
 
