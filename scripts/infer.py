@@ -185,8 +185,16 @@ def fit_posterior(inf, condition, targets, train, val, ckpt_dir: Path, tracker=N
 
 
 def _train_fold(inf, condition, targets, train, val, ckpt_dir: Path) -> int:
-    """One fold flow, trained to its end in a worker process; returns its best epoch."""
+    """One fold flow, trained to its end in a worker process; returns its best epoch. The
+    worker leaves any GPU to the main process: TensorFlow would otherwise reserve the GPU's
+    memory once per worker, and these small flows train as fast on the CPU."""
+    import tensorflow as tf
+
     logging.basicConfig(level=logging.WARNING)
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # a reused worker whose runtime is already set up (without GPU)
+        pass
     return fit_posterior(inf, condition, targets, train, val, ckpt_dir).fit["best_epoch"]
 
 
@@ -195,7 +203,8 @@ def train_folds_in_workers(inf, condition, targets, train, val, usable, fold, ro
     processes; each leaves its final checkpoint, which :func:`fit_posterior` then resumes in
     this process. A fold flow is a small network whose steps leave most of a core idle, so
     folds in parallel finish sooner; the flows are those of the sequential loop (same seeds,
-    rows and checkpoints; a test compares them)."""
+    rows and checkpoints; a test compares them on the CPU; on a GPU machine the workers
+    compute on the CPU, so their float rounding may differ from a sequential GPU run)."""
     workers = min(inf.num_workers, inf.recalibration_folds)
     if workers <= 1:
         return
