@@ -198,7 +198,7 @@ def _train_fold(inf, condition, targets, train, val, ckpt_dir: Path) -> int:
     return fit_posterior(inf, condition, targets, train, val, ckpt_dir).fit["best_epoch"]
 
 
-def train_folds_in_workers(inf, condition, targets, train, val, usable, fold, root: Path) -> None:
+def train_folds_in_workers(inf, condition, targets, folds) -> None:
     """With ``infer.NUM_WORKERS`` > 1, train the fold flows side by side in that many
     processes; each leaves its final checkpoint, which :func:`fit_posterior` then resumes in
     this process. A fold flow is a small network whose steps leave most of a core idle, so
@@ -211,12 +211,9 @@ def train_folds_in_workers(inf, condition, targets, train, val, usable, fold, ro
     from joblib import Parallel, delayed
 
     log.info("training %d fold flows in %d worker processes", inf.recalibration_folds, workers)
-    jobs = []
-    for k in range(inf.recalibration_folds):
-        rest = usable & (fold != k)
-        jobs.append(delayed(_train_fold)(inf, condition, targets, train & rest, val & rest,
-                                         root / f"fold{k}" / "checkpoints"))
-    best = Parallel(n_jobs=workers, backend="loky")(jobs)
+    best = Parallel(n_jobs=workers, backend="loky")(
+        delayed(_train_fold)(inf, condition, targets, fit_rows, val_rows, ckpt)
+        for fit_rows, val_rows, _, ckpt in folds)
     log.info("fold flows trained; best epochs %s", best)
 
 
@@ -231,6 +228,7 @@ def cross_fit_recalibration(inf, condition, targets, train, val, groups, root: P
     usable = train | val
     fold = np.full(len(targets), -1)
     fold[usable] = fold_of_groups(groups[usable], inf.recalibration_folds, inf.seed)
+    folds = []  # (training rows, validation rows, held-out rows, checkpoints) of each fold flow
     for k in range(inf.recalibration_folds):
         held = fold == k
         rest = usable & ~held
@@ -239,14 +237,12 @@ def cross_fit_recalibration(inf, condition, targets, train, val, groups, root: P
                              "leaves no training or no held-out object; use fewer folds")
         log.info("recalibration fold %d/%d: flow on %d rows, PIT of %d held-out rows", k + 1,
                  inf.recalibration_folds, int((train & rest).sum()), int(held.sum()))
-    train_folds_in_workers(inf, condition, targets, train, val, usable, fold, root)
+        folds.append((train & rest, val & rest, held, root / f"fold{k}" / "checkpoints"))
+    train_folds_in_workers(inf, condition, targets, folds)
     pits, posteriors = [], []
-    for k in range(inf.recalibration_folds):
-        held = fold == k
-        rest = usable & ~held
+    for k, (fit_rows, val_rows, held, ckpt) in enumerate(folds):
         # resumes the fold's finished checkpoint when a worker trained it
-        fitted = fit_posterior(inf, condition, targets, train & rest, val & rest,
-                               root / f"fold{k}" / "checkpoints")
+        fitted = fit_posterior(inf, condition, targets, fit_rows, val_rows, ckpt)
         posteriors.append(fitted)
         samples = fitted.sample(condition[held], inf.num_samples, inf.seed + 1 + k)
         pits.append(np.stack([cal.pit(samples[:, :, j], targets[held, j], seed=inf.seed + k)
