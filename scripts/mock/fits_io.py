@@ -6,6 +6,11 @@ PRIMARY HDU), then ``SUBARU_HSC.<B> MASK`` (int32 bit mask) and ``SUBARU_HSC.<B>
 (float32). X-ray maps are a single primary image HDU named ``XRAY_0.5-5.0keV``. Header
 cards are (key, value, comment) triples; values must be finite so every file passes
 ``astropy.io.fits`` verification.
+
+Written with fitsio (CFITSIO): measured 6.7× faster per HSC cut-out than astropy.io.fits,
+whose per-card construction and configuration look-ups took half of the mock universe's
+rendering time (BENCHMARKS.md "Mock universe rendering"). Floating-point header values are
+written as CFITSIO formats them (15 significant digits).
 """
 from __future__ import annotations
 
@@ -13,36 +18,42 @@ import math
 import os
 from pathlib import Path
 
+import fitsio
 import numpy as np
-from astropy.io import fits
 
 Card = tuple[str, object, str]
 
 
-def _card(key: str, value, comment: str) -> fits.Card:
-    if isinstance(value, (float, np.floating)):
+def _record(key: str, value, comment: str) -> dict:
+    """One header record for fitsio, with numpy scalars made plain Python values."""
+    if isinstance(value, (bool, np.bool_)):
+        value = bool(value)
+    elif isinstance(value, (float, np.floating)):
         if not math.isfinite(float(value)):
             raise ValueError(f"FITS header card {key} must be finite, got {value}")
         value = float(value)
-    elif isinstance(value, (bool, np.bool_)):
-        value = bool(value)
     elif isinstance(value, np.integer):
         value = int(value)
-    return fits.Card(key, value, comment)
+    return {"name": key, "value": value, "comment": comment}
 
 
-def _header(cards: list[Card]) -> fits.Header:
-    """Header from (key, value, comment) triples (built in one go: astropy's per-card
-    updates dominate the write time otherwise)."""
-    return fits.Header([_card(*c) for c in cards])
+def _records(cards: list[Card]) -> list[dict]:
+    return [_record(*c) for c in cards]
 
 
-def _write(hdul: fits.HDUList, path: Path) -> None:
-    """Write atomically (temporary file + rename) so a crash never leaves half a file."""
+def _write(path: Path, hdus: list[tuple[np.ndarray | None, str | None, list[Card]]]) -> None:
+    """Write ``(data, extname, cards)`` HDUs in order (the first is the primary HDU),
+    atomically: a temporary file, then a rename, so a crash never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    hdul.writeto(tmp, overwrite=True, output_verify="ignore")  # cards are validated when built
+    records = [_records(cards) for _, _, cards in hdus]   # validated before anything is written
+    with fitsio.FITS(str(tmp), "rw", clobber=True) as out:
+        for (data, extname, _), header in zip(hdus, records):
+            if data is None:        # an empty primary HDU
+                out.write_image(None, header=header or None)
+            else:
+                out.write(data, extname=extname, header=header or None)
     os.replace(tmp, path)
 
 
@@ -52,19 +63,15 @@ def write_hsc_cutout(path: Path, bands: list[str], images: np.ndarray, masks: np
     hdus = []
     for b, name in enumerate(bands):
         extname = f"SUBARU_HSC.{name}"
-        header = _header([("EXTNAME", extname, "extension name"), *cards_per_band[b]])
-        data = np.ascontiguousarray(images[b], dtype=np.float64)
-        hdus.append(fits.PrimaryHDU(data=data, header=header) if b == 0 else fits.ImageHDU(data=data, header=header))
-        hdus.append(fits.ImageHDU(data=np.ascontiguousarray(masks[b], dtype=np.int32), name=f"{extname} MASK"))
-        hdus.append(fits.ImageHDU(data=np.ascontiguousarray(variances[b], dtype=np.float32),
-                                  name=f"{extname} VARIANCE"))
-    _write(fits.HDUList(hdus), path)
+        hdus.append((np.ascontiguousarray(images[b], dtype=np.float64), extname, list(cards_per_band[b])))
+        hdus.append((np.ascontiguousarray(masks[b], dtype=np.int32), f"{extname} MASK", []))
+        hdus.append((np.ascontiguousarray(variances[b], dtype=np.float32), f"{extname} VARIANCE", []))
+    _write(path, hdus)
 
 
 def write_xray_map(path: Path, image: np.ndarray, cards: list[Card], extname: str) -> None:
     """Write a single-band X-ray map as the primary HDU named ``extname``."""
-    header = _header([("EXTNAME", extname, "extension name"), *cards])
-    _write(fits.HDUList([fits.PrimaryHDU(data=np.ascontiguousarray(image, dtype=np.float32), header=header)]), path)
+    _write(path, [(np.ascontiguousarray(image, dtype=np.float32), extname, list(cards))])
 
 
 def write_band_file(path: Path, image: np.ndarray, mask: np.ndarray, variance: np.ndarray,
@@ -72,13 +79,10 @@ def write_band_file(path: Path, image: np.ndarray, mask: np.ndarray, variance: n
     """One band of one object as the HSC-SSP cutout service writes it: an empty primary
     HDU, then ``IMAGE`` (float32, with the celestial WCS in ``cards``), ``MASK`` (int32) and
     ``VARIANCE`` (float32)."""
-    header = _header(cards)
-    _write(fits.HDUList([
-        fits.PrimaryHDU(),
-        fits.ImageHDU(data=np.ascontiguousarray(image, dtype=np.float32), header=header, name="IMAGE"),
-        fits.ImageHDU(data=np.ascontiguousarray(mask, dtype=np.int32), name="MASK"),
-        fits.ImageHDU(data=np.ascontiguousarray(variance, dtype=np.float32), name="VARIANCE"),
-    ]), path)
+    _write(path, [(None, None, []),
+                  (np.ascontiguousarray(image, dtype=np.float32), "IMAGE", list(cards)),
+                  (np.ascontiguousarray(mask, dtype=np.int32), "MASK", []),
+                  (np.ascontiguousarray(variance, dtype=np.float32), "VARIANCE", [])])
 
 
 def write_cube(path: Path, bands: list[str] | None, images: np.ndarray, cards: list[Card]) -> None:
@@ -89,6 +93,4 @@ def write_cube(path: Path, bands: list[str] | None, images: np.ndarray, cards: l
         band_cards = [("BANDS", "".join(bands) if all(len(b) == 1 for b in bands) else ",".join(bands),
                        "bands of the planes")]
         band_cards += [(f"BAND{i}", b, f"band of plane {i}") for i, b in enumerate(bands)]
-    header = _header([*cards, *band_cards])
-    _write(fits.HDUList([fits.PrimaryHDU(data=np.ascontiguousarray(images, dtype=np.float32),
-                                         header=header)]), path)
+    _write(path, [(np.ascontiguousarray(images, dtype=np.float32), None, [*cards, *band_cards])])
