@@ -7,7 +7,9 @@ and :func:`pca_map` take the rows as chunks, so a million objects fit in memory 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import warnings
 from typing import Iterable
 
 import numpy as np
@@ -17,6 +19,64 @@ from tqdm import tqdm
 from scripts.analysis.neighbours import as_float32
 
 logger = logging.getLogger(__name__)
+
+#: umap-learn finds the neighbours of fewer fitted rows than this exactly, from all pairwise
+#: distances (its "small data" branch), above it with NN-descent.
+EXACT_NEIGHBOUR_ROWS = 4096
+
+
+def _umap():
+    """umap-learn, with its compiled functions cached on disk (:mod:`.jit_cache`)."""
+    import umap  # slow import (numba, and umap pulls in TensorFlow for ParametricUMAP)
+
+    from scripts.analysis.jit_cache import cache_compiled
+    cache_compiled()
+    return umap
+
+
+class ExactEuclideanUMAP:
+    """UMAP of fewer than :data:`EXACT_NEIGHBOUR_ROWS` rows on exact Euclidean distances
+    computed with NumPy, which umap-learn then takes as ``metric="precomputed"``.
+
+    That is umap-learn's own algorithm below that size (all pairwise distances, exact
+    neighbours), but umap-learn computes those distances through scikit-learn with its
+    jitted metric as a Python callable, one pair at a time: 6 s to fit 2,000 rows and 11 s
+    to transform 1,800 more on 2 cores, where NumPy takes milliseconds (BENCHMARKS.md "UMAP
+    maps"). ``transform`` takes vectors, like a UMAP fitted on vectors, and hands umap-learn
+    each new row's ``n_neighbors`` nearest fitted rows as a sparse distance matrix, which
+    it turns into the same neighbours and coordinates as the dense matrix.
+    """
+
+    def __init__(self, fit_X: np.ndarray, n_neighbors: int, **umap_kwargs):
+        from sklearn.metrics import pairwise_distances
+
+        if len(fit_X) >= EXACT_NEIGHBOUR_ROWS:
+            raise ValueError(f"{len(fit_X)} rows: exact neighbours are for fewer than {EXACT_NEIGHBOUR_ROWS}")
+        self.fit_X = np.asarray(fit_X, dtype=np.float64)
+        self.n_neighbors = n_neighbors
+        self.reducer = _umap().UMAP(n_neighbors=n_neighbors, metric="precomputed", **umap_kwargs)
+        with _precomputed_warnings_quiet():
+            self.embedding_ = self.reducer.fit_transform(pairwise_distances(self.fit_X))
+
+    def transform(self, X) -> np.ndarray:
+        import scipy.sparse
+        from sklearn.neighbors import NearestNeighbors
+
+        X = np.asarray(X, dtype=np.float64)
+        k = self.n_neighbors
+        dist, idx = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(self.fit_X).kneighbors(X)
+        nearest = scipy.sparse.csr_matrix((dist.ravel(), idx.ravel(), np.arange(0, dist.size + 1, k)),
+                                          shape=(len(X), len(self.fit_X)))   # keeps exact zeros
+        with _precomputed_warnings_quiet():
+            return self.reducer.transform(nearest)
+
+
+@contextlib.contextmanager
+def _precomputed_warnings_quiet():
+    """umap-learn warns on every precomputed fit and transform about what is done on purpose."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*precomputed.*", category=UserWarning)
+        yield
 
 
 def umap_fit_rows(n: int, n_neighbors: int = 15, fit_subsample: int | None = 50_000,
@@ -59,14 +119,16 @@ def umap_map(fit_X, fit_rows, chunks: Iterable[np.ndarray], n: int, n_neighbors:
     batches of ``batch_size`` gathered across chunks, so the batches (and the coordinates)
     are those :func:`fit_umap` makes of the whole array. Holds one chunk and one batch
     beside the fit rows and the (n, n_components) result."""
-    import umap  # slow import (numba, and umap pulls in TensorFlow for ParametricUMAP)
-
     fit_rows = np.asarray(fit_rows, dtype=np.int64)
-    reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, n_components=n_components,
-                        metric=metric, random_state=seed, n_jobs=1)
+    kwargs = dict(min_dist=min_dist, n_components=n_components, random_state=seed, n_jobs=1)
     logger.info("UMAP: fitting on %d of %d rows", len(fit_rows), n)
     embedding = np.empty((n, n_components), dtype=np.float32)
-    embedding[fit_rows] = reducer.fit_transform(as_float32(fit_X))
+    if metric == "euclidean" and len(fit_rows) < EXACT_NEIGHBOUR_ROWS:
+        reducer = ExactEuclideanUMAP(as_float32(fit_X), n_neighbors, **kwargs)
+        embedding[fit_rows] = reducer.embedding_
+    else:
+        reducer = _umap().UMAP(n_neighbors=n_neighbors, metric=metric, **kwargs)
+        embedding[fit_rows] = reducer.fit_transform(as_float32(fit_X))
     fitted = np.zeros(n, dtype=bool)
     fitted[fit_rows] = True
     rows_waiting: list[np.ndarray] = []      # rows to transform, in order, fewer than a batch

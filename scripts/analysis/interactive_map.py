@@ -37,7 +37,7 @@ def _png_uri(rgb: np.ndarray, size: int = THUMB_PX) -> str:
 
     img = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8)).resize((size, size), Image.NEAREST)
     buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
+    img.save(buf, format="PNG")  # optimize=True: 7x slower for 0.2 % smaller files
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 

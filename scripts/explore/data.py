@@ -83,7 +83,7 @@ def png_bytes(rgb: np.ndarray, size: int = THUMB_PX) -> bytes:
     img = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8))
     img = img.resize((size, size), Image.NEAREST)
     buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
+    img.save(buf, format="PNG")  # optimize=True: 7x slower for 0.2 % smaller files
     return buf.getvalue()
 
 
