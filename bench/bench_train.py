@@ -12,12 +12,18 @@ loss and optimizer, and peak memory of a training run at two dataset sizes.
      (``jit_compile=False`` in both, so both run the same kernels).
 
    The first step (tracing) is excluded; the median of the timed steps is reported.
-2. **Peak memory** (max RSS of a fresh process) of a short tiny-model training run over
+2. **XLA on the CPU at a preset's size** (``--jit-preset params.demo.yaml``): the same
+   step of the preset's model (architecture, width, stem, head, batch; its IMAGE_SIZE)
+   without and with ``JIT_COMPILE``, alternating step by step. XLA is ~12× slower on this
+   CPU for the full-size step above; for the demo's tiny model its fusion of the many
+   small kernels wins instead. The preset's ``JIT_COMPILE`` is chosen from this ratio.
+3. **Peak memory** (max RSS of a fresh process) of a short tiny-model training run over
    stores of N₁ and N₂ = 8·N₁ images: the stores are streamed from HDF5, so the peak
    must not grow with N (ratio ≈ 1).
 
     .venv/bin/python -m bench.bench_train            # quick: 3 timed steps, N = 2k/16k
     .venv/bin/python -m bench.bench_train --steps 20 --sizes 5000,80000
+    .venv/bin/python -m bench.bench_train --jit-preset params.demo.yaml --steps 15
 """
 from __future__ import annotations
 
@@ -178,6 +184,32 @@ def step_throughput(steps: int) -> dict:
             "ours_first_step_s": first[0], "fit_first_step_s": first[1]}
 
 
+def jit_ratio(preset: Path, steps: int) -> dict:
+    """Images/s of our step at ``preset``'s model and image size with XLA off and on (after
+    one tracing step each, alternating), on the same pre-made views."""
+    from scripts.params import load_params
+
+    p = load_params(preset)
+    t = p.train
+    model = dict(architecture=t.architecture, width_multiplier=t.width_multiplier, stem=t.stem,
+                 head_layers=t.head_layers, head_hidden_dim=t.head_hidden_dim,
+                 output_dim=t.output_dim, batch_size=t.batch_size, temperature=t.temperature)
+    with tempfile.TemporaryDirectory() as tmp:
+        off, views = our_step(Path(tmp) / "off", bench_params(jit_compile="off", **model), p.extract.image_size)
+        on, _ = our_step(Path(tmp) / "on", bench_params(jit_compile="on", **model), p.extract.image_size,
+                         views=views)
+        first = timed(off), timed(on)
+        times_off, times_on = [], []
+        for _ in range(steps):
+            times_off.append(timed(off))
+            times_on.append(timed(on))
+    ips_off = t.batch_size / float(np.median(times_off))
+    ips_on = t.batch_size / float(np.median(times_on))
+    return {"preset": str(preset), "image_size": p.extract.image_size, "batch": t.batch_size,
+            "off_images_per_s": ips_off, "on_images_per_s": ips_on, "ratio_on_over_off": ips_on / ips_off,
+            "first_step_s": first, "timed_steps": steps}
+
+
 def _status_mib(key: str) -> float:
     """``VmRSS`` / ``VmHWM`` of this process from /proc (MiB)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -226,6 +258,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed steps (default 3)")
     parser.add_argument("--sizes", default="2000,16000", help="dataset sizes for peak RSS")
     parser.add_argument("--skip-step", action="store_true", help="only the memory part")
+    parser.add_argument("--jit-preset", type=Path, metavar="PARAMS",
+                        help="only: our step at this params file's model size, XLA off vs on")
     parser.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
@@ -233,6 +267,14 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.rss_child is not None:
         print(json.dumps(rss_child(args.rss_child, max(args.steps, 10))))
+        return 0
+    if args.jit_preset is not None:
+        r = jit_ratio(args.jit_preset, args.steps)
+        log.info("train step of %s (%d px, batch %d), %d timed steps: XLA off %.1f images/s, "
+                 "on %.1f images/s, ratio on/off %.2f (first steps incl. tracing/compiling: "
+                 "%.1f s / %.1f s)", r["preset"], r["image_size"], r["batch"],
+                 r["timed_steps"], r["off_images_per_s"], r["on_images_per_s"],
+                 r["ratio_on_over_off"], *r["first_step_s"])
         return 0
     if not args.skip_step:
         r = step_throughput(args.steps)

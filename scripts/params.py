@@ -506,7 +506,8 @@ class TrainParams:
                                "adds dynamic loss scaling. off: float32.", "off", "mixed_bfloat16")
     jit_compile: str = key(string(("auto", "on", "off")), "XLA-compile the train and validation "
                            "steps (augmentation stays outside): auto = on a GPU with one "
-                           "replica, off on the CPU (slower there).", "auto", "auto")
+                           "replica, off on the CPU (slower there for full-size models; "
+                           "bench.bench_train --jit-preset measures a preset).", "auto", "auto")
     cache_images: str = key(string(("off", "on", "auto")), "Hold the training image stores in "
                             "memory (raw pixels, read once): auto = when they take at most a "
                             "quarter of the available memory.", "off", "auto")
