@@ -1,4 +1,6 @@
 """UMAP subsample-fit + transform, PCA, and the thumbnail grid."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -86,3 +88,42 @@ def test_thumbnail_grid_ignores_nan_rows():
     assert picks == [((0, 0), 0), ((1, 1), 2)]
     with pytest.raises(ValueError, match="\\(N, 2\\)"):
         thumbnail_grid(np.zeros((3, 3)), 2)
+
+
+def test_exact_umap_below_the_small_data_size_places_new_rows_with_their_blob(blobs):
+    """Below EXACT_NEIGHBOUR_ROWS fitted rows the map is fitted on NumPy's exact distances;
+    its transform hands umap-learn each row's nearest fitted rows as a sparse matrix (exact
+    zeros kept): a fitted row transformed again lands beside itself, in its blob, and every transformed row lands in its own blob."""
+    from scripts.analysis.embedding_maps import ExactEuclideanUMAP
+
+    X, labels = blobs
+    X = X.copy()
+    emb, reducer = fit_umap(X, n_neighbors=10, fit_subsample=200, seed=3, batch_size=1000)
+    assert isinstance(reducer, ExactEuclideanUMAP)
+    fitted = np.isin(emb, reducer.embedding_).all(axis=1)
+    twin = int(np.flatnonzero(fitted)[0])
+    moved = reducer.transform(X[[twin]])[0]          # a fitted row, transformed again
+    nearest_fitted = np.flatnonzero(fitted)[np.linalg.norm(emb[fitted] - moved, axis=1).argmin()]
+    assert labels[nearest_fitted] == labels[twin]
+    assert np.linalg.norm(moved - emb[twin]) < 2 * emb[labels == labels[twin]].std(axis=0).max()
+    assert np.isfinite(emb).all()
+    rest = np.flatnonzero(~fitted)
+    d = np.linalg.norm(emb[rest][:, None] - emb[fitted][None], axis=2)
+    assert np.mean(labels[np.flatnonzero(fitted)[d.argmin(axis=1)]] == labels[rest]) > 0.95
+    with pytest.raises(ValueError, match="exact neighbours"):
+        ExactEuclideanUMAP(np.zeros((4096, 2)), 10)
+
+
+def test_umap_compiled_code_is_cached_on_disk():
+    """After cache_compiled, umap-learn's jitted functions carry numba's disk cache, and
+    calling one writes its index file."""
+    from numba.core.caching import FunctionCache
+
+    from scripts.analysis.embedding_maps import load_umap
+
+    umap = load_umap()
+    euclidean = umap.distances.euclidean
+    assert isinstance(euclidean._cache, FunctionCache)
+    euclidean(np.zeros(3), np.ones(3))
+    folder = Path(euclidean._cache.cache_path)
+    assert list(folder.glob("distances.euclidean-*.nbi")), sorted(p.name for p in folder.glob("*.nbi"))

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 EXACT_NEIGHBOUR_ROWS = 4096
 
 
-def _umap():
+def load_umap():
     """umap-learn, with its compiled functions cached on disk (:mod:`.jit_cache`)."""
     import umap  # slow import (numba, and umap pulls in TensorFlow for ParametricUMAP)
 
@@ -54,7 +54,7 @@ class ExactEuclideanUMAP:
             raise ValueError(f"{len(fit_X)} rows: exact neighbours are for fewer than {EXACT_NEIGHBOUR_ROWS}")
         self.fit_X = np.asarray(fit_X, dtype=np.float64)
         self.n_neighbors = n_neighbors
-        self.reducer = _umap().UMAP(n_neighbors=n_neighbors, metric="precomputed", **umap_kwargs)
+        self.reducer = load_umap().UMAP(n_neighbors=n_neighbors, metric="precomputed", **umap_kwargs)
         with _precomputed_warnings_quiet():
             self.embedding_ = self.reducer.fit_transform(pairwise_distances(self.fit_X))
 
@@ -127,7 +127,7 @@ def umap_map(fit_X, fit_rows, chunks: Iterable[np.ndarray], n: int, n_neighbors:
         reducer = ExactEuclideanUMAP(as_float32(fit_X), n_neighbors, **kwargs)
         embedding[fit_rows] = reducer.embedding_
     else:
-        reducer = _umap().UMAP(n_neighbors=n_neighbors, metric=metric, **kwargs)
+        reducer = load_umap().UMAP(n_neighbors=n_neighbors, metric=metric, **kwargs)
         embedding[fit_rows] = reducer.fit_transform(as_float32(fit_X))
     fitted = np.zeros(n, dtype=bool)
     fitted[fit_rows] = True
