@@ -12,11 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def demo_raw_params() -> dict:
-    """params.demo.yaml, with XLA off: the tests train a few steps of tiny models, where
-    compiling the step (~7 s) costs more than it saves; ``make demo`` runs it on."""
-    raw = yaml.safe_load((ROOT / "params.demo.yaml").read_text())
-    raw["train"]["JIT_COMPILE"] = "off"
-    return raw
+    return yaml.safe_load((ROOT / "params.demo.yaml").read_text())
 
 
 def write_params(path: Path, raw: dict) -> Path:
