@@ -463,3 +463,13 @@ def test_cli_maps_options_to_build_arguments():
     assert kw["raw_root"] == Path("/x") and kw["illustris_root"] == Path("/y")
     with pytest.raises(SystemExit):
         parse_args(["--size", "huge"])
+
+
+def test_fits_writer_bench_writes_the_same_cutout_both_ways(capsys):
+    """bench.bench_fits_writer: the mock's fitsio writer and the astropy baseline write the
+    same HDU names, dtypes and pixels, and the ratio is printed (no timing asserted)."""
+    from bench import bench_fits_writer
+
+    result = bench_fits_writer.main(["--n", "2"])
+    assert result["same"] and result["ratio"] > 0
+    assert "speed-up fitsio / astropy" in capsys.readouterr().out
