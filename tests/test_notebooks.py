@@ -75,7 +75,8 @@ def analysed_run(prepared_small, tmp_path_factory):
     raw["analyse"]["EVALUATION_SPLITS"] = ["train", "validation", "test"]
     raw["analyse"]["REALISM"].update(SMALL_REALISM)
     raw["tracking"]["BACKENDS"] = ["none"]
-    raw["infer"].update(EPOCHS=5, PATIENCE=5, NUM_SAMPLES=50, CHECKPOINT_EVERY=5)  # a quick flow
+    raw["infer"].update(EPOCHS=5, PATIENCE=5, NUM_SAMPLES=50, CHECKPOINT_EVERY=5,  # a quick flow,
+                        RECALIBRATION="none")   # one: the notebooks read its samples only
     params_path = root / "params.yaml"
     params_path.write_text(yaml.safe_dump(raw, sort_keys=False))
     save_run(root / "models" / RUN, 32, 3)
