@@ -32,13 +32,19 @@ THUMB_PX = 64
 N_HOVER_FIELDS = 3
 
 
-def _png_uri(rgb: np.ndarray, size: int = THUMB_PX) -> str:
+def png_bytes(rgb: np.ndarray, size: int) -> bytes:
+    """PNG of a display image (H, W, 3) in [0, 1], resized to ``size`` px (nearest); the
+    explorer's thumbnails use it too."""
     from PIL import Image
 
     img = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8)).resize((size, size), Image.NEAREST)
     buf = io.BytesIO()
     img.save(buf, format="PNG")  # optimize=True: 7x slower for 0.2 % smaller files
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return buf.getvalue()
+
+
+def _png_uri(rgb: np.ndarray, size: int = THUMB_PX) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes(rgb, size)).decode("ascii")
 
 
 def write_interactive_map(coords: pd.DataFrame, table: pd.DataFrame, images, path, fields=(),

@@ -22,18 +22,20 @@ _done: set[str] = set()
 def cache_compiled(packages=("umap", "pynndescent")) -> int:
     """Enable numba's disk cache for every jitted function defined at module level in the
     already imported ``packages``; returns how many functions were newly enabled."""
+    from numba.core.caching import NullCache
     from numba.core.registry import CPUDispatcher
 
     enabled = 0
     for name in [m for m in list(sys.modules) if m.split(".")[0] in packages and m not in _done]:
+        _done.add(name)
         for obj in list(vars(sys.modules[name]).values()):
-            if isinstance(obj, CPUDispatcher) and type(obj._cache).__name__ == "NullCache":
+            if isinstance(obj, CPUDispatcher) and isinstance(obj._cache, NullCache):
                 try:
                     obj.enable_caching()
                 except RuntimeError as err:     # no writable cache location: compile as before
                     logger.info("numba disk cache not available (%s); compiling in memory", err)
+                    _done.update(m for m in sys.modules if m.split(".")[0] in packages)
                     return enabled
                 enabled += 1
-        _done.add(name)
     logger.debug("numba disk cache enabled for %d functions of %s", enabled, ", ".join(packages))
     return enabled
