@@ -11,6 +11,7 @@ measured in the same run.
 
     python -m bench.bench_posterior_seeds                         # demo run, seeds 0 1 2
     python -m bench.bench_posterior_seeds --params params.demo.xray.yaml --seeds 0 1 2
+    python -m bench.bench_posterior_seeds --methods quantile quantile-validation
 
 It needs the analysed run (``make demo``): ``reports/<run>/representation.parquet`` and
 prepare's ``dataset/``. Paths come from ``config`` (``DATASET_PATH``, ``REPORTS_PATH``).
@@ -32,6 +33,11 @@ import yaml
 import config
 from scripts.params import parse_params
 
+#: variant name → infer overrides; ``none`` is the baseline of every comparison
+VARIANTS = {"none": {"RECALIBRATION": "none"},
+            "quantile": {"RECALIBRATION": "quantile", "RECALIBRATION_SPLITS": ["train", "validation"]},
+            "quantile-validation": {"RECALIBRATION": "quantile",
+                                    "RECALIBRATION_SPLITS": ["validation"]}}
 METHODS = ("none", "quantile")
 COPIED = ("representation.parquet", "analogues.parquet")
 
@@ -61,7 +67,7 @@ def measure(raw: dict, seeds, dataset_root: Path, reports_root: Path, methods=ME
     for method in methods:
         for seed in seeds:
             variant = copy.deepcopy(raw)
-            variant.setdefault("infer", {}).update(RECALIBRATION=method, SEED=int(seed))
+            variant.setdefault("infer", {}).update(**VARIANTS[method], SEED=int(seed))
             variant.setdefault("tracking", {})["BACKENDS"] = ["none"]
             params = parse_params(variant)
             with tempfile.TemporaryDirectory(prefix="bench_posterior_") as tmp:
@@ -103,6 +109,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", default="params.demo.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(VARIANTS),
+                        help="variants compared (quantile-validation: the map from the "
+                             "validation split's PIT values only)")
     parser.add_argument("--datasets", nargs="+", default=None,
                         help="sets judged (default: infer.TRAIN_SETS, the calibrated ones)")
     args = parser.parse_args(argv)
@@ -112,7 +121,7 @@ def main(argv=None) -> int:
     from scripts.infer import resolve_sets
 
     judged = args.datasets or resolve_sets(params)[0]
-    rows = measure(raw, args.seeds, config.dataset_path, config.reports_path)
+    rows = measure(raw, args.seeds, config.dataset_path, config.reports_path, args.methods)
     print(f"posterior coverage on the test split, {args.params}, seeds {args.seeds}")
     print("| method | seed | dataset | field | 68 % | 95 % | PIT p | R² median |")
     print("|---|---|---|---|---|---|---|---|")

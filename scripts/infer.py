@@ -154,12 +154,17 @@ def prepare_checkpoints(ckpt_root: Path, fingerprint: str) -> Path:
 
 # --------------------------------------------------------------------------- flow
 class FittedPosterior:
-    """A trained flow with its optional ridge mean: samples in the flow's target space."""
+    """A trained flow with its optional ridge mean: samples in the flow's target space.
+    The flow object is shared by every fit of its configuration (:func:`shared_trainer`),
+    so the fitted weights are kept here and put back before sampling."""
 
     def __init__(self, flow, mean_model, fit: dict):
         self.flow, self.mean_model, self.fit = flow, mean_model, fit
+        self.weights = [v.numpy() for v in flow.variables]
 
     def sample(self, condition, n: int, seed: int, first_chunk: int = 0) -> np.ndarray:
+        for v, value in zip(self.flow.variables, self.weights):
+            v.assign(value)
         out = np.asarray(self.flow.sample(condition, n, seed=seed, first_chunk=first_chunk),
                          np.float64)
         if self.mean_model is not None:
@@ -167,21 +172,40 @@ class FittedPosterior:
         return out
 
 
+#: one trainer (flow, optimizer, traced functions) per flow configuration in this process
+_TRAINERS: dict = {}
+
+
+def shared_trainer(inf, target_dim: int, condition_dim: int, ckpt_dir: Path, tracker=None,
+                   epoch_callback=None):
+    """The process's trainer of this flow configuration, reset for a new fit into
+    ``ckpt_dir``: the stage flow and every fold flow (here and in each worker process) reuse
+    one flow object and its traced step, as fresh ones would give the same flow."""
+    from scripts.posterior.flow import ConditionalFlow
+    from scripts.posterior.training import FitSettings, FlowTrainer
+
+    settings = FitSettings.from_params(inf)
+    key = (target_dim, condition_dim, inf.num_coupling_layers, tuple(inf.hidden_units),
+           inf.clamp, tuple(inf.condition_embedding), settings)
+    trainer = _TRAINERS.get(key)
+    if trainer is None:
+        flow = ConditionalFlow(target_dim, condition_dim, inf.num_coupling_layers,
+                               inf.hidden_units, inf.clamp, inf.condition_embedding, seed=inf.seed)
+        trainer = _TRAINERS[key] = FlowTrainer(flow, settings, ckpt_dir)
+    return trainer.reset(ckpt_dir, tracker, epoch_callback)
+
+
 def fit_posterior(inf, condition, targets, train, val, ckpt_dir: Path, tracker=None,
                   epoch_callback=None) -> FittedPosterior:
     """Train (or resume) the flow of ``inf`` on the ``train`` rows, early stopping on ``val``."""
-    from scripts.posterior.flow import ConditionalFlow
     from scripts.posterior.linear_mean import LinearMean
-    from scripts.posterior.training import FitSettings, FlowTrainer
 
     mean_model = LinearMean().fit(condition[train], targets[train]) if inf.linear_mean else None
     flow_targets = targets if mean_model is None else mean_model.residual(targets, condition)
-    flow = ConditionalFlow(targets.shape[1], condition.shape[1], inf.num_coupling_layers,
-                           inf.hidden_units, inf.clamp, inf.condition_embedding, seed=inf.seed)
-    trainer = FlowTrainer(flow, FitSettings.from_params(inf), ckpt_dir, tracker=tracker,
-                          epoch_callback=epoch_callback)
+    trainer = shared_trainer(inf, targets.shape[1], condition.shape[1], ckpt_dir, tracker,
+                             epoch_callback)
     fit = trainer.fit(flow_targets[train], condition[train], flow_targets[val], condition[val])
-    return FittedPosterior(flow, mean_model, fit)
+    return FittedPosterior(trainer.flow, mean_model, fit)
 
 
 def _train_fold(inf, condition, targets, train, val, ckpt_dir: Path) -> int:
@@ -220,12 +244,18 @@ def train_folds_in_workers(inf, condition, targets, folds) -> None:
 def cross_fit_recalibration(inf, condition, targets, train, val, groups, root: Path):
     """The quantile recalibration map from held-out PIT values of ``RECALIBRATION_FOLDS``
     flows, each trained on the other folds of the train and validation objects
-    (:mod:`scripts.posterior.recalibration`). Returns (map, the fold flows, summary for
-    metrics.json)."""
+    (:mod:`scripts.posterior.recalibration`); the map is fitted on the PIT values of the
+    held-out rows of ``RECALIBRATION_SPLITS`` only. Returns (map, the fold flows, summary
+    for metrics.json)."""
     from scripts.posterior import calibration as cal
     from scripts.posterior.recalibration import QuantileRecalibration, fold_of_groups
 
     usable = train | val
+    mapped = np.zeros(len(targets), bool)    # rows whose held-out PIT values fit the map
+    if "train" in inf.recalibration_splits:
+        mapped |= train
+    if "validation" in inf.recalibration_splits:
+        mapped |= val
     fold = np.full(len(targets), -1)
     fold[usable] = fold_of_groups(groups[usable], inf.recalibration_folds, inf.seed)
     folds = []  # (training rows, validation rows, held-out rows, checkpoints) of each fold flow
@@ -245,15 +275,19 @@ def cross_fit_recalibration(inf, condition, targets, train, val, groups, root: P
         fitted = fit_posterior(inf, condition, targets, fit_rows, val_rows, ckpt)
         posteriors.append(fitted)
         samples = fitted.sample(condition[held], inf.num_samples, inf.seed + 1 + k)
+        kept = mapped[held]
         pits.append(np.stack([cal.pit(samples[:, :, j], targets[held, j], seed=inf.seed + k)
-                              for j in range(targets.shape[1])], axis=1))
+                              for j in range(targets.shape[1])], axis=1)[kept])
     pits = np.concatenate(pits)
+    log.info("recalibration map from %d held-out PIT values (%s)", len(pits),
+             " + ".join(inf.recalibration_splits))
     recalibration = QuantileRecalibration().fit(pits)
     for j in recalibration.saturated(inf.num_samples):
         log.warning("recalibration: held-out truths of target %d fall outside all %d samples so "
                     "often that its 95 %% interval cannot be widened enough; raise "
                     "infer.NUM_SAMPLES", j, inf.num_samples)
     info = {"method": "quantile", "folds": inf.recalibration_folds,
+            "splits": list(inf.recalibration_splits),
             "held_out_pit_ks_p": [cal.pit_ks_pvalue(p) for p in pits.T],
             **recalibration.summary()}
     return recalibration, posteriors, info

@@ -544,6 +544,9 @@ class RealismParams:
                                  "object labels (its null, interval and p-value).", 50, "50")
     mmd_max_samples: int = key(integer(10), "Cap on objects per set in the MMD test (memory "
                                "grows as N²).", 2000, "2000")
+    num_workers: int = key(integer(1), "Processes that run the comparisons (each simulated "
+                           "set against each observed set, on the representation and on each "
+                           "baseline) side by side; the results do not depend on it.", 1, "4")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -621,6 +624,13 @@ class InferParams:
                              "it (scripts/posterior/recalibration.py).", "none", "quantile")
     recalibration_folds: int = key(integer(2), "Folds (whole objects) of the cross-fit; each "
                                    "fold trains one more flow.", 5, "5")
+    recalibration_splits: tuple = key(
+        list_of(string(("train", "validation")), min_length=1, unique=True),
+        "Splits whose held-out PIT values fit the recalibration map. validation: only images "
+        "the encoder never trained on, like the test split and the observed sets (the "
+        "representation of its own training images can be sharper, and a map fitted on them "
+        "leaves the test posteriors over-confident); [train, validation]: more PIT values.",
+        ("train", "validation"), "[validation]")
     num_coupling_layers: int = key(integer(1), "Flow layers (masked autoregressive transforms, "
                                    "each followed by a permutation): the original's "
                                    "model.NUM_COUPLING_LAYERS.", 4, "12")

@@ -31,3 +31,28 @@ def test_table_without_an_observed_set_has_no_realism_rows():
                "drivers": {}, "permanence": {}}
     table = readme_table(metrics, "", ["XRAY"])
     assert "| test images | 9 |" in table and "in-domain" not in table and "AUC" not in table
+
+
+def test_stages_run_in_process_in_order_and_stop_at_a_failure(tmp_path, monkeypatch):
+    """scripts.demo runs each stage's ``main(["--params", P])`` in the demo's process, in order,
+    and stops at the first non-zero status without running the later stages."""
+    import pytest
+
+    from scripts.demo import StageFailed, run_stages
+
+    calls = tmp_path / "calls.txt"
+    for name, status in (("fake_stage_ok", 0), ("fake_stage_fails", 2), ("fake_stage_after", 0)):
+        (tmp_path / f"{name}.py").write_text(
+            "from pathlib import Path\n"
+            "def main(argv):\n"
+            f"    with open({str(calls)!r}, 'a') as f:\n"
+            f"        f.write({name!r} + ' ' + ' '.join(argv) + '\\n')\n"
+            f"    return {status}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    done = run_stages("params.demo.yaml", ("fake_stage_ok", "fake_stage_missing"))
+    assert [m for m, _ in done] == ["fake_stage_ok"]
+    with pytest.raises(StageFailed) as err:
+        run_stages("params.demo.yaml", ("fake_stage_ok", "fake_stage_fails", "fake_stage_after"))
+    assert err.value.module == "fake_stage_fails" and err.value.status == 2
+    assert calls.read_text().splitlines() == ["fake_stage_ok --params params.demo.yaml"] * 2 + [
+        "fake_stage_fails --params params.demo.yaml"]

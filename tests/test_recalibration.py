@@ -107,6 +107,22 @@ def test_keys_are_validated():
         parse_params(synthetic_raw_params(RECALIBRATION="isotonic"))
     with pytest.raises(ParamsError, match="RECALIBRATION_FOLDS"):
         parse_params(synthetic_raw_params(RECALIBRATION_FOLDS=1))
+    assert p.infer.recalibration_splits == ("train", "validation")
+    with pytest.raises(ParamsError, match="RECALIBRATION_SPLITS"):
+        parse_params(synthetic_raw_params(RECALIBRATION_SPLITS=["test"]))
+
+
+def test_map_from_the_validation_split_only(tmp_path):
+    """RECALIBRATION_SPLITS: [validation] fits the map on the held-out PIT values of the
+    validation rows alone (images an encoder never trained on)."""
+    info = write_synthetic_run(tmp_path, n_sim=(400, 120, 100), n_obs=20)
+    raw = synthetic_raw_params(EPOCHS=4, NUM_SAMPLES=40, CORNER_OBJECTS=0, RECALIBRATION="quantile",
+                               RECALIBRATION_FOLDS=2, RECALIBRATION_SPLITS=["validation"])
+    out = infer.run(parse_params(raw), info["dataset_root"], info["models_root"],
+                    info["reports_root"])
+    recal = out["posterior_flow"]["recalibration"]
+    assert recal["splits"] == ["validation"]
+    assert recal["n_pit"] == [out["posterior_flow"]["rows"]["validation"]] * 3
 
 
 def test_stage_with_recalibration_keeps_the_known_answers_and_reruns_the_same(tmp_path):

@@ -110,6 +110,30 @@ def step_analogues(source: VectorSource, meta: pd.DataFrame, params: Params, obs
     return analogues, metrics, figures
 
 
+def _compare_task(sim_vectors, sim_groups, obs_vectors, obs_groups, settings: dict) -> dict:
+    return compare_sets(sim_vectors, obs_vectors, sim_groups=sim_groups, obs_groups=obs_groups,
+                        **settings)
+
+
+def _returning_value_error(fn, *args):
+    try:
+        return fn(*args)
+    except ValueError as err:
+        return err
+
+
+def run_side_by_side(fn, tasks: list[tuple], workers: int) -> list:
+    """``fn(*task)`` for every task, in ``workers`` processes when more than one, in order;
+    a ValueError raised by a task is returned in its place (the caller reports it). Each
+    task must be seeded by its own arguments, so the results do not depend on ``workers``."""
+    if workers <= 1 or len(tasks) <= 1:
+        return [_returning_value_error(fn, *t) for t in tasks]
+    from joblib import Parallel, delayed
+
+    return Parallel(n_jobs=min(workers, len(tasks)), backend="loky")(
+        delayed(_returning_value_error)(fn, *t) for t in tasks)
+
+
 def step_realism(rep: Representation, table: pd.DataFrame, params: Params, observed, simulated,
                  plots_dir: Path, mmd_max_samples: int,
                  sets: dict | None = None) -> tuple[pd.DataFrame, dict, dict]:
@@ -126,25 +150,24 @@ def step_realism(rep: Representation, table: pd.DataFrame, params: Params, obser
         vectors = rep.vectors[mask] if features == "representation" else filled(sets[name][features])
         return vectors, (groups[mask] if groups is not None else None)
 
-    def compare(sim, obs, features):
-        cap = r.subsample
-        (sim_vectors, sim_groups), (obs_vectors, obs_groups) = of(sim, features), of(obs, features)
-        return compare_sets(
-            sim_vectors, obs_vectors, seed=seed, k=r.k,
-            percentile=r.percentile, ood_max_samples=cap, n_splits=r.cv_folds,
-            c2st_max_samples=cap, mmd_max_samples=min(cap or mmd_max_samples, mmd_max_samples),
-            n_permutations=r.n_permutations, c2st_permutations=r.c2st_permutations,
-            sim_groups=sim_groups, obs_groups=obs_groups)
-
+    cap = r.subsample
+    settings = dict(seed=seed, k=r.k, percentile=r.percentile, ood_max_samples=cap,
+                    n_splits=r.cv_folds, c2st_max_samples=cap,
+                    mmd_max_samples=min(cap or mmd_max_samples, mmd_max_samples),
+                    n_permutations=r.n_permutations, c2st_permutations=r.c2st_permutations)
     feature_names = FEATURE_SETS if sets else FEATURE_SETS[:1]
+    tasks = [(sim, obs, features) for sim in simulated for obs in observed
+             for features in feature_names]
+    inputs = [(*of(sim, features), *of(obs, features), settings) for sim, obs, features in tasks]
+    done = dict(zip(tasks, run_side_by_side(_compare_task, inputs, r.num_workers)))
     rows, metrics, figures = [], {}, {}
     for sim in simulated:
         metrics[sim] = {}
         for obs in observed:
             for features in feature_names:
-                try:
-                    comparison = compare(sim, obs, features)
-                except ValueError as err:  # too few objects for k, the folds or the halves
+                comparison = done[sim, obs, features]
+                if isinstance(comparison, ValueError):  # too few objects for k, the folds or the halves
+                    err = comparison
                     log.warning("realism of %s against %s skipped (%s): %s", sim, obs, features, err)
                     if features == "representation":
                         metrics[sim][obs] = {"skipped": str(err)}

@@ -35,6 +35,8 @@ def configure(width_multiplier: float, image_size: int) -> bool:
     before TensorFlow is imported. Returns whether it did. A value the user set is kept."""
     if not crashes_with_onednn(width_multiplier, image_size):
         return False
+    if os.environ.get(ENV) == "0":           # already off (the user, or scripts.demo)
+        return False
     if ENV in os.environ:
         log.warning("%s=%s kept as set; with WIDTH_MULTIPLIER %g at %d px, TensorFlow 2.21's "
                     "oneDNN kernels crash in training on CPU unless it is 0", ENV,

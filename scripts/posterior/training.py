@@ -49,12 +49,19 @@ class FitSettings:
 
 
 class FlowTrainer:
-    """Fits ``flow`` on (targets, conditions), checkpointing into ``ckpt_dir``."""
+    """Fits ``flow`` on (targets, conditions), checkpointing into ``ckpt_dir``.
+
+    :meth:`reset` puts the flow, the optimizer and the fit state back to how construction
+    left them and points the checkpoints at another folder, so one trainer fits several
+    flows of the same configuration (the recalibration folds) with the same results as
+    fresh trainers, while its traced TensorFlow functions are reused (tracing costs ~3 s a
+    flow on 2 CPU cores, more than training a fold of the demo).
+    """
 
     def __init__(self, flow: ConditionalFlow, settings: FitSettings, ckpt_dir: str | Path,
                  tracker=None, epoch_callback: Callable[[int, dict], None] | None = None):
-        self.flow, self.s, self.tracker = flow, settings, tracker
-        self.epoch_callback = epoch_callback
+        self.flow, self.s = flow, settings
+        self._initial = [v.numpy() for v in flow.variables]
         variables = list(flow.trainable_variables)
         self.variables = variables
         if settings.weight_decay > 0:
@@ -71,8 +78,7 @@ class FlowTrainer:
         self.state.plateau_epochs = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.state.best = [tf.Variable(v, trainable=False) for v in variables]
         self.checkpoint = tf.train.Checkpoint(flow=flow, optimizer=self.optimizer, state=self.state)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, str(ckpt_dir),
-                                                  max_to_keep=CHECKPOINTS_KEPT)
+        self.reset(ckpt_dir, tracker, epoch_callback)
         spec = [tf.TensorSpec([None, flow.target_dim], tf.float32),
                 tf.TensorSpec([None, flow.condition_dim], tf.float32)]
 
@@ -89,6 +95,28 @@ class FlowTrainer:
             return -tf.reduce_sum(flow.log_prob(y, c))
 
         self._train_step, self._nll_sum = train_step, nll_sum
+
+    def reset(self, ckpt_dir: str | Path, tracker=None,
+              epoch_callback: Callable[[int, dict], None] | None = None) -> "FlowTrainer":
+        """The state of a fresh trainer of the same flow configuration: initial weights,
+        zeroed optimizer slots and step, the initial learning rate, no best epoch; the
+        checkpoints go to (and resume from) ``ckpt_dir``."""
+        self.tracker, self.epoch_callback = tracker, epoch_callback
+        for v, value in zip(self.flow.variables, self._initial):
+            v.assign(value)
+        for v in self.optimizer.variables:
+            v.assign(tf.zeros_like(v))
+        self.optimizer.learning_rate.assign(self.s.learning_rate)
+        self.state.epoch.assign(0)
+        self.state.best_val.assign(np.inf)
+        for name in ("best_epoch", "bad_epochs", "plateau_epochs"):
+            getattr(self.state, name).assign(0)
+        for b, v in zip(self.state.best, self.variables):
+            b.assign(v)
+        self.checkpoint.save_counter.assign(0)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(ckpt_dir),
+                                                  max_to_keep=CHECKPOINTS_KEPT)
+        return self
 
     # ------------------------------------------------------------------ helpers
     @property
