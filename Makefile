@@ -32,12 +32,12 @@ chromium:
 mock: $(STAMP)
 	$(PY) -m scripts.mock --params $(DEMO_PARAMS) --size demo
 
-# Builds the mock universe, then runs every stage, in order, on the demo params; then
+# Builds the mock universe, then runs every stage, in order, on the demo params; beside
+# its train, analyse and infer stages (in a second process, log in reports/demo_xray.log),
 # trains and analyses a second model on the X-ray maps of the mock clusters, with the
 # posteriors of their unobservables (central cooling time, M200c).
 demo: mock
-	$(PY) -m scripts.demo --params $(DEMO_PARAMS)
-	$(PY) -m scripts.demo --params $(DEMO_XRAY_PARAMS) --stages train analyse infer
+	$(PY) -m scripts.demo --params $(DEMO_PARAMS) --beside $(DEMO_XRAY_PARAMS)
 
 # The science preset (not part of CI; at most 45 minutes on 2 cores once the mock exists):
 # the demo's pipeline on its own mock universe, three times the demo's (--size science, in

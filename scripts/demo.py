@@ -2,8 +2,14 @@
 
 Each stage runs through its module's ``main``, the function ``python -m <module>`` calls,
 with ``--params``, one after the other in this process: TensorFlow, MLflow and the other
-heavy libraries are then imported once, not once per stage, which saved ~N s of the
-demo on 2 cores (README). Stops at the first stage that fails or returns a non-zero status.
+heavy libraries are then imported once, not once per stage. Stops at the first stage that
+fails or returns a non-zero status.
+
+``--beside PARAMS`` runs a second run that shares this run's extract and prepare outputs
+(the demo's X-ray run): once prepare is done, its train, analyse and infer stages run in a
+second process, beside this run's, with its log in ``reports/<its run>.log``. Neither run
+keeps both cores busy on its own (the demo's serial stages used 1.5 of 2 cores), so the two
+finish sooner side by side; their results are those of the serial runs (BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -11,6 +17,9 @@ import argparse
 import importlib.util
 import json
 import logging
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +35,11 @@ STAGES = (
     "scripts.analyse",
     "scripts.infer",
 )
+
+
+#: the stages whose outputs a ``--beside`` run shares with this run
+SHARED_STAGES = ("scripts.preprocessing.extract", "scripts.preprocessing.prepare")
+_TIMING_LINE = re.compile(r"demo: scripts\.\S+\s+[\d.]+ s$")
 
 
 class StageFailed(RuntimeError):
@@ -55,6 +69,33 @@ def run_stages(params_path: Path, stages=STAGES, params: Params | None = None
             raise StageFailed(module, int(status))
         done.append((module, time.perf_counter() - start))
     return done
+
+
+def start_beside(params_path: Path, params: Params) -> tuple[subprocess.Popen, Path]:
+    """Start the train, analyse and infer stages of ``params_path`` in a second process;
+    returns it and its log file."""
+    log_path = config.reports_path / f"{params.analyse.run_name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log.info("running the train, analyse and infer stages of %s beside this run (log: %s)",
+             params_path, log_path)
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "scripts.demo", "--params", str(params_path),
+                                 "--stages", "train", "analyse", "infer"],
+                                stdout=out, stderr=subprocess.STDOUT)
+    return proc, log_path
+
+
+def finish_beside(proc: subprocess.Popen, log_path: Path) -> int:
+    """Wait for the ``--beside`` run; print its stage times and headline from its log."""
+    status = proc.wait()
+    lines = log_path.read_text(errors="replace").splitlines()
+    first = next((i for i, line in enumerate(lines) if _TIMING_LINE.search(line)), None)
+    if status:
+        log.error("the run beside failed (exit %d); the end of its log %s:\n%s", status,
+                  log_path, "\n".join(lines[-40:]))
+    elif first is not None:
+        log.info("the run beside finished (log: %s):\n%s", log_path, "\n".join(lines[first:]))
+    return status
 
 
 def _r2(entry: dict) -> str:
@@ -112,6 +153,10 @@ def main(argv=None) -> int:
     add_params_argument(parser)
     parser.add_argument("--stages", nargs="+", choices=[m.rsplit(".", 1)[-1] for m in STAGES],
                         help="run only these stages (default: all, in order)")
+    parser.add_argument("--beside", type=Path, default=None, metavar="PARAMS",
+                        help="a second run sharing this run's extract and prepare outputs (the "
+                             "demo's X-ray run): its train, analyse and infer stages run in a "
+                             "second process beside this run's, once prepare is done")
     parser.add_argument("--table", action="store_true",
                         help="print the README's demo table from the run's metrics.json and exit")
     args = parser.parse_args(argv)
@@ -123,18 +168,31 @@ def main(argv=None) -> int:
         print(readme_table(metrics, observed, list(an.simulated_sets)))
         return 0
     params = load_params(args.params)  # fail early, before any stage starts
+    beside = load_params(args.beside) if args.beside else None
+    stages = [m for m in STAGES if not args.stages or m.rsplit(".", 1)[-1] in args.stages]
+    shared = [m for m in stages if m in SHARED_STAGES]
+    side = None
     try:
-        stages = [m for m in STAGES if not args.stages or m.rsplit(".", 1)[-1] in args.stages]
-        timings = run_stages(args.params, stages, params)
+        timings = run_stages(args.params, shared, params)
+        if beside is not None:
+            side = start_beside(args.beside, beside)
+        timings += run_stages(args.params, [m for m in stages if m not in shared], params)
     except StageFailed as err:
         log.error("stage failed: %s", err)
+        if side is not None:
+            side[0].terminate()
+            side[0].wait()
         return err.status
+    except BaseException:
+        if side is not None:
+            side[0].terminate()
+        raise
     for module, seconds in timings:
         log.info("%-34s %7.1f s", module, seconds)
     metrics = config.reports_path / params.analyse.run_name / "metrics.json"
     if metrics.exists():
         log.info("headline numbers (%s):\n%s", metrics, json.dumps(json.loads(metrics.read_text()).get("headline", {}), indent=2))
-    return 0
+    return finish_beside(*side) if side is not None else 0
 
 
 if __name__ == "__main__":

@@ -233,10 +233,19 @@ def train_folds_in_workers(inf, condition, targets, folds) -> None:
     if workers <= 1:
         return
     from joblib import Parallel, delayed
+    from joblib.externals.loky import get_reusable_executor
 
     log.info("training %d fold flows in %d worker processes", inf.recalibration_folds, workers)
+    # fresh workers: loky restarts a reused worker, with a warning, once its memory grew by
+    # 300 MB since its first task, as importing TensorFlow does in a worker that ran an
+    # earlier stage's tasks (scripts.demo runs the stages in one process)
+    get_reusable_executor().shutdown(wait=True)
+    # by its importable name: under ``python -m scripts.infer`` this module is __main__, and
+    # cloudpickle would ship __main__'s functions by value, with the process's trainers
+    from scripts.infer import _train_fold as train_fold
+
     best = Parallel(n_jobs=workers, backend="loky")(
-        delayed(_train_fold)(inf, condition, targets, fit_rows, val_rows, ckpt)
+        delayed(train_fold)(inf, condition, targets, fit_rows, val_rows, ckpt)
         for fit_rows, val_rows, _, ckpt in folds)
     log.info("fold flows trained; best epochs %s", best)
 

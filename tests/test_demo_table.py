@@ -56,3 +56,29 @@ def test_stages_run_in_process_in_order_and_stop_at_a_failure(tmp_path, monkeypa
     assert err.value.module == "fake_stage_fails" and err.value.status == 2
     assert calls.read_text().splitlines() == ["fake_stage_ok --params params.demo.yaml"] * 2 + [
         "fake_stage_fails --params params.demo.yaml"]
+
+
+def test_the_run_beside_reports_its_stage_times_and_its_failure(tmp_path, caplog):
+    """finish_beside waits for the second run and logs its stage times and headline from
+    its log, or, when it failed, its exit status and the end of its log."""
+    import logging
+    import subprocess
+    import sys
+
+    from scripts.demo import finish_beside
+
+    log_text = ("noise from TensorFlow\n"
+                "2026-12-04 08:57:28,188 demo: scripts.train                         49.6 s\n"
+                "2026-12-04 08:57:28,188 demo: scripts.infer                         50.4 s\n"
+                "headline {\"m200c\": 0.63}\n")
+    for status in (0, 3):
+        log_path = tmp_path / f"side{status}.log"
+        log_path.write_text(log_text)
+        proc = subprocess.Popen([sys.executable, "-c", f"raise SystemExit({status})"])
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="demo"):
+            assert finish_beside(proc, log_path) == status
+        text = caplog.text
+        assert "scripts.infer                         50.4 s" in text and "headline" in text
+        assert ("noise from TensorFlow" in text) == bool(status)   # a failure shows the log's end
+        assert ("failed (exit 3)" in text) == bool(status)
