@@ -245,3 +245,22 @@ def test_group_codes_and_folds():
     assert all(len(np.unique(folds[g == c])) == 1 for c in range(100))   # no group split
     for f in range(5):
         assert np.sum((folds == f) & (labels == 0)) == 80 and np.sum((folds == f) & (labels == 1)) == 60
+
+
+def test_comparisons_side_by_side_equal_the_serial_ones():
+    """analyse.REALISM.NUM_WORKERS runs the comparisons in worker processes: the same
+    results, in the same order, as one after the other, and a comparison that raises
+    ValueError (too few objects) comes back in its place."""
+    from scripts.analysis.steps import _compare_task, run_side_by_side
+
+    rng = np.random.default_rng(5)
+    settings = dict(seed=0, n_permutations=20, c2st_permutations=5, mmd_max_samples=200)
+    tasks = [(rng.normal(size=(120, 4)), None, rng.normal(shift, 1, size=(100, 4)), None, settings)
+             for shift in (0.0, 0.5)]
+    tasks.append((rng.normal(size=(3, 4)), None, rng.normal(size=(3, 4)), None, settings))
+    serial = run_side_by_side(_compare_task, tasks, workers=1)
+    parallel = run_side_by_side(_compare_task, tasks, workers=2)
+    assert isinstance(serial[2], ValueError) and isinstance(parallel[2], ValueError)
+    for a, b in zip(serial[:2], parallel[:2]):
+        assert {k: v.summary() for k, v in a.items()} == {k: v.summary() for k, v in b.items()}
+    assert serial[1]["c2st"].auc > serial[0]["c2st"].auc
