@@ -39,7 +39,11 @@ def _raw(raw):
                     "REPRESENTATION_COMPONENTS": 4, "NUM_COUPLING_LAYERS": 2, "HIDDEN_UNITS": [16],
                     "CONDITION_EMBEDDING": [8, 4], "LEARNING_RATE": 3e-3, "BATCH_SIZE": 64,
                     "EPOCHS": 40, "PATIENCE": 10, "NUM_SAMPLES": 100, "CONDITION_NOISE": 0.1,
-                    "CORNER_OBJECTS": 1}
+                    "CORNER_OBJECTS": 1,
+                    # the presets' recalibration, its fold flows in two worker processes:
+                    # under ``python -m`` the stage module is __main__, and the workers must
+                    # get the fold function by its importable name
+                    "RECALIBRATION": "quantile", "RECALIBRATION_FOLDS": 2, "NUM_WORKERS": 2}
     return raw
 
 
@@ -93,6 +97,8 @@ def test_stage_runs_on_the_mock_universe(analysed, small_universe):
     assert (report / "posterior_samples.h5").exists() and (report / "posterior_report.html").exists()
     assert list((report / "plots" / "posterior").glob("corner_MOCK_HSC_*.png"))
     assert "coverage 68%" in proc.stderr                                 # the logged headline
+    assert "fold flows trained" in proc.stderr
+    assert metrics["posterior_flow"]["recalibration"]["folds"] == 2
 
 
 @pytest.mark.slow

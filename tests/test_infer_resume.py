@@ -132,23 +132,3 @@ def test_a_reused_trainer_fits_the_same_flow_as_a_fresh_one(tmp_path):
                                   b.sample(cond[:20], 30, seed=2))
     assert not np.array_equal(b.weights[0], a.weights[0])
 
-
-def test_the_command_line_stage_trains_fold_flows_in_workers(tmp_path):
-    """``python -m scripts.infer`` with fold flows in two worker processes: the module runs
-    as __main__ there, and the workers must get its fold function by its importable name
-    (shipped by value, it would carry the process's trainers, which cannot be pickled)."""
-    import yaml
-
-    write_synthetic_run(tmp_path, n_sim=(300, 80, 60), n_obs=20)
-    raw = synthetic_raw_params(EPOCHS=3, NUM_SAMPLES=20, CORNER_OBJECTS=0, RECALIBRATION="quantile",
-                               RECALIBRATION_FOLDS=2, NUM_WORKERS=2)
-    params_path = tmp_path / "p.yaml"
-    params_path.write_text(yaml.safe_dump(raw))
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "DATASET_PATH": str(tmp_path / "dataset"),
-           "MODELS_PATH": str(tmp_path / "models"), "REPORTS_PATH": str(tmp_path / "reports")}
-    proc = subprocess.run([sys.executable, "-m", "scripts.infer", "--params", str(params_path)],
-                          env=env, capture_output=True, text=True, timeout=600,
-                          cwd=Path(__file__).resolve().parents[1])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "fold flows trained" in proc.stderr
-    assert (tmp_path / "reports" / RUN / "posterior_summary.parquet").exists()
