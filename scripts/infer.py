@@ -153,79 +153,10 @@ def prepare_checkpoints(ckpt_root: Path, fingerprint: str) -> Path:
 
 
 # --------------------------------------------------------------------------- flow
-class FittedPosterior:
-    """A trained flow with its optional ridge mean: samples in the flow's target space.
-    The flow object is shared by every fit of its configuration (:func:`shared_trainer`),
-    so the fitted weights are kept here and put back before sampling."""
-
-    def __init__(self, flow, mean_model, fit: dict):
-        self.flow, self.mean_model, self.fit = flow, mean_model, fit
-        self.weights = [v.numpy() for v in flow.variables]
-
-    def sample(self, condition, n: int, seed: int, first_chunk: int = 0) -> np.ndarray:
-        for v, value in zip(self.flow.variables, self.weights):
-            v.assign(value)
-        out = np.asarray(self.flow.sample(condition, n, seed=seed, first_chunk=first_chunk),
-                         np.float64)
-        if self.mean_model is not None:
-            out = self.mean_model.restore(out, condition)
-        return out
-
-
-#: one trainer (flow, optimizer, traced functions) per flow configuration in this process
-_TRAINERS: dict = {}
-
-
-def shared_trainer(inf, target_dim: int, condition_dim: int, ckpt_dir: Path, tracker=None,
-                   epoch_callback=None):
-    """The process's trainer of this flow configuration, reset for a new fit into
-    ``ckpt_dir``: the stage flow and every fold flow (here and in each worker process) reuse
-    one flow object and its traced step, as fresh ones would give the same flow."""
-    from scripts.posterior.flow import ConditionalFlow
-    from scripts.posterior.training import FitSettings, FlowTrainer
-
-    settings = FitSettings.from_params(inf)
-    key = (target_dim, condition_dim, inf.num_coupling_layers, tuple(inf.hidden_units),
-           inf.clamp, tuple(inf.condition_embedding), settings)
-    trainer = _TRAINERS.get(key)
-    if trainer is None:
-        flow = ConditionalFlow(target_dim, condition_dim, inf.num_coupling_layers,
-                               inf.hidden_units, inf.clamp, inf.condition_embedding, seed=inf.seed)
-        trainer = _TRAINERS[key] = FlowTrainer(flow, settings, ckpt_dir)
-    return trainer.reset(ckpt_dir, tracker, epoch_callback)
-
-
-def fit_posterior(inf, condition, targets, train, val, ckpt_dir: Path, tracker=None,
-                  epoch_callback=None) -> FittedPosterior:
-    """Train (or resume) the flow of ``inf`` on the ``train`` rows, early stopping on ``val``."""
-    from scripts.posterior.linear_mean import LinearMean
-
-    mean_model = LinearMean().fit(condition[train], targets[train]) if inf.linear_mean else None
-    flow_targets = targets if mean_model is None else mean_model.residual(targets, condition)
-    trainer = shared_trainer(inf, targets.shape[1], condition.shape[1], ckpt_dir, tracker,
-                             epoch_callback)
-    fit = trainer.fit(flow_targets[train], condition[train], flow_targets[val], condition[val])
-    return FittedPosterior(trainer.flow, mean_model, fit)
-
-
-def _train_fold(inf, condition, targets, train, val, ckpt_dir: Path) -> int:
-    """One fold flow, trained to its end in a worker process; returns its best epoch. The
-    worker leaves any GPU to the main process: TensorFlow would otherwise reserve the GPU's
-    memory once per worker, and these small flows train as fast on the CPU."""
-    import tensorflow as tf
-
-    logging.basicConfig(level=logging.WARNING)
-    try:
-        tf.config.set_visible_devices([], "GPU")
-    except RuntimeError:  # a reused worker whose runtime is already set up (without GPU)
-        pass
-    return fit_posterior(inf, condition, targets, train, val, ckpt_dir).fit["best_epoch"]
-
-
 def train_folds_in_workers(inf, condition, targets, folds) -> None:
     """With ``infer.NUM_WORKERS`` > 1, train the fold flows side by side in that many
-    processes; each leaves its final checkpoint, which :func:`fit_posterior` then resumes in
-    this process. A fold flow is a small network whose steps leave most of a core idle, so
+    processes; each leaves its final checkpoint, which
+    :func:`~scripts.posterior.training.fit_posterior` then resumes in this process. A fold flow is a small network whose steps leave most of a core idle, so
     folds in parallel finish sooner; the flows are those of the sequential loop (same seeds,
     rows and checkpoints; a test compares them on the CPU; on a GPU machine the workers
     compute on the CPU, so their float rounding may differ from a sequential GPU run)."""
@@ -235,15 +166,13 @@ def train_folds_in_workers(inf, condition, targets, folds) -> None:
     from joblib import Parallel, delayed
     from joblib.externals.loky import get_reusable_executor
 
+    from scripts.posterior.training import train_fold
+
     log.info("training %d fold flows in %d worker processes", inf.recalibration_folds, workers)
     # fresh workers: loky restarts a reused worker, with a warning, once its memory grew by
     # 300 MB since its first task, as importing TensorFlow does in a worker that ran an
     # earlier stage's tasks (scripts.demo runs the stages in one process)
     get_reusable_executor().shutdown(wait=True)
-    # by its importable name: under ``python -m scripts.infer`` this module is __main__, and
-    # cloudpickle would ship __main__'s functions by value, with the process's trainers
-    from scripts.infer import _train_fold as train_fold
-
     best = Parallel(n_jobs=workers, backend="loky")(
         delayed(train_fold)(inf, condition, targets, fit_rows, val_rows, ckpt)
         for fit_rows, val_rows, _, ckpt in folds)
@@ -258,6 +187,7 @@ def cross_fit_recalibration(inf, condition, targets, train, val, groups, root: P
     for metrics.json)."""
     from scripts.posterior import calibration as cal
     from scripts.posterior.recalibration import QuantileRecalibration, fold_of_groups
+    from scripts.posterior.training import fit_posterior
 
     usable = train | val
     mapped = np.zeros(len(targets), bool)    # rows whose held-out PIT values fit the map
@@ -320,6 +250,7 @@ def run(params: Params, dataset_root: Path, models_root: Path, reports_root: Pat
         tracker=None, epoch_callback=None) -> dict:
     """Run the whole stage; returns the ``posterior`` metrics (also in metrics.json)."""
     from scripts.posterior.plots import plot_coverage, plot_pit
+    from scripts.posterior.training import fit_posterior
     from scripts.tracking import NullTracker
 
     inf = params.infer

@@ -102,10 +102,11 @@ def test_killed_infer_run_resumes_to_the_same_flow(tmp_path):
 
 
 def test_a_reused_trainer_fits_the_same_flow_as_a_fresh_one(tmp_path):
-    """infer.shared_trainer reuses one flow object (and its traced step) for every fit of a
+    """training.shared_trainer reuses one flow object (and its traced step) for every fit of a
     configuration: a fit after another one gives bit for bit the flow a fresh process gives,
     and a posterior fitted earlier still samples from its own weights."""
-    from scripts.infer import fit_posterior
+    from scripts.posterior import training
+    from scripts.posterior.training import fit_posterior
 
     inf = parse_params(synthetic_raw_params(EPOCHS=6, LINEAR_MEAN=False)).infer
     rng = np.random.default_rng(0)
@@ -115,14 +116,14 @@ def test_a_reused_trainer_fits_the_same_flow_as_a_fresh_one(tmp_path):
     val_a, val_b = first & (np.arange(300) % 5 == 0), second & (np.arange(300) % 5 == 0)
     train_a, train_b = first & ~val_a, second & ~val_b
 
-    infer._TRAINERS.clear()
+    training._TRAINERS.clear()
     a = fit_posterior(inf, cond, targets, train_a, val_a, tmp_path / "a")
     samples_a = a.sample(cond[:20], 30, seed=1)
     b = fit_posterior(inf, cond, targets, train_b, val_b, tmp_path / "b")
-    assert b.flow is a.flow and len(infer._TRAINERS) == 1
+    assert b.flow is a.flow and len(training._TRAINERS) == 1
     np.testing.assert_array_equal(a.sample(cond[:20], 30, seed=1), samples_a)
 
-    infer._TRAINERS.clear()
+    training._TRAINERS.clear()
     fresh = fit_posterior(inf, cond, targets, train_b, val_b, tmp_path / "fresh")
     assert fresh.flow is not b.flow
     assert fresh.fit["best_epoch"] == b.fit["best_epoch"]

@@ -9,6 +9,10 @@ weights, the optimizer, the learning rate, the best weights so far and the patie
 counters are in the checkpoint (every ``checkpoint_every`` epochs and at the end). A run
 killed (even with ``kill -9``) and rerun therefore resumes at its last checkpoint and ends
 with the same flow as an uninterrupted run.
+
+The stage's fits go through :func:`fit_posterior`: the stage's flow and the fold flows of
+one configuration share one trainer per process (:func:`shared_trainer`), and
+:func:`train_fold` is what the fold worker processes run.
 """
 from __future__ import annotations
 
@@ -210,3 +214,68 @@ class FlowTrainer:
                 "best_epoch": int(self.state.best_epoch.numpy()),
                 "best_val_nll": float(self.state.best_val.numpy()), "stop_reason": reason,
                 "history": history}
+
+
+# --------------------------------------------------------------------------- fits of the stage
+class FittedPosterior:
+    """A trained flow with its optional ridge mean: samples in the flow's target space.
+    The flow object is shared by every fit of its configuration (:func:`shared_trainer`),
+    so the fitted weights are kept here and put back before sampling."""
+
+    def __init__(self, flow, mean_model, fit: dict):
+        self.flow, self.mean_model, self.fit = flow, mean_model, fit
+        self.weights = [v.numpy() for v in flow.variables]
+
+    def sample(self, condition, n: int, seed: int, first_chunk: int = 0) -> np.ndarray:
+        for v, value in zip(self.flow.variables, self.weights):
+            v.assign(value)
+        out = np.asarray(self.flow.sample(condition, n, seed=seed, first_chunk=first_chunk),
+                         np.float64)
+        if self.mean_model is not None:
+            out = self.mean_model.restore(out, condition)
+        return out
+
+
+#: one trainer (flow, optimizer, traced functions) per flow configuration in this process
+_TRAINERS: dict = {}
+
+
+def shared_trainer(inf, target_dim: int, condition_dim: int, ckpt_dir: Path, tracker=None,
+                   epoch_callback=None):
+    """The process's trainer of this flow configuration, reset for a new fit into
+    ``ckpt_dir``: the stage flow and every fold flow (here and in each worker process) reuse
+    one flow object and its traced step, as fresh ones would give the same flow."""
+    settings = FitSettings.from_params(inf)
+    key = (target_dim, condition_dim, inf.num_coupling_layers, tuple(inf.hidden_units),
+           inf.clamp, tuple(inf.condition_embedding), settings)
+    trainer = _TRAINERS.get(key)
+    if trainer is None:
+        flow = ConditionalFlow(target_dim, condition_dim, inf.num_coupling_layers,
+                               inf.hidden_units, inf.clamp, inf.condition_embedding, seed=inf.seed)
+        trainer = _TRAINERS[key] = FlowTrainer(flow, settings, ckpt_dir)
+    return trainer.reset(ckpt_dir, tracker, epoch_callback)
+
+
+def fit_posterior(inf, condition, targets, train, val, ckpt_dir: Path, tracker=None,
+                  epoch_callback=None) -> FittedPosterior:
+    """Train (or resume) the flow of ``inf`` on the ``train`` rows, early stopping on ``val``."""
+    from scripts.posterior.linear_mean import LinearMean
+
+    mean_model = LinearMean().fit(condition[train], targets[train]) if inf.linear_mean else None
+    flow_targets = targets if mean_model is None else mean_model.residual(targets, condition)
+    trainer = shared_trainer(inf, targets.shape[1], condition.shape[1], ckpt_dir, tracker,
+                             epoch_callback)
+    fit = trainer.fit(flow_targets[train], condition[train], flow_targets[val], condition[val])
+    return FittedPosterior(trainer.flow, mean_model, fit)
+
+
+def train_fold(inf, condition, targets, train, val, ckpt_dir: Path) -> int:
+    """One fold flow, trained to its end in a worker process; returns its best epoch. The
+    worker leaves any GPU to the main process: TensorFlow would otherwise reserve the GPU's
+    memory once per worker, and these small flows train as fast on the CPU."""
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # a reused worker whose runtime is already set up (without GPU)
+        pass
+    return fit_posterior(inf, condition, targets, train, val, ckpt_dir).fit["best_epoch"]
