@@ -50,7 +50,7 @@ from scripts.mock.jobs import GalaxyImageTask, XrayImageTask, run_tasks
 from scripts.mock.population import IMAGING_LOG_MSTAR, sample_population
 from scripts.mock.scene import build_scene
 from scripts.mock.simulation import build_snapshot
-from scripts.mock.sizes import get_size
+from scripts.mock.sizes import UniverseSize, get_size
 from scripts.mock.tng_catalogue import (header_attrs, supplementary_paths, write_datasets,
                                         write_group_catalogue)
 from TNG.redshifts import load_snapshot_redshifts
@@ -375,7 +375,7 @@ class UniversePlan:
         return [t for ds in self.tasks for t in self.tasks[ds]]
 
 
-def plan_universe(raw_root: Path, illustris_root: Path, size: str = "small", num_projections: int = 3,
+def plan_universe(raw_root: Path, illustris_root: Path, size: "str | UniverseSize" = "small", num_projections: int = 3,
                   seed: int = 0, cc_criteria_path: Path | None = None,
                   snapshot_redshifts_path: Path | None = None) -> UniversePlan:
     """Remove a previous build, write all catalogues and plan every image (no rendering)."""
