@@ -22,7 +22,7 @@ caught by the coverage and PIT checks — measured on images, not on a synthetic
   ``NUM_WORKERS: 1`` (the fold flows are the same, tests/test_recalibration.py; worker
   processes would only add their TensorFlow imports to the suite).
 
-About two and a half minutes on one core (rendering ~1850 images is most of it).
+About three minutes on one core (186–197 s measured; rendering ~2000 images is most of it).
 """
 from __future__ import annotations
 

@@ -132,4 +132,3 @@ def test_a_reused_trainer_fits_the_same_flow_as_a_fresh_one(tmp_path):
     np.testing.assert_array_equal(fresh.sample(cond[:20], 30, seed=2),
                                   b.sample(cond[:20], 30, seed=2))
     assert not np.array_equal(b.weights[0], a.weights[0])
-
