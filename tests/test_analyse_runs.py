@@ -13,7 +13,7 @@ import pytest
 from scripts.analysis.representation import read_representation, representation_metadata
 from scripts.fingerprint import update_run_fingerprints
 from scripts.params import parse_params
-from tests.test_analyse import save_run
+from bench.aperture_encoder import save_run
 
 FIRST, SECOND = "first", "second"
 

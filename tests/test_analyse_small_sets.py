@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 from tests.conftest import ROOT, write_params
-from tests.test_analyse import save_run
+from bench.aperture_encoder import save_run
 
 
 def test_too_small_observed_set_is_skipped_not_fatal(prepared_small, tmp_path):

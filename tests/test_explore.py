@@ -22,7 +22,7 @@ import pytest
 
 from scripts.params import parse_params
 from tests.conftest import ROOT, write_params
-from tests.test_analyse import save_run
+from bench.aperture_encoder import save_run
 
 RUN = "explore"
 OBSERVED = "MOCK_HSC"

@@ -19,7 +19,7 @@ from distributed import Client, LocalCluster, get_task_stream
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from scripts.params import ParamsError, parse_params
-from scripts.preprocessing import extract, image_preprocessing, workers
+from scripts.preprocessing import image_preprocessing, workers
 from tests.test_layouts import NAME, make_set, obs_params, outputs, run
 
 #: images of the test set; SIZE_CHUNKS is 3 (obs_params), so several chunks

@@ -70,7 +70,7 @@ def test_encoder_fingerprint_tells_weights_and_normalisation_apart():
 
 def test_reloaded_encoder_keeps_its_fingerprint(tmp_path):
     from scripts.model.inference import load_encoder
-    from tests.test_analyse import save_run
+    from bench.aperture_encoder import save_run
 
     run = save_run(tmp_path / "run", 16, 3)
     first, second = load_encoder(run), load_encoder(run)

@@ -382,6 +382,24 @@ def test_survey_catalogue_has_observables_only(universe):
         assert h[0].header["OBJID"] == t.object_id.iloc[0]
 
 
+def test_cluster_rows_are_drawn_once_each_until_they_run_out():
+    """The demo's 352 clusters use every usable CCcriteria row once; a larger universe (the
+    posterior's X-ray calibration run) draws rows with replacement, reproducibly."""
+    from scripts.mock.cc_criteria import draw_rows
+
+    rows_ok = np.arange(100, 452, 2)                                   # 176 usable rows
+    every = draw_rows(np.random.default_rng(0), rows_ok, len(rows_ok))
+    assert sorted(every) == list(rows_ok)
+    some = draw_rows(np.random.default_rng(0), rows_ok, 50)
+    assert len(set(some)) == 50 and set(some) <= set(rows_ok)
+    many = draw_rows(np.random.default_rng(1), rows_ok, 1000)
+    assert len(many) == 1000 and set(many) <= set(rows_ok)
+    assert len(set(many)) > 0.9 * len(rows_ok)                           # all rows, repeated
+    np.testing.assert_array_equal(many, draw_rows(np.random.default_rng(1), rows_ok, 1000))
+    with pytest.raises(ValueError, match="no usable rows"):
+        draw_rows(np.random.default_rng(0), np.array([], int), 3)
+
+
 def test_xray_clusters_carry_real_cool_core_parameters(universe):
     x = truth(universe, "MOCK_XRAY")
     real_path = default_cc_criteria_path()

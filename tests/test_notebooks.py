@@ -12,7 +12,7 @@ import yaml
 
 from scripts.params import parse_params
 from tests.conftest import ROOT
-from tests.test_analyse import save_run
+from bench.aperture_encoder import save_run
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 RUN = "nb"

@@ -34,6 +34,25 @@ def usable_rows(cc: dict, snap: int) -> np.ndarray:
     return np.flatnonzero(ok)
 
 
+def draw_rows(rng: np.random.Generator, rows_ok: np.ndarray, n: int) -> np.ndarray:
+    """``n`` rows of ``rows_ok`` in random order: each at most once while ``n`` allows it
+    (the demo uses every usable row once), otherwise drawn with replacement.
+
+    With replacement the clusters are still independent draws, from the empirical
+    distribution of the real catalogue: each gets its own mass, shape, orientation and
+    noise, and shares only its (t_cool, K0) pair with the other draws of its row. The
+    posterior stage's X-ray calibration test needs that many more clusters than the 352
+    real rows (bench.posterior_universe).
+    """
+    rows_ok = np.asarray(rows_ok)
+    if len(rows_ok) == 0:
+        raise ValueError("no usable rows in the cool-core catalogue")
+    if n <= len(rows_ok):
+        rows = np.sort(rng.choice(rows_ok, n, replace=False))
+        return rows[rng.permutation(len(rows))]
+    return rng.choice(rows_ok, n, replace=True)
+
+
 def write_mock_cc_criteria(path: Path, cc: dict, rows: np.ndarray, halo_ids: np.ndarray) -> Path:
     """Write the selected ``rows`` in the real file's structure with mock ``halo_ids``."""
     path = Path(path)

@@ -3,9 +3,9 @@
 ``small`` is for tests (a few seconds); ``medium`` for the analyse known-answer tests
 (100 observed galaxies, about 20 s); ``demo`` gives a few thousand images for the
 end-to-end demo (about 3 minutes on 2 cores with joblib/loky); ``science`` three times
-the demo's galaxies for the science preset (``make science``); ``posterior`` the galaxies
-of the posterior stage's known-answer test on the mock universe, of which the test renders
-one image per galaxy (tests/test_infer_mock_calibration.py).
+the demo's galaxies for the science preset (``make science``); ``posterior`` and
+``posterior_xray`` the galaxies and the clusters of the posterior stage's known-answer tests
+on the mock universe, which render one image per object (tests/test_infer_mock_calibration.py).
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ class UniverseSize:
     n_groups: FoF groups hosting galaxies in each galaxy run (both runs share these initial
         conditions); n_empty_groups: extra small FoF groups without subhalos (GroupFirstSub = −1);
     n_hsc_groups: groups drawn for the observed survey; n_hsc: observed galaxies kept;
-    n_clusters: groups in MockTNG-Cluster (≤ 352 rows of the real CCcriteria file);
+    n_clusters: groups in MockTNG-Cluster (each takes a row of the real CCcriteria file, 352
+        usable; beyond that rows are drawn with replacement);
     galaxy_npix: (min, max) side of galaxy cut-outs in pixels (the field of view covers 15
         stellar half-mass radii, :data:`scripts.mock.scene.FOV_HALF_MASS_RADII`, and is
         clipped to this range; the demo's cap lets the default crop of params.demo.yaml
@@ -71,6 +72,14 @@ SIZES = {
     "posterior": UniverseSize(
         name="posterior", n_groups=1000, n_empty_groups=0, n_hsc_groups=20, n_hsc=10,
         n_clusters=4, galaxy_npix=(64, 224), xray_npix=32, num_files=2,
+    ),
+    # the same for the X-ray posterior (M200c, central cooling time): 1800 clusters, one map
+    # each, so the test split holds ~900; more than the 352 real CCcriteria rows, which are
+    # then drawn with replacement (scripts.mock.cc_criteria.draw_rows); the test renders only
+    # MOCK_XRAY, at the demo's map size
+    "posterior_xray": UniverseSize(
+        name="posterior_xray", n_groups=9, n_empty_groups=0, n_hsc_groups=20, n_hsc=10,
+        n_clusters=1800, galaxy_npix=(48, 64), xray_npix=96, num_files=2,
     ),
 }
 

@@ -281,8 +281,6 @@ def _xray_dataset(clock, cosmo, size, cameras, cc_path, raw_root, illustris_root
     """MockTNG-Cluster catalogue, its CCcriteria file from real rows, and X-ray map tasks."""
     cc = cc_criteria.read_real_cc_criteria(cc_path)
     rows_ok = cc_criteria.usable_rows(cc, CLUSTER_SNAPSHOT)
-    if size.n_clusters > len(rows_ok):
-        raise ValueError(f"n_clusters={size.n_clusters} exceeds the {len(rows_ok)} usable rows of {cc_path}")
     rng = np.random.default_rng([seed, XRAY_CODE, CLUSTER_SNAPSHOT, 1])
     t99, z99 = clock.time(CLUSTER_SNAPSHOT), clock.redshift(CLUSTER_SNAPSHOT)
     pop = sample_population(rng, size.n_clusters, t99, z99, log_m200_range=(14.0, 15.3), slope=1.5,
@@ -292,8 +290,10 @@ def _xray_dataset(clock, cosmo, size, cameras, cc_path, raw_root, illustris_root
     cat = build_snapshot(gals, pop, CLUSTER_SNAPSHOT, clock, 2, np.random.default_rng([seed, XRAY_CODE, 99, 2]), cosmo)
     sim_dir = illustris_root / XRAY_SIM
     _write_snapshot(sim_dir, cat, CLUSTER_BOX, size.num_files)
-    rows = np.sort(rng.choice(rows_ok, size.n_clusters, replace=False))
-    rows = rows[rng.permutation(len(rows))]
+    rows = cc_criteria.draw_rows(rng, rows_ok, size.n_clusters)
+    if size.n_clusters > len(rows_ok):
+        log.info("%d clusters from the %d usable rows of %s: rows drawn with replacement",
+                 size.n_clusters, len(rows_ok), cc_path)
     halo_ids = np.arange(size.n_clusters)
     cc_criteria.write_mock_cc_criteria(sim_dir / "postprocessing" / "CCcriteria.hdf5", cc, rows, halo_ids)
 
