@@ -12,7 +12,14 @@ Every learned result is reported beside feature sets an astronomer has without a
   does the network add information beyond the standard measurements?
 
 For FIELDS that depend on distance (stellar mass, SFR, halo mass), `with_redshift` adds the
-redshift column, as a user with spectroscopic redshifts would. Nothing here reads files
+redshift column, as a user with spectroscopic redshifts would.
+
+A set made of blocks (the representation and the photometry; any set and the redshift) is
+compared with `feature_weights`: after the per-column standardisation every measure applies,
+each block is scaled to the same total variance. Without it the 64 columns of a
+representation outweigh the 8 photometric ones, and the one redshift column, in every
+Euclidean distance, and a combination scores below its own better part (on the demo,
+stellar mass from representation+photometry+z 0.69 against photometry+z 0.81). Nothing here reads files
 except through the array-likes it is given.
 """
 from __future__ import annotations
@@ -62,15 +69,14 @@ def photometry_features(objects: pd.DataFrame, filters) -> np.ndarray:
     return np.column_stack(columns)
 
 
-def _standardised(X) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float64)
-    mean, std = np.nanmean(X, axis=0), np.nanstd(X, axis=0)
-    return (X - mean) / np.where(std > 0, std, 1.0)
-
-
 def combine(*parts) -> np.ndarray:
-    """Feature sets side by side, each standardised so none dominates the distances."""
-    return np.hstack([_standardised(p) for p in parts])
+    """Feature sets side by side, as measured. Every measure standardises the columns itself,
+    with statistics shared by the sets it compares (realism: the observed set's), then weighs
+    the blocks (`feature_weights`). Standardising here, within each dataset, would remove
+    the very offsets between a simulated and an observed set that realism measures: on the
+    demo the two-sample AUC of representation+photometry fell to 0.22 for Fiducial (below
+    chance) and 0.54 for Compact, where each part alone gives 0.96 for Compact."""
+    return np.hstack([np.asarray(p, dtype=np.float64) for p in parts])
 
 
 def filled(X) -> np.ndarray:
@@ -82,11 +88,34 @@ def filled(X) -> np.ndarray:
     return X
 
 
+#: Feature sets made of other sets side by side, and their blocks in column order.
+BLOCKS = {"representation+photometry": ("representation", "photometry")}
+
+
+def block_weights(widths) -> np.ndarray:
+    """Per-column weights giving each block of standardised columns (``widths``: its number
+    of columns, in order) the same total variance: 1/√d for each column of a block of d."""
+    widths = [int(w) for w in widths]
+    if any(w < 1 for w in widths):
+        raise ValueError(f"block widths must be ≥ 1, got {widths}")
+    return np.concatenate([np.full(w, 1.0 / np.sqrt(w)) for w in widths])
+
+
+def feature_weights(set_name: str, sets_of_dataset: Mapping[str, np.ndarray],
+                    with_z: bool = False) -> np.ndarray | None:
+    """Column weights of feature set ``set_name`` (with the redshift column appended when
+    ``with_z``) for the standardised distances of drivers, permanence and realism; None for a
+    single block, whose columns keep equal weights."""
+    widths = [np.shape(sets_of_dataset[part])[1] for part in BLOCKS.get(set_name, (set_name,))]
+    if with_z:
+        widths.append(1)
+    return block_weights(widths) if len(widths) > 1 else None
+
+
 def with_redshift(features, redshift) -> np.ndarray:
-    """``features`` with a standardised redshift column appended (same weight as one
-    standardised feature)."""
-    return np.hstack([np.asarray(features, dtype=np.float64),
-                      _standardised(np.asarray(redshift, dtype=np.float64)[:, None])])
+    """``features`` with the redshift column appended (standardised by the measure, then
+    weighted as a block of its own by `feature_weights` with ``with_z=True``)."""
+    return combine(features, np.asarray(redshift, dtype=np.float64)[:, None])
 
 
 def pooled_pixel_pca(images: Mapping[str, object], n_components: int = 16, downsample: int = 4,

@@ -18,14 +18,20 @@ from sklearn.metrics import r2_score
 from sklearn.model_selection import GroupKFold, KFold
 from sklearn.neighbors import KNeighborsRegressor
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 
 
+def scale_columns(X, weights) -> np.ndarray:
+    """``X`` with each column multiplied by its weight (a pipeline step after scaling)."""
+    return np.asarray(X) * weights
+
+
 def driver_r2(features, fields_df: pd.DataFrame, fields, k: int = 10, folds: int = 5,
-              seed: int = 0, groups=None, max_samples: int | None = None) -> pd.DataFrame:
+              seed: int = 0, groups=None, max_samples: int | None = None,
+              weights=None) -> pd.DataFrame:
     """Cross-validated kNN-regression R^2 of each field from ``features``.
 
     Parameters
@@ -41,6 +47,8 @@ def driver_r2(features, fields_df: pd.DataFrame, fields, k: int = 10, folds: int
         cannot act as its neighbours; without them R^2 is inflated.
     max_samples : optional cap on the rows used per field (seeded subsample), as kNN
         cross-validation costs O(N^2 d).
+    weights : optional (d,) column weights applied after the standardisation (blocks of a
+        combined feature set, :func:`scripts.analysis.baselines.feature_weights`).
 
     Rows whose target is NaN/inf are dropped per field. Returns a DataFrame with one row
     per field: ``field``, ``r2`` (mean over folds of the held-out R^2; 1 = perfect,
@@ -58,6 +66,11 @@ def driver_r2(features, fields_df: pd.DataFrame, fields, k: int = 10, folds: int
         groups = np.asarray(groups)
         if len(groups) != len(X):
             raise ValueError(f"groups has {len(groups)} entries, features {len(X)} rows")
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape != (X.shape[1],):
+            raise ValueError(f"weights must have one entry per feature ({X.shape[1]}), "
+                             f"got shape {weights.shape}")
     finite_rows = np.all(np.isfinite(X), axis=1)
     rows = []
     for name in tqdm(list(fields), desc="driver R2", leave=False, disable=None):
@@ -81,8 +94,10 @@ def driver_r2(features, fields_df: pd.DataFrame, fields, k: int = 10, folds: int
                 Xf, groups=groups[use])
         scores = []
         for train, test in splits:
-            model = make_pipeline(StandardScaler(),
-                                  KNeighborsRegressor(n_neighbors=min(k, len(train))))
+            scaling = [StandardScaler()]
+            if weights is not None:
+                scaling.append(FunctionTransformer(scale_columns, kw_args={"weights": weights}))
+            model = make_pipeline(*scaling, KNeighborsRegressor(n_neighbors=min(k, len(train))))
             model.fit(Xf[train], y[train])
             scores.append(r2_score(y[test], model.predict(Xf[test])))
         rows.append({"field": name, "r2": float(np.mean(scores)),

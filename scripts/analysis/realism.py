@@ -547,7 +547,8 @@ def compare_sets(sim, obs, seed: int = 0, k: int = 8, percentile: float = 95.0,
                  ood_max_samples: int | None = 10_000, classifier: str = "logistic",
                  n_splits: int = 5, c2st_max_samples: int | None = 10_000,
                  mmd_max_samples: int | None = 1000, n_permutations: int = 200,
-                 c2st_permutations: int = 50, sim_groups=None, obs_groups=None) -> dict:
+                 c2st_permutations: int = 50, sim_groups=None, obs_groups=None,
+                 weights=None) -> dict:
     """All realism measures of a simulated set ``sim`` against an observed set ``obs``.
 
     ``sim_groups``/``obs_groups``: the object group of each image (projections, snapshots
@@ -556,7 +557,9 @@ def compare_sets(sim, obs, seed: int = 0, k: int = 8, percentile: float = 95.0,
 
     Both sets are first standardised with the *observed* set's per-dimension mean/std
     (the observed set is the fixed reference, so both OOD directions and the MMD live in
-    the same space). Returns a dict of result objects (each has ``.summary()``):
+    the same space); optional ``weights`` then scale the columns (the blocks of a combined
+    feature set, :func:`scripts.analysis.baselines.feature_weights`). Returns a dict of
+    result objects (each has ``.summary()``):
 
     - ``"ood_sim"``: `ood_score` with A = sim, B = obs (which simulated images have
       observed counterparts: the direction of the headline figure of Eisert et al. 2024,
@@ -572,6 +575,8 @@ def compare_sets(sim, obs, seed: int = 0, k: int = 8, percentile: float = 95.0,
     obs = np.asarray(obs, dtype=np.float64)
     mean, std = standardisation(obs)
     sim_s, obs_s = (sim - mean) / std, (obs - mean) / std
+    if weights is not None:
+        sim_s, obs_s = sim_s * weights, obs_s * weights
     return {
         "ood_sim": ood_score(sim_s, obs_s, k=k, percentile=percentile, standardise=None,
                              max_samples=ood_max_samples, seed=seed, groups_a=sim_groups,

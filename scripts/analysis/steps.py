@@ -14,7 +14,7 @@ import pandas as pd
 from scripts.analysis import plots
 from scripts.analysis.analogues import (analogue_shares, choose_queries, find_analogues,
                                         panel_entries)
-from scripts.analysis.baselines import FEATURE_SETS, WITH_Z, filled, with_redshift
+from scripts.analysis.baselines import FEATURE_SETS, WITH_Z, feature_weights, filled, with_redshift
 from scripts.analysis.drivers import driver_r2, pixel_baseline_features
 from scripts.analysis.embedding_maps import stream_maps, thumbnail_grid
 from scripts.analysis.inputs import ImageAccess, driver_fields_for
@@ -110,9 +110,10 @@ def step_analogues(source: VectorSource, meta: pd.DataFrame, params: Params, obs
     return analogues, metrics, figures
 
 
-def _compare_task(sim_vectors, sim_groups, obs_vectors, obs_groups, settings: dict) -> dict:
+def _compare_task(sim_vectors, sim_groups, obs_vectors, obs_groups, settings: dict,
+                  weights=None) -> dict:
     return compare_sets(sim_vectors, obs_vectors, sim_groups=sim_groups, obs_groups=obs_groups,
-                        **settings)
+                        weights=weights, **settings)
 
 
 def _returning_value_error(fn, *args):
@@ -158,7 +159,9 @@ def step_realism(rep: Representation, table: pd.DataFrame, params: Params, obser
     feature_names = FEATURE_SETS if sets else FEATURE_SETS[:1]
     tasks = [(sim, obs, features) for sim in simulated for obs in observed
              for features in feature_names]
-    inputs = [(*of(sim, features), *of(obs, features), settings) for sim, obs, features in tasks]
+    inputs = [(*of(sim, features), *of(obs, features), settings,
+               feature_weights(features, sets[obs]) if sets else None)
+              for sim, obs, features in tasks]
     done = dict(zip(tasks, run_side_by_side(_compare_task, inputs, r.num_workers)))
     rows, metrics, figures = [], {}, {}
     for sim in simulated:
@@ -233,12 +236,16 @@ def step_drivers(rep: Representation, table: pd.DataFrame, fields_by: dict, para
         features = {"representation": sets[name]["representation"], "baseline": baseline,
                     **{set_name: sets[name][set_name] for set_name in FEATURE_SETS[1:]}}
         cv = dict(k=an.knn_k, folds=an.cv_folds, seed=an.seed, groups=groups, max_samples=max_samples)
-        r2 = {set_name: driver_r2(X, part, fields, **cv) for set_name, X in features.items()}
+        weights = {set_name: feature_weights(set_name, sets[name]) for set_name in FEATURE_SETS}
+        r2 = {set_name: driver_r2(X, part, fields, weights=weights.get(set_name), **cv)
+              for set_name, X in features.items()}
         distance = [f for f in fields if f in an.distance_fields]
         if distance and redshifts.get(name) is not None:
             for set_name in FEATURE_SETS:
                 r2[set_name + WITH_Z] = driver_r2(with_redshift(sets[name][set_name], redshifts[name]),
-                                                  part, distance, **cv)
+                                                  part, distance,
+                                                  weights=feature_weights(set_name, sets[name], with_z=True),
+                                                  **cv)
         both = r2["representation"].merge(r2["baseline"], on="field", suffixes=("_representation", "_baseline"))
         metrics[name] = {}
         for field in fields:
@@ -287,7 +294,8 @@ def step_permanence(rep: Representation, datasets, seed: int,
         for set_name in FEATURE_SETS[1:] if sets and name in sets else ():
             X = filled(sets[name][set_name])
             m, sd = standardiser(X)
-            other = object_permanence((X - m) / sd, groups, ks=ks, seed=seed)
+            w = feature_weights(set_name, sets[name])
+            other = object_permanence((X - m) / sd * (1.0 if w is None else w), groups, ks=ks, seed=seed)
             baselines[set_name] = {f"top{k}": other[f"top{k}"] for k in ks}
             row.update({f"top{k} ({set_name})": other[f"top{k}"] for k in ks})
         if baselines:
