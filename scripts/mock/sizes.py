@@ -73,13 +73,13 @@ SIZES = {
         name="posterior", n_groups=1000, n_empty_groups=0, n_hsc_groups=20, n_hsc=10,
         n_clusters=4, galaxy_npix=(64, 224), xray_npix=32, num_files=2,
     ),
-    # the same for the X-ray posterior (M200c, central cooling time): 1800 clusters, one map
-    # each, so the test split holds ~900; more than the 352 real CCcriteria rows, which are
+    # the same for the X-ray posterior (M200c, central cooling time): 3600 clusters, one map
+    # each, so the test split holds ~1750; more than the 352 real CCcriteria rows, which are
     # then drawn with replacement (scripts.mock.cc_criteria.draw_rows); the test renders only
     # MOCK_XRAY, at the demo's map size
     "posterior_xray": UniverseSize(
         name="posterior_xray", n_groups=9, n_empty_groups=0, n_hsc_groups=20, n_hsc=10,
-        n_clusters=1800, galaxy_npix=(48, 64), xray_npix=96, num_files=2,
+        n_clusters=3600, galaxy_npix=(48, 64), xray_npix=96, num_files=2,
     ),
 }
 
