@@ -119,9 +119,11 @@ def build_sections(params: Params, counts: pd.DataFrame, skipped: dict, dim: int
             "image-sum magnitudes, r50, concentration and colours; 'pixels' = PCA of binned pixels "
             "fitted on all datasets pooled; 'photometry' = the extract stage's magnitudes, "
             "colours, Petrosian R50/R90 and concentration; 'representation+photometry' = both "
-            "side by side (does the network add information beyond standard measurements?). "
+            "side by side, each block given the same total weight in the distances (does the "
+            "network add information beyond standard measurements?). "
             f"For distance-dependent FIELDS ({', '.join(an.distance_fields)}) every set is also "
-            "scored with the redshift added (+z), as with spectroscopic redshifts."],
+            "scored with the redshift added (+z, a block of its own), as with spectroscopic "
+            "redshifts."],
             tables=[("R² per dataset and FIELD", drivers)])
         sec.figures += [(f"{k.replace('_', ' ')}", v) for k, v in figures.items()
                         if k.startswith("drivers_")]
