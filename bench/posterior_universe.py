@@ -1,8 +1,8 @@
 """The posterior stage's runs on the mock universe, for its known-answer tests and the seeds bench.
 
-A run folder whose test split is large enough to judge calibration to ±0.05 (~900
+A run folder whose test split is large enough to judge calibration to ±0.05 (~1300
 independent test galaxies or ~1750 clusters: the binomial error of a 68 % coverage is
-±0.015 or ±0.011), for one of two kinds of object:
+±0.013 or ±0.011), for one of two kinds of object:
 
 * ``galaxy``: the mock universe at size ``posterior`` (or ``--groups`` groups), of which only
   MOCK_FIDUCIAL is rendered, one image per galaxy (snapshot 84 for an even root descendant,
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
                         help="galaxies (MOCK_FIDUCIAL) or clusters (MOCK_XRAY)")
     parser.add_argument("--groups", "--clusters", dest="count", type=int, default=None,
                         help="FoF groups (galaxy) or clusters (xray) of the universe "
-                             "(default: size 'posterior', 1000 groups, or 'posterior_xray', 3600 clusters)")
+                             "(default: size 'posterior', 1500 groups, or 'posterior_xray', 3600 clusters)")
     parser.add_argument("--seed", type=int, default=0, help="the mock universe's seed")
     parser.add_argument("--jobs", type=int, default=2, help="rendering processes")
     args = parser.parse_args(argv)
