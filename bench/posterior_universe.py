@@ -49,11 +49,12 @@ class Kind:
     params_file: str
     size: str
     n_bands: int
+    count_field: str    # the UniverseSize count that ``--groups`` / ``--clusters`` sets
 
 
 KINDS = {
-    "galaxy": Kind("MOCK_FIDUCIAL", "params.demo.yaml", "posterior", 3),
-    "xray": Kind("MOCK_XRAY", "params.demo.xray.yaml", "posterior_xray", 1),
+    "galaxy": Kind("MOCK_FIDUCIAL", "params.demo.yaml", "posterior", 3, "n_groups"),
+    "xray": Kind("MOCK_XRAY", "params.demo.xray.yaml", "posterior_xray", 1, "n_clusters"),
 }
 
 
@@ -86,11 +87,11 @@ def raw_params(kind: str = "galaxy") -> dict:
 def _size(kind: str, count: int | None):
     from scripts.mock.sizes import get_size
 
-    size = get_size(KINDS[kind].size)
+    spec = KINDS[kind]
+    size = get_size(spec.size)
     if count is None:
         return size
-    field = "n_groups" if kind == "galaxy" else "n_clusters"
-    return dataclasses.replace(size, **{field: int(count)})
+    return dataclasses.replace(size, **{spec.count_field: int(count)})
 
 
 def render_one_image_per_object(raw_root: Path, illustris_root: Path, kind: str = "galaxy",

@@ -8,7 +8,7 @@ Every learned result is reported beside feature sets an astronomer has without a
 - ``photometry``: the extract stage's own measurements of each image — magnitude per
   band, colours of consecutive bands, Petrosian R50 and R90 (arcsec) and the
   concentration 5 log10(R90/R50) — `photometry_features`;
-- ``representation`` and ``representation+photometry`` (both standardised, side by side):
+- ``representation`` and ``representation+photometry`` (side by side, as two blocks):
   does the network add information beyond the standard measurements?
 
 For FIELDS that depend on distance (stellar mass, SFR, halo mass), `with_redshift` adds the
@@ -19,8 +19,9 @@ compared with `feature_weights`: after the per-column standardisation every meas
 each block is scaled to the same total variance. Without it the 64 columns of a
 representation outweigh the 8 photometric ones, and the one redshift column, in every
 Euclidean distance, and a combination scores below its own better part (on the demo,
-stellar mass from representation+photometry+z 0.69 against photometry+z 0.81). Nothing here reads files
-except through the array-likes it is given.
+stellar mass from representation+photometry+z 0.69 against photometry+z 0.81).
+
+Nothing here reads files except through the array-likes it is given.
 """
 from __future__ import annotations
 
