@@ -12,6 +12,7 @@ run.
     python -m bench.bench_recipe --variants baseline,nnclr,temperature_0.5
     python -m bench.bench_recipe --list                   # the variants and what they change
     python -m bench.bench_recipe --smoke                  # small mock, a few steps: plumbing
+    python -m bench.bench_recipe --params params.science.yaml --size science   # science scale
 
 Everything goes to a bench folder (``--workdir``, default ``/tmp/bench_recipe/<scale>``):
 the mock universe is rendered and extracted + prepared once per image size
@@ -83,7 +84,7 @@ def variants(demo: dict) -> dict[str, Variant]:
     steps = tr["STEPS_PER_EPOCH"]
     old_jitter = round(per_band_equivalent_jitter(tuple(aug["FLUX_SCALE"])), 4)
     out = [
-        Variant(BASELINE, "params.demo.yaml as it is (colour-safe flux scale, default jitter)"),
+        Variant(BASELINE, "the --params file as it is (params.demo.yaml by default)"),
         Variant("seed_1", "the baseline with train.SEED 1: the seed-to-seed spread that "
                 "any other difference must exceed", {"SEED": tr.get("SEED", 0) + 1}),
         Variant("flux_per_band_old", "colour scatter of the former independent per-band "
@@ -249,7 +250,7 @@ def run_variant(name: str, args: argparse.Namespace, work: Path) -> int:
     """Train and analyse variant ``name`` in its own process (TensorFlow state does not
     build up across variants, and a crash loses only this variant); its exit status."""
     command = [sys.executable, "-m", "bench.bench_recipe", "--only", name, "--workdir", str(work),
-               "--params", str(args.params)] + (["--smoke"] if args.smoke else [])
+               "--params", str(args.params), "--size", args.size] + (["--smoke"] if args.smoke else [])
     return subprocess.run(command, cwd=ROOT).returncode
 
 
@@ -320,6 +321,9 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", help="comma-separated variant names (default: all); "
                         f"{BASELINE} is always run first")
     parser.add_argument("--list", action="store_true", help="list the variants and exit")
+    parser.add_argument("--size", choices=("demo", "science"), default="demo",
+                        help="mock universe size (scripts.mock --size): 'science' with "
+                        "--params params.science.yaml measures the science preset's recipe")
     parser.add_argument("--smoke", action="store_true",
                         help="small mock universe and 2 training steps: checks the plumbing only")
     parser.add_argument("--workdir", type=Path, default=None,
@@ -342,13 +346,13 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown variant(s) {unknown}; see --list")
     names = [BASELINE] + [n for n in names if n != BASELINE]
-    scale = "smoke" if args.smoke else "demo"
+    scale = "smoke" if args.smoke else args.size
     work = (args.workdir or Path("/tmp/bench_recipe") / scale).resolve()
     work.mkdir(parents=True, exist_ok=True)
     base = bench_raw(demo, args.smoke)
     prefix = f"recipe-{scale}"
     if args.only:
-        train_and_analyse(all_variants[args.only], base, work, "small" if args.smoke else "demo", prefix)
+        train_and_analyse(all_variants[args.only], base, work, "small" if args.smoke else args.size, prefix)
         return 0
     results, failed = {}, {}
     for name in names:

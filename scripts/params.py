@@ -578,10 +578,12 @@ class AnalyseParams:
                                       "representation is measured; null: all numeric fields.",
                                       None, "[stellar_mass, ssfr]")
     knn_k: int = key(integer(1), "k of the kNN regression for physical drivers.", 10, "10")
-    distance_fields: tuple = key(list_of(string()), "FIELDS that depend on distance: their "
-                                 "driver R² is also reported with the redshift (z, photoz or "
-                                 "redshift FIELD) added to every feature set.",
-                                 ("stellar_mass", "mass_in_rad", "sfr", "halo_mass", "m200c"),
+    distance_fields: tuple = key(list_of(string()), "FIELDS that depend on distance (masses "
+                                 "and luminosities through the flux, physical sizes through the "
+                                 "angular scale): their driver R² is also reported with the "
+                                 "redshift (z, photoz or redshift FIELD) added to every feature set.",
+                                 ("stellar_mass", "mass_in_rad", "sfr", "halo_mass", "m200c",
+                                  "half_mass_radius_kpc", "r200c_kpc"),
                                  "[stellar_mass, sfr]")
     driver_max_samples: int | None = key(optional(integer(10)), "Cap on images per dataset in the "
                                          "driver regressions (cost grows as N²); null: all.",

@@ -407,9 +407,11 @@ def test_every_measure_is_reported_beside_the_honest_baselines(analysed):
         for field, entry in fields.items():
             assert set(sets) <= set(entry), (name, field)
             assert entry["photometry"]["n"] <= entry["representation"]["n"]
-    # stellar mass depends on distance: every set is also scored with the redshift added
-    sm = metrics["drivers"][GOOD]["stellar_mass"]
-    assert all(f"{s}+z" in sm for s in sets)
+    # stellar mass (flux) and size in kpc (angular scale) depend on distance: every set is
+    # also scored with the redshift added
+    for field in ("stellar_mass", "half_mass_radius_kpc"):
+        entry = metrics["drivers"][GOOD][field]
+        assert all(f"{s}+z" in entry for s in sets), field
     for name in (GOOD, BAD):
         assert set(metrics["permanence"][name]["baselines"]) == set(sets[1:])
         assert set(metrics["realism"][name][OBS]["baselines"]) == set(sets[1:])
