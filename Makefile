@@ -41,7 +41,7 @@ demo: mock
 
 # The science preset (not part of CI; at most 45 minutes on 2 cores once the mock exists):
 # the demo's pipeline on its own mock universe, three times the demo's (--size science, in
-# dataset_raw/science and dataset/science), trained 8x longer (run `science`), with its
+# dataset_raw/science and dataset/science), trained up to 16x longer (run `science`), with its
 # analysis and posteriors. What the method can do, beside the demo's numbers in the README.
 SCIENCE_ENV := DATASET_RAW_PATH=$(CURDIR)/dataset_raw/science ILLUSTRIS_PATH=$(CURDIR)/dataset_raw/science/TNG \
 	DATASET_PATH=$(CURDIR)/dataset/science
