@@ -87,6 +87,8 @@ def variants(demo: dict) -> dict[str, Variant]:
         Variant(BASELINE, "the --params file as it is (params.demo.yaml by default)"),
         Variant("seed_1", "the baseline with train.SEED 1: the seed-to-seed spread that "
                 "any other difference must exceed", {"SEED": tr.get("SEED", 0) + 1}),
+        Variant("seed_2", "the baseline with train.SEED 2: a third point of the seed spread",
+                {"SEED": tr.get("SEED", 0) + 2}),
         Variant("flux_per_band_old", "colour scatter of the former independent per-band "
                 f"FLUX_SCALE {aug['FLUX_SCALE']} (COLOUR_JITTER_MAG {old_jitter})",
                 {"AUGMENTATION": {"COLOUR_JITTER_MAG": old_jitter}}),
