@@ -1,6 +1,7 @@
 """Benchmark: which training recipe gives a representation that learns physics (issue 11).
 
-Trains several variants of ``params.demo.yaml`` on the mock universe, analyses each one
+Trains several variants of a params file (``--params``: ``params.demo.yaml`` by default,
+``params.science.yaml`` with ``--size science``) on the mock universe, analyses each one
 with the analyse stage, and prints one table: object permanence top-1/top-5 and the kNN
 R² of each physical driver on the **test** split of MOCK_FIDUCIAL, for the representation
 of every variant, beside the baselines the analyse stage computes in the same run
