@@ -398,6 +398,8 @@ def test_cluster_rows_are_drawn_once_each_until_they_run_out():
     np.testing.assert_array_equal(many, draw_rows(np.random.default_rng(1), rows_ok, 1000))
     with pytest.raises(ValueError, match="no usable rows"):
         draw_rows(np.random.default_rng(0), np.array([], int), 3)
+    with pytest.raises(ValueError, match=r"no usable rows in /x/CCcriteria\.hdf5 at snapshot 99"):
+        draw_rows(np.random.default_rng(0), np.array([], int), 3, source="/x/CCcriteria.hdf5 at snapshot 99")
 
 
 def test_xray_clusters_carry_real_cool_core_parameters(universe):

@@ -34,7 +34,8 @@ def usable_rows(cc: dict, snap: int) -> np.ndarray:
     return np.flatnonzero(ok)
 
 
-def draw_rows(rng: np.random.Generator, rows_ok: np.ndarray, n: int) -> np.ndarray:
+def draw_rows(rng: np.random.Generator, rows_ok: np.ndarray, n: int,
+              source: str = "the cool-core catalogue") -> np.ndarray:
     """``n`` rows of ``rows_ok`` in random order: each at most once while ``n`` allows it
     (the demo uses every usable row once), otherwise drawn with replacement.
 
@@ -42,11 +43,14 @@ def draw_rows(rng: np.random.Generator, rows_ok: np.ndarray, n: int) -> np.ndarr
     distribution of the real catalogue: each gets its own mass, shape, orientation and
     noise, and shares only its (t_cool, K0) pair with the other draws of its row. The
     posterior stage's X-ray calibration test needs that many more clusters than the 352
-    real rows (bench.posterior_universe).
+    real rows (bench.posterior_universe). ``source`` names the file (and snapshot) in the
+    error when no row is usable.
     """
     rows_ok = np.asarray(rows_ok)
     if len(rows_ok) == 0:
-        raise ValueError("no usable rows in the cool-core catalogue")
+        raise ValueError(f"no usable rows in {source}: every row's centralCoolingTime or "
+                         "centralEntropy is NaN there, so no mock cluster can take a real "
+                         "(t_cool, K0) pair; point CC_CRITERIA at the real CCcriteria.hdf5")
     if n <= len(rows_ok):
         rows = np.sort(rng.choice(rows_ok, n, replace=False))
         return rows[rng.permutation(len(rows))]

@@ -290,7 +290,8 @@ def _xray_dataset(clock, cosmo, size, cameras, cc_path, raw_root, illustris_root
     cat = build_snapshot(gals, pop, CLUSTER_SNAPSHOT, clock, 2, np.random.default_rng([seed, XRAY_CODE, 99, 2]), cosmo)
     sim_dir = illustris_root / XRAY_SIM
     _write_snapshot(sim_dir, cat, CLUSTER_BOX, size.num_files)
-    rows = cc_criteria.draw_rows(rng, rows_ok, size.n_clusters)
+    rows = cc_criteria.draw_rows(rng, rows_ok, size.n_clusters,
+                                 source=f"{cc_path} at snapshot {CLUSTER_SNAPSHOT}")
     if size.n_clusters > len(rows_ok):
         log.info("%d clusters from the %d usable rows of %s: rows drawn with replacement",
                  size.n_clusters, len(rows_ok), cc_path)
