@@ -13,12 +13,18 @@ oracle or an astronomer would have:
   exactly and with Gaussian measurement errors of 0.01–0.1 mag;
 * the true magnitudes plus the true half-light radius on the sky (an intrinsic size);
 * extract's measured Petrosian magnitudes, alone and with its Petrosian R50/R90 (the
-  photometry baseline of analyse, without the concentration).
+  photometry baseline of analyse, without the concentration);
+* with ``--run models/<run>``, what a trained model holds: its representation (the row
+  analyse reports), that representation averaged over the 8 rotations and flips of the
+  pixel grid (exactly invariant to them, as the training augmentations ask), and the
+  projection head's output (the space the contrastive loss makes alike for the projections
+  of one galaxy), restored from the run's last checkpoint.
 
 It needs an extracted and prepared mock (``make demo``) and its ``truth.parquet``:
 
     python -m bench.bench_permanence_ceiling                 # MOCK_FIDUCIAL, test split
     python -m bench.bench_permanence_ceiling --dataset MOCK_COMPACT --split train
+    python -m bench.bench_permanence_ceiling --run models/demo   # and the trained model's spaces
 
 Paths come from ``config`` (``DATASET_PATH``, ``DATASET_RAW_PATH`` in the environment).
 """
@@ -68,10 +74,45 @@ def feature_sets(table: pd.DataFrame, seed: int) -> dict[str, np.ndarray]:
     return sets
 
 
-def measure(table: pd.DataFrame, seed: int) -> pd.DataFrame:
+def dihedral_mean(forward, images) -> np.ndarray:
+    """Mean of ``forward`` over the 8 rotations by 90° and flips of ``images`` (N, H, W, C):
+    exactly invariant to them (no interpolation on a square grid)."""
+    views = [np.rot90(flipped, k, axes=(1, 2)) for flipped in (images, images[:, :, ::-1])
+             for k in range(4)]
+    return np.mean([np.asarray(forward(np.ascontiguousarray(v))) for v in views], axis=0)
+
+
+def model_feature_sets(run_dir: Path, images: np.ndarray) -> dict[str, np.ndarray]:
+    """The spaces of the trained run ``run_dir`` for raw ``images`` (see the module docstring)."""
+    import tensorflow as tf
+    import yaml
+
+    from scripts.model.build import build_model
+    from scripts.model.inference import load_encoder
+    from scripts.params import parse_params
+
+    trained = load_encoder(run_dir)
+    sets = {"representation": trained(images),
+            "representation, mean over 8 rotations/flips": dihedral_mean(trained, images)}
+    latest = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+    if latest is None:
+        raise FileNotFoundError(f"{run_dir / 'checkpoints'} holds no checkpoint: the projection "
+                                "head is kept only there")
+    params = parse_params(yaml.safe_load((run_dir / "params_used.yaml").read_text()))
+    model = build_model(params.train, trained.input_shape)
+    tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+    hidden = model.encoder(trained.normalisation.apply_tf(images), training=False)
+    step = latest.rsplit("-", 1)[-1]
+    sets[f"checkpoint {step}: representation"] = np.asarray(hidden)
+    sets[f"checkpoint {step}: projection head"] = np.asarray(model.head(hidden, training=False))
+    return sets
+
+
+def measure(table: pd.DataFrame, seed: int, extra: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """Permanence of each feature set (and of ``extra`` ones, row-aligned with ``table``)."""
     groups = (table["snapshot"].astype(str) + ":" + table["object_id"].astype(str)).to_numpy()
     out = []
-    for name, X in feature_sets(table, seed).items():
+    for name, X in {**feature_sets(table, seed), **(extra or {})}.items():
         ok = np.isfinite(X).all(axis=1)
         sd = X[ok].std(axis=0)
         Z = (X[ok] - X[ok].mean(axis=0)) / np.where(sd > 0, sd, 1.0)   # a constant column adds nothing
@@ -86,10 +127,18 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", default="MOCK_FIDUCIAL")
     p.add_argument("--split", default="test")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run", type=Path, help="a trained run folder (models/<run>): add its spaces")
     ns = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    table = load(Path(config.dataset_path), Path(config.dataset_raw_path), ns.dataset, ns.split)
-    result = measure(table, ns.seed)
+    dataset_root = Path(config.dataset_path)
+    table = load(dataset_root, Path(config.dataset_raw_path), ns.dataset, ns.split)
+    extra = None
+    if ns.run is not None:
+        from scripts.image_store import open_store
+        with open_store(dataset_root / ns.dataset / "images.h5") as f:
+            images = f["images"][:][table["row"].to_numpy()].astype(np.float32)
+        extra = model_feature_sets(ns.run, images)
+    result = measure(table, ns.seed, extra)
     print(f"object permanence on {ns.dataset}, {ns.split} split ({len(table)} images, "
           f"{table.groupby(['snapshot', 'object_id']).ngroups} objects)")
     print(result.to_markdown(index=False, floatfmt=".3f"))

@@ -103,6 +103,8 @@ def variants(demo: dict) -> dict[str, Variant]:
         Variant("wide_half_steps", f"WIDTH_MULTIPLIER {2 * tr['WIDTH_MULTIPLIER']:g} with half the "
                 "steps (about the same CPU time)",
                 {"WIDTH_MULTIPLIER": 2 * tr["WIDTH_MULTIPLIER"], "STEPS_PER_EPOCH": max(1, steps // 2)}),
+        Variant("wide", f"WIDTH_MULTIPLIER {2 * tr['WIDTH_MULTIPLIER']:g} with all the steps (about "
+                "twice the CPU time)", {"WIDTH_MULTIPLIER": 2 * tr["WIDTH_MULTIPLIER"]}),
         Variant("deep_half_steps", "resnet34 with half the steps (about the same CPU time)",
                 {"ARCHITECTURE": "resnet34", "STEPS_PER_EPOCH": max(1, steps // 2)}),
         Variant("epochs_x2", f"EPOCHS {2 * tr['EPOCHS']} (twice the steps and CPU time)",

@@ -97,3 +97,30 @@ def test_missing_export_and_bare_encoder_errors(tmp_path, run):
     loaded = load_encoder(run[2])
     with pytest.raises(ValueError, match="needs the normalisation"):
         embed(loaded.encoder, np.zeros((2, SIZE, SIZE, 3), np.float32))
+
+
+def test_permanence_bench_reads_every_space_of_a_trained_run(run, images):
+    """bench_permanence_ceiling --run: the representation is embed()'s, the checkpoint's
+    encoder gives it too, the head is the checkpointed network's, and the mean over the 8
+    rotations/flips is exactly invariant to them."""
+    from bench.bench_permanence_ceiling import dihedral_mean, model_feature_sets
+
+    _, params_path, run_dir = run
+    images = np.asarray(images, dtype=np.float32)
+    sets = model_feature_sets(run_dir, images)
+    rep = embed(run_dir, images)
+    np.testing.assert_allclose(sets["representation"], rep, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(sets["checkpoint 3: representation"], rep, rtol=1e-4, atol=1e-5)
+    trainer = _trainer(load_params(params_path), run_dir.parents[1] / "data", run_dir)
+    assert trainer.restore() == 3
+    stored = Normalisation.load(run_dir / "normalisation.json")
+    head = trainer.model.head(trainer.model.encoder(stored.apply_np(images), training=False),
+                              training=False).numpy()
+    np.testing.assert_allclose(sets["checkpoint 3: projection head"], head, rtol=1e-4, atol=1e-5)
+
+    loaded = load_encoder(run_dir)
+    mean = sets["representation, mean over 8 rotations/flips"]
+    turned = np.rot90(images[:, ::-1], 1, axes=(1, 2))
+    np.testing.assert_allclose(dihedral_mean(loaded, np.ascontiguousarray(turned)), mean,
+                               rtol=1e-4, atol=1e-5)
+    assert not np.allclose(mean, rep, atol=1e-3)
