@@ -6,7 +6,7 @@ the reference values below.
 
 Reference numbers and where they come from:
 
-* Petrosian S/N in R 67.2, R90 / frame edge 0.128, sky σ per pixel G/R/I 5.49e-4 /
+* Petrosian S/N in R 67.2 at Petrosian r = 21.9, R90 / frame edge 0.128, sky σ per pixel G/R/I 5.49e-4 /
   7.58e-4 / 8.03e-4 nanomaggies: measured on data/real_hsc_mock/shalo_084-97_v3_HSC_GRIZY.fits
   (TNG50-1, snapshot 84, subhalo 97; Bottrell et al. 2024) by this code; the test re-measures
   the file and checks it still gives these numbers.
@@ -80,6 +80,37 @@ def test_mock_framing_noise_and_psf_match_the_real_archive(mock_medians, dataset
 @pytest.mark.parametrize("dataset", MOCK_SETS)
 def test_mock_petrosian_snr_matches_the_real_file(mock_medians, dataset):
     assert within(mock_medians[dataset]["snr_r"], REAL_SNR_R), mock_medians[dataset]["snr_r"]
+
+
+@pytest.fixture(scope="module")
+def mock_sample_60(demo_plan):
+    return compare_real.mock_sample(n_per_set=60, seed=0, plan=demo_plan)
+
+
+def test_mock_snr_at_the_real_files_magnitude(real, mock_sample_60):
+    """At the real file's own brightness (Petrosian r = 21.9), a line of log10 S/N against r
+    through 60 images per set gives the Fiducial run and the observed set the real file's S/N
+    within a factor 1.5: sky noise, PSF and surface brightness are calibrated; what the
+    median test above misses is the sample's brightness. Compact, the known answer, is
+    brighter per area, so its S/N at the same magnitude is higher."""
+    at = compare_real.snr_at_magnitude(mock_sample_60, float(real["mag_r"]))
+    assert real["mag_r"] == pytest.approx(21.9, abs=0.05)
+    for dataset in ("MOCK_FIDUCIAL", "MOCK_HSC"):
+        assert within(at.loc[dataset, "snr_r"], REAL_SNR_R), at
+        # measured there, not extrapolated: inside the fitted range, images within 0.5 mag
+        assert at.loc[dataset, "mag_min"] < real["mag_r"] < at.loc[dataset, "mag_max"], at
+        assert at.loc[dataset, "n_near"] >= 3, at
+    assert at.loc["MOCK_COMPACT", "snr_r"] > 1.3 * at.loc["MOCK_FIDUCIAL", "snr_r"], at
+
+
+def test_snr_at_magnitude_recovers_a_known_line():
+    mag = np.linspace(18.0, 23.0, 11)
+    table = pd.DataFrame({"source": "A", "mag_r": mag, "snr_r": 10 ** (9.0 - 0.35 * mag)})
+    table.loc[3, "snr_r"] = np.nan                                       # a failed fit is skipped
+    out = compare_real.snr_at_magnitude(table, 21.0)
+    assert out.loc["A", "snr_r"] == pytest.approx(10 ** (9.0 - 0.35 * 21.0))
+    assert out.loc["A", "slope"] == pytest.approx(-0.35)
+    assert (out.loc["A", "n"], out.loc["A", "n_near"]) == (10, 3)
 
 
 @pytest.mark.parametrize("dataset", MOCK_SETS)

@@ -94,6 +94,10 @@ def compare(ns: argparse.Namespace) -> "pd.DataFrame":
         print(f"\nmock S/N per stellar-mass bin (medians; the real file(s): "
               f"{', '.join(f'{v:.3g}' for v in real['snr_r'])})")
         print(compare_real.snr_by_mass(mock).to_string())
+        real_mag = float(np.nanmedian(real["mag_r"]))
+        print(f"\nmock S/N at the real file(s)' Petrosian r = {real_mag:.2f} (line of log10 S/N "
+              "against r per set)")
+        print(compare_real.snr_at_magnitude(mock, real_mag).to_string())
         cut = IMAGING_LOG_MSTAR
         q = (0.1, 0.5, 0.9)
         print(f"\nlog10 M★ quantiles {q} of the sample vs the GAMA mass function above {cut:.2f}: "

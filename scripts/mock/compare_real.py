@@ -25,7 +25,7 @@ against an observed mass function (:func:`smf_quantiles`).
 
 Why the medians alone mislead for S/N: a stellar-mass-selected sample's median S/N is set by
 its mass function, the one real file by where that galaxy happens to sit. The real file is
-compared at the same magnitude (``mag_r``) or at the mass cut (:func:`snr_by_mass`).
+compared at the same magnitude (:func:`snr_at_magnitude`) or at the mass cut (:func:`snr_by_mass`).
 """
 from __future__ import annotations
 
@@ -205,6 +205,27 @@ def snr_by_mass(table: pd.DataFrame, lo: float | None = None, width: float = MAS
     out = mock.groupby(["source", bins], observed=True, sort=False).agg(
         n=("snr_r", "size"), snr_r=("snr_r", "median"), mag_r=("mag_r", "median"))
     return out.sort_index()
+
+
+def snr_at_magnitude(table: pd.DataFrame, mag: float) -> pd.DataFrame:
+    """Petrosian S/N of each source at Petrosian r = ``mag``, from a least-squares line of
+    log10 S/N against r over its images: the comparison with a real file at its own
+    brightness, which a median over a mass-selected sample is not. Also ``n`` (images
+    fitted), ``n_near`` (within 0.5 mag of ``mag``), ``mag_min``/``mag_max`` (the fitted range:
+    outside it the value is an extrapolation) and ``slope`` (d log10 S/N / d r)."""
+    rows = {}
+    for source, group in table.groupby("source", sort=False):
+        x = group["mag_r"].to_numpy(dtype=float)
+        y = np.log10(group["snr_r"].to_numpy(dtype=float))
+        ok = np.isfinite(x) & np.isfinite(y)
+        if ok.sum() < 3:
+            continue
+        slope, intercept = np.polyfit(x[ok], y[ok], 1)
+        rows[source] = {"snr_r": 10.0 ** (slope * mag + intercept), "n": int(ok.sum()),
+                        "n_near": int((np.abs(x[ok] - mag) <= 0.5).sum()),
+                        "mag_min": float(x[ok].min()), "mag_max": float(x[ok].max()),
+                        "slope": float(slope)}
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def smf_quantiles(lo: float, quantiles: Sequence[float] = (0.1, 0.5, 0.9), smf: dict = GAMA_SMF,
