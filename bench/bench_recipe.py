@@ -105,6 +105,9 @@ def variants(demo: dict) -> dict[str, Variant]:
                 {"WIDTH_MULTIPLIER": 2 * tr["WIDTH_MULTIPLIER"], "STEPS_PER_EPOCH": max(1, steps // 2)}),
         Variant("wide", f"WIDTH_MULTIPLIER {2 * tr['WIDTH_MULTIPLIER']:g} with all the steps (about "
                 "twice the CPU time)", {"WIDTH_MULTIPLIER": 2 * tr["WIDTH_MULTIPLIER"]}),
+        *(Variant(f"wide_seed_{k}", f"wide with train.SEED {tr.get('SEED', 0) + k}: its seed spread",
+                  {"WIDTH_MULTIPLIER": 2 * tr["WIDTH_MULTIPLIER"], "SEED": tr.get("SEED", 0) + k})
+          for k in (1, 2)),
         Variant("deep_half_steps", "resnet34 with half the steps (about the same CPU time)",
                 {"ARCHITECTURE": "resnet34", "STEPS_PER_EPOCH": max(1, steps // 2)}),
         Variant("epochs_x2", f"EPOCHS {2 * tr['EPOCHS']} (twice the steps and CPU time)",
