@@ -88,12 +88,13 @@ def model_feature_sets(run_dir: Path, images: np.ndarray) -> dict[str, np.ndarra
     import yaml
 
     from scripts.model.build import build_model
-    from scripts.model.inference import load_encoder
+    from scripts.model.inference import embed, load_encoder
     from scripts.params import parse_params
 
     trained = load_encoder(run_dir)
-    sets = {"representation": trained(images),
-            "representation, mean over 8 rotations/flips": dihedral_mean(trained, images)}
+    sets = {"representation": embed(trained, images),
+            "representation, mean over 8 rotations/flips":
+                dihedral_mean(lambda batch: embed(trained, batch), images)}
     latest = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
     if latest is None:
         raise FileNotFoundError(f"{run_dir / 'checkpoints'} holds no checkpoint: the projection "
@@ -101,9 +102,9 @@ def model_feature_sets(run_dir: Path, images: np.ndarray) -> dict[str, np.ndarra
     params = parse_params(yaml.safe_load((run_dir / "params_used.yaml").read_text()))
     model = build_model(params.train, trained.input_shape)
     tf.train.Checkpoint(model=model).restore(latest).expect_partial()
-    hidden = model.encoder(trained.normalisation.apply_tf(images), training=False)
+    hidden = embed(model.encoder, images, normalisation=trained.normalisation)
     step = latest.rsplit("-", 1)[-1]
-    sets[f"checkpoint {step}: representation"] = np.asarray(hidden)
+    sets[f"checkpoint {step}: representation"] = hidden
     sets[f"checkpoint {step}: projection head"] = np.asarray(model.head(hidden, training=False))
     return sets
 
@@ -134,9 +135,12 @@ def main(argv=None) -> int:
     table = load(dataset_root, Path(config.dataset_raw_path), ns.dataset, ns.split)
     extra = None
     if ns.run is not None:
-        from scripts.image_store import open_store
-        with open_store(dataset_root / ns.dataset / "images.h5") as f:
-            images = f["images"][:][table["row"].to_numpy()].astype(np.float32)
+        from scripts.analysis.representation import store_path
+        from scripts.model.input_pipeline import HDF5Images
+        reader = HDF5Images({ns.dataset: store_path(dataset_root, ns.dataset)})
+        rows = table["row"].to_numpy()
+        images = reader.read(np.zeros(len(rows), np.int64), rows)   # only the split's rows
+        reader.close()
         extra = model_feature_sets(ns.run, images)
     result = measure(table, ns.seed, extra)
     print(f"object permanence on {ns.dataset}, {ns.split} split ({len(table)} images, "
