@@ -95,6 +95,16 @@ def variants(demo: dict) -> dict[str, Variant]:
                 {"AUGMENTATION": {"COLOUR_JITTER_MAG": old_jitter}}),
         Variant("colour_jitter_0", "shared flux scale only, no per-band jitter",
                 {"AUGMENTATION": {"COLOUR_JITTER_MAG": 0.0}}),
+        Variant("flux_scale_off", "FLUX_SCALE [1, 1]: no shared flux factor, so the total "
+                "brightness (the oracle's strongest identity cue) is not augmented away",
+                {"AUGMENTATION": {"FLUX_SCALE": [1.0, 1.0]}}),
+        Variant("zoom_off", "ZOOM [1, 1]: no zoom, so the galaxy's extent in the crop is not "
+                "augmented away", {"AUGMENTATION": {"ZOOM": [1.0, 1.0]}}),
+        Variant("photometry_kept", "FLUX_SCALE [1, 1], COLOUR_JITTER_MAG 0, ZOOM [1, 1], "
+                "BLUR_SIGMA [0, 0]: only rotation, flips, shifts and sky noise, so brightness, "
+                "colour, extent and concentration are left to the projections to vary",
+                {"AUGMENTATION": {"FLUX_SCALE": [1.0, 1.0], "COLOUR_JITTER_MAG": 0.0,
+                                  "ZOOM": [1.0, 1.0], "BLUR_SIGMA": [0.0, 0.0]}}),
         Variant("nnclr", "METHOD nnclr (nearest-neighbour positives)", {"METHOD": "nnclr"}),
         Variant("temperature_0.1", "TEMPERATURE 0.1", {"TEMPERATURE": 0.1}),
         Variant("temperature_0.5", "TEMPERATURE 0.5", {"TEMPERATURE": 0.5}),
