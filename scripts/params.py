@@ -228,8 +228,10 @@ class ExtractParams:
                                    "[null, catalogue.csv]", per_dataset=True)
     croppers: tuple | None = key(optional(list_of(string(CROPPERS))),
                                  "Cropper per dataset: petrosian (PETRO_RADIUS_FACTOR × R90), r200c "
-                                 "(R200C_FACTOR × R200c), fraction (central CROP_FRACTION), none; "
-                                 "null = petrosian for galaxies, r200c for X-ray.", None,
+                                 "(R200C_FACTOR × R200c), fraction (central CROP_FRACTION of each "
+                                 "frame), none; null = petrosian for galaxies, r200c for X-ray. "
+                                 "Galaxies cropped by fraction or none still get their Petrosian "
+                                 "magnitudes and radii (measured, not cropped by).", None,
                                  "[petrosian, petrosian]", per_dataset=True)
     file_layouts: tuple | None = key(optional(list_of(optional(string(FILE_LAYOUTS)))),
                                      "How bands are stored per dataset: extensions (one file per "
@@ -805,13 +807,17 @@ def _validate(p: Params) -> None:
         if spec.cube_bands is not None and spec.file_layout != "cube":
             raise ParamsError(f"extract.CUBE_BANDS[{i}]: dataset {spec.name} has FILE_LAYOUTS "
                               f"{spec.file_layout}; CUBE_BANDS only applies to cube")
-        if spec.file_layout == "cube" and ex.mask_bits is not None and spec.cropper == "petrosian":
+        # the Petrosian fit runs for the petrosian cropper, and as a measurement only for a
+        # galaxy kind cropped at a fixed scale (fraction, none)
+        petrosian_fit = spec.cropper == "petrosian" or (
+            spec.cropper in ("fraction", "none") and KINDS[spec.extractor].cropper == "petrosian")
+        if spec.file_layout == "cube" and ex.mask_bits is not None and petrosian_fit:
             raise ParamsError(f"extract.MASK_BITS = {ex.mask_bits}: dataset {spec.name} has "
                               "FILE_LAYOUTS cube, which has no mask planes; set MASK_BITS to null")
         if KINDS[spec.extractor].simulated and not spec.simulation:
             raise ParamsError(f"extract.SIMULATIONS[{i}]: dataset {spec.name} uses extractor "
                               f"{spec.extractor} and needs a TNG simulation folder name")
-        if ex.petro_reference_band is not None and spec.cropper == "petrosian" \
+        if ex.petro_reference_band is not None and petrosian_fit \
                 and ex.petro_reference_band not in spec.filters:
             raise ParamsError(f"extract.PETRO_REFERENCE_BAND = {ex.petro_reference_band!r}: "
                               f"expected one of dataset {spec.name}'s FILTERS {list(spec.filters)}")

@@ -463,3 +463,41 @@ def test_neighbour_mask_brings_the_magnitudes_to_the_truth(small_params, small_u
     keep_err, mask_err = (np.abs(np.nan_to_num(np.array(errors[k]), nan=5.0)) for k in ("keep", "mask"))
     assert mask_err.mean() < keep_err.mean()
     assert np.mean(mask_err > 0.2) <= np.mean(keep_err > 0.2)
+
+
+def test_fixed_fraction_crops_keep_the_petrosian_photometry(small_params, small_universe):
+    """CROPPERS fraction (or none) on a galaxy kind cuts every image at the same fraction of
+    its frame, yet measures the same Petrosian magnitudes and radii as the petrosian cropper
+    (the photometry baseline and the OBSERVABLES need them); the X-ray kind's crop settings
+    stay as they were. A failed Petrosian fit is counted and logged (see extract._log_summary)."""
+    raw_root, _ = small_universe
+    croppers = list(small_params["extract"]["CROPPERS"])
+    petro = extractor_spec(copy.deepcopy(small_params))
+    fixed = {}
+    for name in ("fraction", "none"):
+        raw = copy.deepcopy(small_params)
+        raw["extract"]["CROPPERS"] = [name if c == "petrosian" else c for c in croppers]
+        fixed[name] = extractor_spec(raw, CROP_FRACTION=0.5)
+        assert fixed[name]["name"] == name and fixed[name]["measure"] == "petrosian"
+    assert "measure" not in petro
+    raw = copy.deepcopy(small_params)
+    raw["extract"]["CROPPERS"] = ["fraction"] * len(croppers)
+    params = parse_params(raw)
+    xray = next(n for n, e in zip(params.extract.datasets, params.extract.extractors) if e == "tng_xray")
+    spec = make_extractor(params.extract.dataset(xray), params.extract, Path("."), Path("."),
+                          config.snapshot_redshifts_path).crop_spec()
+    assert spec["name"] == "fraction" and "measure" not in spec
+    files = sorted((raw_root / STELLAR / "images").glob("*.fits"))[:6]
+    for path in files:
+        a = process_image(str(path), EXTNAMES, tuple("GRI"), petro, 32, {}, pad_seed=1)
+        for name, crop in fixed.items():
+            b = process_image(str(path), EXTNAMES, tuple("GRI"), crop, 32, {}, pad_seed=1)
+            assert a.image is not None and b.image is not None
+            for key in ("mag_G", "mag_R", "mag_I", "r50", "r90", "r_petrosian",
+                        "petro_r90_arcsec", "neighbours_detected"):
+                np.testing.assert_equal(b.record[key], a.record[key], err_msg=f"{name} {key}")
+            with fits.open(path) as hdul:
+                edge = min(hdul["SUBARU_HSC.R"].data.shape)
+            want = round(0.5 * edge) if name == "fraction" else edge
+            assert b.record["crop_size"] == want and not b.record["crop_failed"]
+            assert b.record["petrosian_failure"] == ""

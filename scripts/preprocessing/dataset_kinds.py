@@ -279,6 +279,10 @@ class Extractor:
                 "pad_mode": self.pad_mode}
         if p.neighbours != "keep":      # (keep: fingerprints of earlier runs stay valid)
             spec["neighbours"] = p.neighbours
+        if KINDS[self.kind].cropper == "petrosian" and self.spec.cropper in ("fraction", "none"):
+            # a galaxy kind cropped at a fixed scale still gets its Petrosian magnitudes and
+            # radii (the photometry baseline and OBSERVABLES), measured but not cropped by
+            spec["measure"] = "petrosian"
         return spec
 
     def crop_inputs(self, fields: pd.DataFrame) -> pd.DataFrame:

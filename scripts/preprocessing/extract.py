@@ -281,6 +281,8 @@ def _assemble(extractor, params, out_dir, work, files, unmatched, irregular, mat
                                     "expected": spec.num_projections}
                                    for (s, o), n in incomplete.items()],
         "crop_failed": int(table["crop_failed"].sum()) if "crop_failed" in table else 0,
+        "petrosian_failed": (int((table["petrosian_failure"].fillna("") != "").sum())
+                             if "petrosian_failure" in table else 0),
         "crop_outside": outside_summary(table),
         "nan_repaired_images": int((table["nan_repaired"] > 0).sum()) if "nan_repaired" in table else 0,
         "shards": len(shard_rows),
@@ -396,6 +398,11 @@ def _log_summary(report: dict) -> None:
              len(report["images_without_catalogue_row"]), len(report["images_outside_selection"]),
              len(report["catalogue_objects_without_image"]), len(report["incomplete_projections"]),
              report["crop_failed"])
+    if report.get("petrosian_failed"):
+        log.warning("%s: the Petrosian fit failed on %d images (column petrosian_failure says "
+                    "why): their magnitudes are summed over the whole frame and their radii are "
+                    "NaN; their crops (at a fixed fraction of the frame) are unaffected",
+                    report["dataset"], report["petrosian_failed"])
     outside = report.get("crop_outside", {})
     if outside.get("n"):
         log.info("%s: %.1f %% of crops reach beyond the frame (median %.3f, p90 %.3f, max %.3f of "

@@ -90,11 +90,10 @@ def process_image(path: str, extnames: tuple[str, ...], filters: tuple[str, ...]
         return ImageResult(name, None, {}, err.reason, err.detail)
     image, meta = bands.data, bands.meta
     kind = crop["name"]
-    neighbours = None           # other sources' pixels, when extract.NEIGHBOURS is mask
-    if kind == "petrosian":
-        cropper = PetrosianCropper(crop["petro_radius_factor"], reference_band=crop["reference_band"],
-                                   pad_mode=pad_mode)
-        mask = None
+    neighbours = mask = petrosian = None    # neighbours: other sources' pixels (NEIGHBOURS mask)
+    if kind == "petrosian" or crop.get("measure") == "petrosian":
+        petrosian = PetrosianCropper(crop["petro_radius_factor"], reference_band=crop["reference_band"],
+                                     pad_mode=pad_mode)
         if crop.get("mask_bits"):
             try:
                 plane = _mask_plane(path, extnames, layout, crop["reference_band"])
@@ -105,7 +104,9 @@ def process_image(path: str, extnames: tuple[str, ...], filters: tuple[str, ...]
             valid = None if mask is None else ~mask
             neighbours = neighbour_mask(image[..., crop["reference_band"]], valid=valid)
             mask = neighbours.mask if mask is None else (mask | neighbours.mask)
-        cropper.fit(image, mask=mask)
+        petrosian.fit(image, mask=mask)
+    if kind == "petrosian":
+        cropper = petrosian
     elif kind == "r200c":
         cropper = R200cCropper(crop["r200c_factor"], pad_mode=pad_mode)
         cropper.fit(image, r200c_kpc=crop_inputs.get("r200c_kpc", math.nan),
@@ -115,6 +116,9 @@ def process_image(path: str, extnames: tuple[str, ...], filters: tuple[str, ...]
     else:
         cropper = FractionCropper(1.0, pad_mode=pad_mode).fit(image)
     record = cropper.record()
+    if petrosian is not None and petrosian is not cropper:   # measured only: the crop is fixed
+        record.update({k: v for k, v in petrosian.record().items() if not k.startswith("crop_")})
+        record["petrosian_failure"] = petrosian.failure_reason
     record["nan_repaired"] = int(sum(bands.n_repaired))
     if pad_mode == "noise":
         sigma, sources = sky_sigma(image, bands.variances, bands.var_scales)
@@ -124,16 +128,17 @@ def process_image(path: str, extnames: tuple[str, ...], filters: tuple[str, ...]
         record[f"pad_sigma_{band}"] = float(value)
     record["pad_sigma_source"] = ",".join(sorted(set(sources)))
     # image-derived FIELDS: Petrosian radii in arcsec/kpc and magnitudes within 2 r_P
-    r_p = getattr(cropper, "r_petrosian", math.nan)
+    measure = petrosian if petrosian is not None else cropper
+    r_p = getattr(measure, "r_petrosian", math.nan)
     record.setdefault("r_petrosian", r_p)
     record.setdefault("r50", math.nan)
     record.setdefault("r90", math.nan)
     if neighbours is not None:
         record["neighbours_detected"] = max(neighbours.n_sources - int(neighbours.central_found), 0)
         record["neighbour_mask_fraction"] = float(neighbours.mask.mean())
-    if math.isfinite(r_p) and not cropper.failed:
-        measured = image if neighbours is None else fill_masked(image, mask, cropper.center)
-        fluxes = _aperture_fluxes(measured, cropper.center, 2.0 * r_p)
+    if math.isfinite(r_p) and not measure.failed:
+        measured = image if neighbours is None else fill_masked(image, mask, measure.center)
+        fluxes = _aperture_fluxes(measured, measure.center, 2.0 * r_p)
     else:
         fluxes = image.reshape(-1, image.shape[-1]).sum(axis=0)
     for band, flux in zip(filters, fluxes):
