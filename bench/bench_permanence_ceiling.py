@@ -14,6 +14,9 @@ oracle or an astronomer would have:
 * the true magnitudes plus the true half-light radius on the sky (an intrinsic size);
 * extract's measured Petrosian magnitudes, alone and with its Petrosian R50/R90 (the
   photometry baseline of analyse, without the concentration);
+* the crop's edge in frame pixels, alone and with those magnitudes: how much identity the
+  framing carries (with ``CROPPERS: fraction`` the frame's size, which the archive and the
+  mock set from the simulated galaxy's size, the same for all its projections);
 * with ``--run models/<run>``, what a trained model holds: its representation (the row
   analyse reports), that representation averaged over the 8 rotations and flips of the
   pixel grid (exactly invariant to them, as the training augmentations ask), and the
@@ -71,6 +74,15 @@ def feature_sets(table: pd.DataFrame, seed: int) -> dict[str, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         radii = np.log10(table[["petro_r50_arcsec", "petro_r90_arcsec"]].to_numpy(np.float64))
     sets["measured magnitudes + Petrosian R50, R90"] = np.column_stack([measured, radii])
+    # the framing: the crop's edge in frame pixels. The Petrosian crop takes it from each
+    # image's light (4 R90); a fixed-fraction crop from the frame, which the archive (and the
+    # mock) sets from the simulated galaxy's size, alike for all its projections
+    # mock's projections sit in adjacent rows: ties of the whole-pixel edge are broken at
+    # random (a jitter below one pixel), not by row order, which would favour hits
+    edge = table[["crop_size"]].to_numpy(np.float64)
+    crop = np.log10(edge + rng.uniform(-0.25, 0.25, edge.shape))
+    sets["crop edge [px]"] = crop
+    sets["measured magnitudes + crop edge"] = np.column_stack([measured, crop])
     return sets
 
 

@@ -141,6 +141,12 @@ def variants(demo: dict) -> dict[str, Variant]:
           for hi, scale in SKY_GRID
           if (tr.get("PIXEL_UNIT"), [0.0, hi], scale) != ("sky", list(aug["NOISE_STD"]),
                                                          tr["NORMALISATION"]["SCALE"])),
+        Variant("crop_fraction", "extract.CROPPERS fraction for the galaxy sets (CROP_FRACTION "
+                "0.5, about the Petrosian crop's mean framing): every projection of a galaxy is "
+                "cut at the same scale (its frame's), not at its own measured R90 (own dataset)",
+                extract={"CROPPERS": [c if c != "petrosian" else "fraction"
+                                      for c in demo["extract"].get("CROPPERS") or []],
+                         "CROP_FRACTION": 0.5}),
         Variant("image_48", "extract.IMAGE_SIZE 48 (its own extracted dataset)",
                 extract={"IMAGE_SIZE": 48}),
         Variant("image_64", "extract.IMAGE_SIZE 64 (its own extracted dataset)",
@@ -194,14 +200,23 @@ def _stage(module: str, args: list[str], env: dict) -> None:
     subprocess.run([sys.executable, "-m", module, *args], check=True, env=env, cwd=ROOT)
 
 
-def ensure_dataset(raw: dict, work: Path, size: str) -> Path:
-    """The extracted and prepared dataset for ``raw``'s IMAGE_SIZE, built with the stages'
-    own command lines (mock universe ``size``, extract, prepare) when missing."""
-    image_size = raw["extract"]["IMAGE_SIZE"]
-    dataset = work / f"dataset_{image_size}"
+def dataset_name(raw: dict, extract: dict) -> str:
+    """Folder of the dataset a variant trains on: ``dataset_<IMAGE_SIZE>``, plus the other
+    extract overrides of the variant (``extract``), so that each extraction has its own."""
+    extra = "_".join(f"{k.lower()}-{'-'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
+                     for k, v in sorted(extract.items()) if k != "IMAGE_SIZE")
+    return f"dataset_{raw['extract']['IMAGE_SIZE']}" + (f"_{extra}" if extra else "")
+
+
+def ensure_dataset(raw: dict, work: Path, size: str, extract: dict | None = None) -> Path:
+    """The extracted and prepared dataset for ``raw``'s extract settings (``extract``: the
+    variant's overrides, which name the folder), built with the stages' own command lines
+    (mock universe ``size``, extract, prepare) when missing."""
+    name = dataset_name(raw, extract or {})
+    dataset = work / name
     if (dataset / "splits.parquet").exists():
         return dataset
-    params_file = work / f"params_dataset_{image_size}.yaml"
+    params_file = work / f"params_{name}.yaml"
     params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
     env = _env(work, dataset)
     if not (work / "dataset_raw" / DATASET).exists():
@@ -246,7 +261,7 @@ def train_and_analyse(variant: Variant, base: dict, work: Path, size: str, prefi
     from scripts.train import run_training
 
     models, reports = work / "models", work / "reports"
-    dataset = ensure_dataset(raw, work, size)
+    dataset = ensure_dataset(raw, work, size, variant.extract)
     for folder in (models / run_name, reports / run_name):
         shutil.rmtree(folder, ignore_errors=True)
     log.info("%s: training %s", variant.name, variant.doc)
@@ -393,7 +408,7 @@ def main(argv=None) -> int:
     print(f"\nRepresentation recipe, {DATASET} test split ({scale} scale, {work}); "
           "kNN R² per driver, object permanence; (±x.xx) = difference from the baseline variant\n")
     print(format_table(rows))
-    for name in names:
+    for name in (n for n in names if n in results):
         print(f"- {name}: {all_variants[name].doc}"
               + (" [reused]" if results[name].get("reused") else ""))
     for name, status in failed.items():

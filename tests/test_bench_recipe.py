@@ -40,6 +40,20 @@ def test_every_variant_is_valid_params_and_changes_something():
             assert (params.train, params.extract) != (reference.train, reference.extract), name
 
 
+def test_each_extraction_of_a_variant_has_its_own_dataset_folder():
+    """Variants that change extract settings train on their own extraction: the folder is
+    named by every override (image size alone keeps the former dataset_<size> name)."""
+    raw = bench_recipe.bench_raw(demo_raw_params(), smoke=False)
+    variants = bench_recipe.variants(demo_raw_params())
+    names = {v: bench_recipe.dataset_name(bench_recipe.variant_raw(raw, variants[v], "x"),
+                                          variants[v].extract)
+             for v in ("baseline", "image_48", "crop_fraction")}
+    size = raw["extract"]["IMAGE_SIZE"]
+    assert names["baseline"] == f"dataset_{size}" and names["image_48"] == "dataset_48"
+    assert names["crop_fraction"].startswith(f"dataset_{size}_") and "fraction" in names["crop_fraction"]
+    assert len(set(names.values())) == 3
+
+
 def test_table_shows_differences_from_the_baseline_of_the_same_feature_set():
     def metrics(r2, top1):
         return {"drivers": {"MOCK_FIDUCIAL": {f: {"representation": {"r2": r2},

@@ -77,9 +77,16 @@ def test_permanence_ceiling_bench_on_a_known_table():
                          "i_mag": i, "half_light_radius_arcsec": 0.5 + 0.05 * o,
                          "mag_G": g + rng.normal(0, 1.0), "mag_R": r + rng.normal(0, 1.0),
                          "mag_I": i + rng.normal(0, 1.0), "petro_r50_arcsec": 1.0,
-                         "petro_r90_arcsec": 2.0 + rng.uniform()})
+                         "petro_r90_arcsec": 2.0 + rng.uniform(),
+                         # framing shared by an object's projections (a fixed-fraction crop);
+                         # objects 0 and 1 share one edge: a tie that row order must not break
+                         "crop_size": 40 + 10 * max(o, 1)})
     result = measure(pd.DataFrame(rows), seed=0).set_index("features")
     assert result.loc["true magnitudes", "top1"] == 1.0
     assert result.loc["true magnitudes + true half-light radius", "top1"] == 1.0
     assert result.loc["measured magnitudes", "top1"] < 0.5
+    # every object but the tied pair has its own edge; the pair's 6 images find a mate of
+    # their own object only by chance (2 of the 5 others), not by row order
+    crop = result.loc["crop edge [px]", "top1"]
+    assert (n_obj - 2) / n_obj <= crop < 1.0
     assert (result["images"] == n_obj * n_proj).all()
