@@ -51,15 +51,15 @@ import config
 from scripts.analysis.inputs import (ImageAccess, attach_fields, crop_padding, evaluation_rows,
                                      feature_sets)
 from scripts.analysis.interactive_map import INTERACTIVE_MAP, write_interactive_map
-from scripts.analysis.report import flat_metrics, write_metrics, write_report
+from scripts.analysis.report import flat_metrics, kept_posterior, write_metrics, write_report
 from scripts.analysis.report_sections import build_sections
 from scripts.analysis.representation import (REPRESENTATION_FILE, Embedder, Representation,
                                              VectorSource, compute_representations, read_meta,
                                              rows_to_embed, representation_metadata, select_datasets)
 from scripts.analysis.steps import (step_analogues, step_drivers, step_maps, step_permanence,
                                     step_realism)
-from scripts.fingerprint import (check_splits_unchanged, encoder_fingerprint, read_run_fingerprints,
-                                 splits_fingerprint)
+from scripts.fingerprint import (check_splits_unchanged, encoder_fingerprint, file_fingerprint,
+                                 read_run_fingerprints, splits_fingerprint)
 from scripts.params import Params
 from scripts.stage import run_stage
 
@@ -231,6 +231,7 @@ def run(params: Params, dataset_root: Path, models_root: Path, reports_root: Pat
     sections = build_sections(params, counts, skipped, source.dim, figures, realism, drivers,
                               permanence, analogues, analogue_metrics, seconds, padding,
                               eval_subsample)
+    metrics.update(kept_posterior(report_dir / "metrics.json", file_fingerprint(rep_path)))
     metrics_path = write_metrics(metrics, report_dir / "metrics.json")
     html_path, md_path = write_report(report_dir, f"Analyse report: run {an.run_name}", sections,
                                       params.to_dict())

@@ -10,7 +10,10 @@
   change when only the extraction does);
 - `encoder_fingerprint`: of a trained encoder (architecture, weights, normalisation),
   stored with the representation table so that vectors of one encoder are never compared
-  with those of another.
+  with those of another;
+- `file_fingerprint`: of a file's bytes: infer records that of the representation table
+  it conditioned on, so a rerun of analyse keeps the posterior numbers only while they
+  still describe its representation.
 
 A fingerprint is the first 16 hex digits of a SHA-256: enough to tell versions apart,
 short enough to read in a log line.
@@ -60,6 +63,15 @@ def encoder_fingerprint(encoder, normalisation) -> str:
         h.update(str((array.dtype.str, array.shape)).encode())
         h.update(array.tobytes())
     h.update(json.dumps(normalisation.to_dict(), sort_keys=True, default=str).encode())
+    return _digest(h)
+
+
+def file_fingerprint(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hash of a file's bytes (e.g. the representation table that infer read)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
     return _digest(h)
 
 

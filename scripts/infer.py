@@ -45,6 +45,7 @@ import config
 from scripts.analysis.report import Section, flat_metrics, write_report
 from scripts.analysis.representation import (REPRESENTATION_FILE, read_representation,
                                              representation_metadata)
+from scripts.fingerprint import file_fingerprint
 from scripts.params import Params
 from scripts.posterior.data import (RepresentationPCA, TargetSpace, Units, observable_columns,
                                     observables_in_training_scale, training_fields)
@@ -344,6 +345,8 @@ def run(params: Params, dataset_root: Path, models_root: Path, reports_root: Pat
         log.warning("no test-split image with known UNOBSERVABLES: no calibration measured")
     extra = {
         "run_name": inf.run_name, "train_sets": train_sets, "infer_sets": infer_sets,
+        # an analyse rerun keeps these numbers only while they describe its representation
+        "representation_fingerprint": file_fingerprint(report_dir / REPRESENTATION_FILE),
         "fields": fields, "observables": obs_fields,
         "representation_components": int(pca.components_.shape[0]),
         "pca_explained_variance_ratio": pca.explained_variance_ratio_.tolist(),

@@ -115,3 +115,50 @@ def test_observed_set_without_an_observable_exits_with_one_line(analysed):
     assert proc.returncode == 2
     assert f"MOCK_HSC lacks the OBSERVABLE '{last}'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_analyse_rerun_keeps_the_posterior_of_the_same_representation(analysed):
+    """Rerunning analyse on the same encoder and splits writes the same representation, so
+    metrics.json keeps the infer stage's numbers (they were lost before); the recorded
+    fingerprint is that of the representation file infer read."""
+    from scripts import analyse
+    from scripts.analysis.representation import REPRESENTATION_FILE
+    from scripts.fingerprint import file_fingerprint
+    from scripts.params import parse_params
+
+    root, raw, params = analysed
+    report = root / "reports" / RUN
+    if "posterior" not in json.loads((report / "metrics.json").read_text()):
+        assert _infer(root, params).returncode == 0
+    before = json.loads((report / "metrics.json").read_text())
+    recorded = before["posterior_flow"]["representation_fingerprint"]
+    assert recorded == file_fingerprint(report / REPRESENTATION_FILE)
+    analyse.run(parse_params(raw), root / "dataset", root / "models", root / "reports",
+                driver_max_samples=200, mmd_max_samples=200)
+    after = json.loads((report / "metrics.json").read_text())
+    assert file_fingerprint(report / REPRESENTATION_FILE) == recorded
+    assert after["posterior"] == before["posterior"]
+    assert after["posterior_flow"] == before["posterior_flow"]
+    assert after["headline"]["posterior_calibration"] == before["headline"]["posterior_calibration"]
+
+
+def test_posterior_of_another_representation_is_dropped(tmp_path, caplog):
+    """kept_posterior keeps infer's sections only for the fingerprint they were computed on;
+    another one, none recorded (an older infer), or an unreadable file keep nothing, and
+    the log says so."""
+    from scripts.analysis.report import kept_posterior
+
+    path = tmp_path / "metrics.json"
+    assert kept_posterior(path, "abc") == {}                         # no earlier metrics
+    sections = {"posterior": {"MOCK_FIDUCIAL": {"stellar_mass": {"coverage_68": 0.7}}},
+                "posterior_flow": {"representation_fingerprint": "abc"}}
+    path.write_text(json.dumps({"realism": {}, **sections}))
+    assert kept_posterior(path, "abc") == sections
+    with caplog.at_level("WARNING"):
+        assert kept_posterior(path, "def") == {}
+    assert "another representation (fingerprint abc, now def)" in caplog.text
+    path.write_text(json.dumps({"posterior": sections["posterior"], "posterior_flow": {}}))
+    assert kept_posterior(path, "abc") == {}
+    path.write_text("{not json")
+    assert kept_posterior(path, "abc") == {}

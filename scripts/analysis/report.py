@@ -113,6 +113,39 @@ def headline(metrics: dict) -> dict:
     return out
 
 
+#: metrics.json sections the infer stage adds (scripts.posterior.outputs.merge_metrics).
+POSTERIOR_SECTIONS = ("posterior", "posterior_flow")
+
+
+def kept_posterior(previous: str | Path, representation_fp: str) -> dict:
+    """The infer stage's sections of the ``previous`` metrics.json, when they were computed
+    on the representation whose file fingerprint is ``representation_fp`` (an analyse rerun
+    that embedded the same vectors); otherwise none, with a log line saying why. An
+    analyse rerun rewrites metrics.json, and without this its posterior numbers were lost
+    even though posterior_report.html and the samples still held."""
+    previous = Path(previous)
+    if not previous.exists():
+        return {}
+    try:
+        old = json.loads(previous.read_text())
+    except (OSError, ValueError) as err:
+        logger.warning("%s could not be read (%s): its posterior section, if any, is not kept",
+                       previous, err)
+        return {}
+    if not old.get("posterior"):
+        return {}
+    recorded = (old.get("posterior_flow") or {}).get("representation_fingerprint")
+    if recorded != representation_fp:
+        logger.warning("%s: the posterior section is dropped: the infer stage ran on another "
+                       "representation (fingerprint %s, now %s). Run python -m scripts.infer "
+                       "again for posteriors of this one.", previous, recorded or "not recorded",
+                       representation_fp)
+        return {}
+    logger.info("%s: the posterior section is kept: the infer stage ran on this same "
+                "representation (fingerprint %s)", previous, representation_fp)
+    return {k: old[k] for k in POSTERIOR_SECTIONS if k in old}
+
+
 def write_metrics(metrics: dict, path: str | Path) -> Path:
     """``metrics`` with its ``headline`` added, as strict JSON (NaN → null)."""
     path = Path(path)
