@@ -147,6 +147,10 @@ def variants(demo: dict) -> dict[str, Variant]:
                 extract={"CROPPERS": [c if c != "petrosian" else "fraction"
                                       for c in demo["extract"].get("CROPPERS") or []],
                          "CROP_FRACTION": 0.5}),
+        Variant("neighbours_removed", "extract.NEIGHBOURS remove: the other sources detected "
+                "in each frame are replaced in the stored images by the galaxy's annulus mean "
+                "plus sky noise, so the projections of a galaxy no longer differ by their "
+                "neighbours (own dataset)", extract={"NEIGHBOURS": "remove"}),
         Variant("image_48", "extract.IMAGE_SIZE 48 (its own extracted dataset)",
                 extract={"IMAGE_SIZE": 48}),
         Variant("image_64", "extract.IMAGE_SIZE 64 (its own extracted dataset)",

@@ -39,7 +39,7 @@ RENAMED_KEYS = {"extract": {"SPLIT_SEED": "SELECTION_SEED"}}
 SPLITS = ("train", "validation", "test")
 #: joblib backends extract runs its workers on (dask: a dask.distributed cluster).
 JOBLIB_BACKENDS = ("loky", "dask")
-NEIGHBOUR_MODES = ("keep", "mask")   # extract.NEIGHBOURS (see scripts/preprocessing/deblend.py)
+NEIGHBOUR_MODES = ("keep", "mask", "remove")   # extract.NEIGHBOURS (see scripts/preprocessing/deblend.py)
 #: Pixel types of an image store (extract.STORE_DTYPE; see scripts/image_store.py).
 STORE_DTYPES = ("float32", "float16")
 CROPPERS = ("petrosian", "r200c", "fraction", "none")
@@ -280,8 +280,11 @@ class ExtractParams:
                           "mask (detected and deblended with sep, Source Extractor's method; the "
                           "fit centres on the source at the frame centre and their pixels are "
                           "filled with the annulus mean) or keep (their light is measured with "
-                          "the galaxy, the behaviour before this key). The stored images are "
-                          "not changed, only where they are centred and cropped.", "keep", "mask")
+                          "the galaxy, the behaviour before this key). With mask the stored "
+                          "images are not changed, only where they are centred and cropped; "
+                          "remove also replaces the other sources' pixels in the stored images "
+                          "by the galaxy's annulus mean plus sky noise of the band's σ.",
+                          "keep", "mask")
     min_stellar_mass: float = key(number(0), "Lower stellar-mass limit [M☉] for TNG galaxies.",
                                   1e9, "3e9")
     max_stellar_mass: float = key(number(0), "Upper stellar-mass limit [M☉].", 1e14, "1e13")

@@ -501,3 +501,56 @@ def test_fixed_fraction_crops_keep_the_petrosian_photometry(small_params, small_
             want = round(0.5 * edge) if name == "fraction" else edge
             assert b.record["crop_size"] == want and not b.record["crop_failed"]
             assert b.record["petrosian_failure"] == ""
+
+
+def test_neighbours_remove_cleans_the_stored_image_and_keeps_the_photometry(small_params, small_universe):
+    """NEIGHBOURS: remove measures exactly as mask does, and in the stored image the other
+    sources' pixels become the galaxy's annulus mean plus sky noise: the crop loses the
+    neighbours' light, and the result is the same on every call (noise seeded by the
+    image's identity)."""
+    from scripts.preprocessing.deblend import neighbour_mask
+    from scripts.preprocessing.fits_bands import load_bands
+
+    raw_root, _ = small_universe
+    mask_spec = extractor_spec(copy.deepcopy(small_params), NEIGHBOURS="mask")
+    remove_spec = extractor_spec(copy.deepcopy(small_params), NEIGHBOURS="remove")
+    assert remove_spec["neighbours"] == "remove"
+    tested = 0
+    for path in sorted((raw_root / STELLAR / "images").glob("*.fits")):
+        frame = load_bands(str(path), EXTNAMES, variance=False).data
+        found = neighbour_mask(frame[..., mask_spec["reference_band"]])
+        if found.mask.sum() < 20:
+            continue
+        a = process_image(str(path), EXTNAMES, tuple("GRI"), mask_spec, 32, {}, pad_seed=3)
+        b = process_image(str(path), EXTNAMES, tuple("GRI"), remove_spec, 32, {}, pad_seed=3)
+        again = process_image(str(path), EXTNAMES, tuple("GRI"), remove_spec, 32, {}, pad_seed=3)
+        for key in ("mag_G", "mag_R", "mag_I", "r90", "crop_size", "neighbours_detected"):
+            assert b.record[key] == a.record[key], key
+        np.testing.assert_array_equal(b.image, again.image)
+        assert not np.array_equal(a.image, b.image)
+        # the removed light: the flux of the crop drops, never rises beyond the noise
+        assert b.image.sum() < a.image.sum()
+        tested += 1
+        if tested == 3:
+            break
+    assert tested, "no image of the small universe has a detected neighbour"
+
+
+def test_removed_neighbour_pixels_are_the_annulus_mean_plus_sky_noise():
+    """On a flat sky of known σ with a bright square 'neighbour': unmasked pixels are left
+    as they were; masked ones get the annulus mean (here the sky, 0) plus noise of each
+    band's σ."""
+    from scripts.preprocessing.image_preprocessing import _remove_neighbours
+
+    rng = np.random.default_rng(0)
+    sigma = np.array([1.0, 2.0, 4.0])
+    image = (rng.standard_normal((64, 64, 3)) * sigma).astype(np.float32)
+    mask = np.zeros((64, 64), bool)
+    mask[5:25, 40:60] = True
+    image[mask] += 100.0
+    out = _remove_neighbours(image, mask, (32.0, 32.0), sigma, seed=7)
+    np.testing.assert_array_equal(out[~mask], image[~mask])
+    filled = out[mask]
+    assert np.abs(filled.mean(axis=0)).max() < 0.5
+    np.testing.assert_allclose(filled.std(axis=0), sigma, rtol=0.1)
+    np.testing.assert_array_equal(out, _remove_neighbours(image, mask, (32.0, 32.0), sigma, seed=7))

@@ -47,6 +47,18 @@ def _aperture_fluxes(image: np.ndarray, center, radius: float) -> np.ndarray:
     return image[inside].sum(axis=0)
 
 
+def _remove_neighbours(image: np.ndarray, mask: np.ndarray, center, sigma, seed: int) -> np.ndarray:
+    """``image`` with the other sources' pixels (``mask``) replaced by the galaxy's mean in
+    the same annulus about ``center`` plus Gaussian sky noise of each band's ``sigma``, drawn
+    from a generator seeded by the image's identity (``seed``; a different stream from the
+    padding's), so the stored image keeps its noise texture where a neighbour was."""
+    filled = fill_masked(image, mask, center).astype(np.float64)
+    rng = np.random.default_rng([int(seed), 1])
+    noise = rng.standard_normal((int(mask.sum()), image.shape[-1])) * np.asarray(sigma, np.float64)
+    filled[mask] += noise
+    return filled.astype(image.dtype, copy=False)
+
+
 def _read(path: str, extnames: tuple[str, ...], filters: tuple[str, ...], layout: dict,
           variance: bool):
     """The bands of one object in its file layout (see :data:`scripts.params.FILE_LAYOUTS`)."""
@@ -100,7 +112,7 @@ def process_image(path: str, extnames: tuple[str, ...], filters: tuple[str, ...]
             except BadImageError as err:
                 return ImageResult(name, None, {}, err.reason, f"extract.MASK_BITS is set: {err.detail}")
             mask = (plane.astype(np.int64) & int(crop["mask_bits"])) != 0
-        if crop.get("neighbours", "keep") == "mask":
+        if crop.get("neighbours", "keep") in ("mask", "remove"):
             valid = None if mask is None else ~mask
             neighbours = neighbour_mask(image[..., crop["reference_band"]], valid=valid)
             mask = neighbours.mask if mask is None else (mask | neighbours.mask)
@@ -149,8 +161,10 @@ def process_image(path: str, extnames: tuple[str, ...], filters: tuple[str, ...]
         record[f"petro_r{r}_arcsec"] = radius * meta.arcsec_per_pixel
         record[f"petro_r{r}_kpc"] = radius * meta.kpc_per_pixel
     record["redshift_header"] = meta.redshift
+    seed = identity_seed(name) if pad_seed is None else pad_seed
+    if neighbours is not None and crop.get("neighbours") == "remove" and neighbours.mask.any():
+        image = _remove_neighbours(image, neighbours.mask, measure.center, sigma, seed)
     try:
-        seed = identity_seed(name) if pad_seed is None else pad_seed
         out = resize_area(cropper.transform(image, noise_sigma=sigma, seed=seed), image_size)
     except ValueError as err:
         return ImageResult(name, None, {}, "wrong_shape", str(err))
