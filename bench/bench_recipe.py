@@ -151,6 +151,10 @@ def variants(demo: dict) -> dict[str, Variant]:
                 "in each frame are replaced in the stored images by the galaxy's annulus mean "
                 "plus sky noise, so the projections of a galaxy no longer differ by their "
                 "neighbours (own dataset)", extract={"NEIGHBOURS": "remove"}),
+        *(Variant(f"neighbours_removed_seed_{k}", f"neighbours_removed with train.SEED "
+                  f"{tr.get('SEED', 0) + k}: its seed spread", {"SEED": tr.get("SEED", 0) + k},
+                  extract={"NEIGHBOURS": "remove"})
+          for k in (1, 2)),
         Variant("image_48", "extract.IMAGE_SIZE 48 (its own extracted dataset)",
                 extract={"IMAGE_SIZE": 48}),
         Variant("image_64", "extract.IMAGE_SIZE 64 (its own extracted dataset)",
