@@ -76,9 +76,9 @@ def feature_sets(table: pd.DataFrame, seed: int) -> dict[str, np.ndarray]:
     sets["measured magnitudes + Petrosian R50, R90"] = np.column_stack([measured, radii])
     # the framing: the crop's edge in frame pixels. The Petrosian crop takes it from each
     # image's light (4 R90); a fixed-fraction crop from the frame, which the archive (and the
-    # mock) sets from the simulated galaxy's size, alike for all its projections
-    # mock's projections sit in adjacent rows: ties of the whole-pixel edge are broken at
-    # random (a jitter below one pixel), not by row order, which would favour hits
+    # mock) sets from the simulated galaxy's size, alike for all its projections. The
+    # projections sit in adjacent rows, so ties of the whole-pixel edge are broken at random
+    # (a jitter below one pixel), not by row order, which would favour hits
     edge = table[["crop_size"]].to_numpy(np.float64)
     crop = np.log10(edge + rng.uniform(-0.25, 0.25, edge.shape))
     sets["crop edge [px]"] = crop

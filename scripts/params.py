@@ -28,7 +28,7 @@ from scripts.params_rules import (MAX_COLOUR_JITTER_MAG, ParamsError, bands,
                                   boolean, extnames, fail, integer, list_of, mapping,
                                   number, optional, pair, ranges, regex, rotation_limit,
                                   shared_flux_scale, string, tracking_backends)
-from scripts.preprocessing.kind_registry import KINDS
+from scripts.preprocessing.kind_registry import KINDS, runs_petrosian_fit
 
 logger = logging.getLogger(__name__)
 
@@ -810,10 +810,7 @@ def _validate(p: Params) -> None:
         if spec.cube_bands is not None and spec.file_layout != "cube":
             raise ParamsError(f"extract.CUBE_BANDS[{i}]: dataset {spec.name} has FILE_LAYOUTS "
                               f"{spec.file_layout}; CUBE_BANDS only applies to cube")
-        # the Petrosian fit runs for the petrosian cropper, and as a measurement only for a
-        # galaxy kind cropped at a fixed scale (fraction, none)
-        petrosian_fit = spec.cropper == "petrosian" or (
-            spec.cropper in ("fraction", "none") and KINDS[spec.extractor].cropper == "petrosian")
+        petrosian_fit = runs_petrosian_fit(spec.extractor, spec.cropper)
         if spec.file_layout == "cube" and ex.mask_bits is not None and petrosian_fit:
             raise ParamsError(f"extract.MASK_BITS = {ex.mask_bits}: dataset {spec.name} has "
                               "FILE_LAYOUTS cube, which has no mask planes; set MASK_BITS to null")

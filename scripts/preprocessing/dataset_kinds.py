@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from scripts.params import DatasetSpec, ExtractParams
-from scripts.preprocessing.kind_registry import KINDS, extractor_class
+from scripts.preprocessing.kind_registry import KINDS, extractor_class, runs_petrosian_fit
 from TNG.fields import UnknownFieldError
 
 log = logging.getLogger(__name__)
@@ -279,9 +279,9 @@ class Extractor:
                 "pad_mode": self.pad_mode}
         if p.neighbours != "keep":      # (keep: fingerprints of earlier runs stay valid)
             spec["neighbours"] = p.neighbours
-        if KINDS[self.kind].cropper == "petrosian" and self.spec.cropper in ("fraction", "none"):
-            # a galaxy kind cropped at a fixed scale still gets its Petrosian magnitudes and
-            # radii (the photometry baseline and OBSERVABLES), measured but not cropped by
+        if self.spec.cropper != "petrosian" and runs_petrosian_fit(self.kind, self.spec.cropper):
+            # Petrosian magnitudes and radii (the photometry baseline and OBSERVABLES),
+            # measured but not cropped by
             spec["measure"] = "petrosian"
         return spec
 

@@ -62,6 +62,14 @@ KINDS: dict[str, DatasetKind] = {
 }
 
 
+def runs_petrosian_fit(kind: str, cropper: str) -> bool:
+    """Whether extract fits a Petrosian profile to each image of a ``kind`` dataset cropped
+    by ``cropper``: to crop by it (petrosian), or, for a galaxy kind cropped at a fixed scale
+    (fraction, none), to measure its magnitudes and radii without cropping by them."""
+    return cropper == "petrosian" or (cropper in ("fraction", "none")
+                                      and KINDS[kind].cropper == "petrosian")
+
+
 def extractor_class(kind: str) -> type:
     """The extractor class registered for ``kind`` (imported on first use)."""
     try:
