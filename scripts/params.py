@@ -283,8 +283,9 @@ class ExtractParams:
                           "the galaxy, the behaviour before this key). With mask the stored "
                           "images are not changed, only where they are centred and cropped; "
                           "remove also replaces the other sources' pixels in the stored images "
-                          "by the galaxy's annulus mean plus sky noise of the band's σ.",
-                          "keep", "mask")
+                          "by the galaxy's annulus mean plus sky noise of the band's σ (the "
+                          "presets' setting).",
+                          "keep", "remove")
     min_stellar_mass: float = key(number(0), "Lower stellar-mass limit [M☉] for TNG galaxies.",
                                   1e9, "3e9")
     max_stellar_mass: float = key(number(0), "Upper stellar-mass limit [M☉].", 1e14, "1e13")
