@@ -16,8 +16,9 @@ run.
     python -m bench.bench_recipe --params params.science.yaml --size science   # science scale
 
 Everything goes to a bench folder (``--workdir``, default ``/tmp/bench_recipe/<scale>``):
-the mock universe is rendered and extracted + prepared once per image size
-(``dataset_<size>``; reused when present), every variant trains into ``models/recipe-<name>``
+the mock universe is rendered once, and extracted + prepared once per set of extract
+settings (``dataset_<size>[_<overrides>]_<digest of the extract section>``; reused when
+present), every variant trains into ``models/recipe-<name>``
 and is analysed into ``reports/recipe-<name>``, so the demo's own ``dataset/`` and
 ``models/`` are never touched. A variant whose ``metrics.json`` exists from the same
 settings is reused (``--rerun`` trains it again). Each variant trains in its own process.
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -76,6 +78,25 @@ class Variant:
     doc: str
     train: dict = dataclasses.field(default_factory=dict)
     extract: dict = dataclasses.field(default_factory=dict)
+
+
+def _neighbour_variants(preset: str, seed: int) -> list[Variant]:
+    """``neighbours_removed`` and ``neighbours_masked`` (each with two more seeds), except
+    the one the params file already uses (the presets remove since 2026-12-04)."""
+    docs = {"remove": "the other sources detected in each frame are replaced in the stored "
+                      "images by the galaxy's annulus mean plus sky noise, so the projections of "
+                      "a galaxy no longer differ by their neighbours",
+            "mask": "the other sources are left out of the Petrosian fit only and stay in the "
+                    "stored images, as they are on the sky"}
+    out = []
+    for mode, name in (("remove", "neighbours_removed"), ("mask", "neighbours_masked")):
+        if mode == preset:
+            continue
+        out.append(Variant(name, f"extract.NEIGHBOURS {mode}: {docs[mode]} (own dataset)",
+                           extract={"NEIGHBOURS": mode}))
+        out += [Variant(f"{name}_seed_{k}", f"{name} with train.SEED {seed + k}: its seed spread",
+                        {"SEED": seed + k}, extract={"NEIGHBOURS": mode}) for k in (1, 2)]
+    return out
 
 
 def variants(demo: dict) -> dict[str, Variant]:
@@ -147,13 +168,14 @@ def variants(demo: dict) -> dict[str, Variant]:
                 extract={"CROPPERS": [c if c != "petrosian" else "fraction"
                                       for c in demo["extract"].get("CROPPERS") or []],
                          "CROP_FRACTION": 0.5}),
-        Variant("neighbours_removed", "extract.NEIGHBOURS remove: the other sources detected "
-                "in each frame are replaced in the stored images by the galaxy's annulus mean "
-                "plus sky noise, so the projections of a galaxy no longer differ by their "
-                "neighbours (own dataset)", extract={"NEIGHBOURS": "remove"}),
-        *(Variant(f"neighbours_removed_seed_{k}", f"neighbours_removed with train.SEED "
-                  f"{tr.get('SEED', 0) + k}: its seed spread", {"SEED": tr.get("SEED", 0) + k},
-                  extract={"NEIGHBOURS": "remove"})
+        *_neighbour_variants(demo["extract"].get("NEIGHBOURS", "keep"), tr.get("SEED", 0)),
+        Variant("full_schedule", f"PATIENCE {tr['EPOCHS']} (= EPOCHS): no early stop, so every "
+                "run follows the whole cosine schedule down to a learning rate of zero instead "
+                "of stopping on a plateau of the noisy validation loss",
+                {"PATIENCE": tr["EPOCHS"]}),
+        *(Variant(f"full_schedule_seed_{k}", f"full_schedule with train.SEED "
+                  f"{tr.get('SEED', 0) + k}: its seed spread",
+                  {"PATIENCE": tr["EPOCHS"], "SEED": tr.get("SEED", 0) + k})
           for k in (1, 2)),
         Variant("image_48", "extract.IMAGE_SIZE 48 (its own extracted dataset)",
                 extract={"IMAGE_SIZE": 48}),
@@ -208,12 +230,20 @@ def _stage(module: str, args: list[str], env: dict) -> None:
     subprocess.run([sys.executable, "-m", module, *args], check=True, env=env, cwd=ROOT)
 
 
+#: extract keys that change how fast a dataset is made, not its images
+_SPEED_KEYS = ("NUM_WORKERS", "SIZE_CHUNKS", "USE_CACHE")
+
+
 def dataset_name(raw: dict, extract: dict) -> str:
-    """Folder of the dataset a variant trains on: ``dataset_<IMAGE_SIZE>``, plus the other
-    extract overrides of the variant (``extract``), so that each extraction has its own."""
+    """Folder of the dataset a variant trains on: ``dataset_<IMAGE_SIZE>``, the variant's
+    other extract overrides (``extract``), then a digest of the whole extract section, so
+    that each extraction has its own folder and a changed --params file (e.g. its
+    NEIGHBOURS) never reuses a dataset extracted with the former settings."""
     extra = "_".join(f"{k.lower()}-{'-'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
                      for k, v in sorted(extract.items()) if k != "IMAGE_SIZE")
-    return f"dataset_{raw['extract']['IMAGE_SIZE']}" + (f"_{extra}" if extra else "")
+    settings = {k: v for k, v in raw["extract"].items() if k not in _SPEED_KEYS}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"dataset_{raw['extract']['IMAGE_SIZE']}" + (f"_{extra}" if extra else "") + f"_{digest}"
 
 
 def ensure_dataset(raw: dict, work: Path, size: str, extract: dict | None = None) -> Path:

@@ -42,16 +42,24 @@ def test_every_variant_is_valid_params_and_changes_something():
 
 def test_each_extraction_of_a_variant_has_its_own_dataset_folder():
     """Variants that change extract settings train on their own extraction: the folder is
-    named by every override (image size alone keeps the former dataset_<size> name)."""
+    named by every override and by a digest of the whole extract section, so a changed
+    --params file does not reuse an extraction made with its former settings."""
     raw = bench_recipe.bench_raw(demo_raw_params(), smoke=False)
     variants = bench_recipe.variants(demo_raw_params())
-    names = {v: bench_recipe.dataset_name(bench_recipe.variant_raw(raw, variants[v], "x"),
-                                          variants[v].extract)
-             for v in ("baseline", "image_48", "crop_fraction")}
+
+    def name(base, v):
+        return bench_recipe.dataset_name(bench_recipe.variant_raw(base, variants[v], "x"),
+                                         variants[v].extract)
+    names = {v: name(raw, v) for v in ("baseline", "seed_1", "image_48", "crop_fraction")}
     size = raw["extract"]["IMAGE_SIZE"]
-    assert names["baseline"] == f"dataset_{size}" and names["image_48"] == "dataset_48"
+    assert names["baseline"].startswith(f"dataset_{size}_") and names["image_48"].startswith("dataset_48_")
     assert names["crop_fraction"].startswith(f"dataset_{size}_") and "fraction" in names["crop_fraction"]
+    assert names["seed_1"] == names["baseline"]                      # a train setting: same images
     assert len(set(names.values())) == 3
+    other = bench_recipe._merge(raw, {"extract": {"NEIGHBOURS": "keep"}})
+    assert name(other, "baseline") != names["baseline"]
+    faster = bench_recipe._merge(raw, {"extract": {"NUM_WORKERS": 7, "SIZE_CHUNKS": 3}})
+    assert name(faster, "baseline") == names["baseline"]
 
 
 def test_table_shows_differences_from_the_baseline_of_the_same_feature_set():
@@ -76,7 +84,8 @@ def test_smoke_run_of_one_variant_prints_the_table(prepared_small, small_univers
     mock universe, reusing the session's prepared dataset."""
     dataset, _ = prepared_small
     raw_root, _ = small_universe
-    (tmp_path / "dataset_32").symlink_to(dataset, target_is_directory=True)
+    smoke = bench_recipe.bench_raw(demo_raw_params(), smoke=True)
+    (tmp_path / bench_recipe.dataset_name(smoke, {})).symlink_to(dataset, target_is_directory=True)
     (tmp_path / "dataset_raw").symlink_to(raw_root, target_is_directory=True)
     assert bench_recipe.main(["--smoke", "--variants", "baseline", "--workdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
