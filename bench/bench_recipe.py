@@ -17,8 +17,8 @@ run.
 
 Everything goes to a bench folder (``--workdir``, default ``/tmp/bench_recipe/<scale>``):
 the mock universe is rendered once, and extracted + prepared once per set of extract
-settings (``dataset_<size>[_<overrides>]_<digest of the extract section>``; reused when
-present), every variant trains into ``models/recipe-<name>``
+and prepare settings (``dataset_<size>[_<overrides>]_<digest of both sections>``; reused
+when present), every variant trains into ``models/recipe-<name>``
 and is analysed into ``reports/recipe-<name>``, so the demo's own ``dataset/`` and
 ``models/`` are never touched. A variant whose ``metrics.json`` exists from the same
 settings is reused (``--rerun`` trains it again). Each variant trains in its own process.
@@ -119,6 +119,10 @@ def variants(demo: dict) -> dict[str, Variant]:
         Variant("flux_scale_off", "FLUX_SCALE [1, 1]: no shared flux factor, so the total "
                 "brightness (the oracle's strongest identity cue) is not augmented away",
                 {"AUGMENTATION": {"FLUX_SCALE": [1.0, 1.0]}}),
+        *(Variant(f"flux_scale_off_seed_{k}", f"flux_scale_off with train.SEED "
+                  f"{tr.get('SEED', 0) + k}: its seed spread",
+                  {"AUGMENTATION": {"FLUX_SCALE": [1.0, 1.0]}, "SEED": tr.get("SEED", 0) + k})
+          for k in (1, 2)),
         Variant("zoom_off", "ZOOM [1, 1]: no zoom, so the galaxy's extent in the crop is not "
                 "augmented away", {"AUGMENTATION": {"ZOOM": [1.0, 1.0]}}),
         Variant("photometry_kept", "FLUX_SCALE [1, 1], COLOUR_JITTER_MAG 0, ZOOM [1, 1], "
@@ -236,12 +240,13 @@ _SPEED_KEYS = ("NUM_WORKERS", "SIZE_CHUNKS", "USE_CACHE")
 
 def dataset_name(raw: dict, extract: dict) -> str:
     """Folder of the dataset a variant trains on: ``dataset_<IMAGE_SIZE>``, the variant's
-    other extract overrides (``extract``), then a digest of the whole extract section, so
-    that each extraction has its own folder and a changed --params file (e.g. its
-    NEIGHBOURS) never reuses a dataset extracted with the former settings."""
+    other extract overrides (``extract``), then a digest of the whole extract and prepare
+    sections, so that each extraction has its own folder and a changed --params file (e.g.
+    its NEIGHBOURS or its splits) never reuses a dataset made with the former settings."""
     extra = "_".join(f"{k.lower()}-{'-'.join(map(str, v)) if isinstance(v, (list, tuple)) else v}"
                      for k, v in sorted(extract.items()) if k != "IMAGE_SIZE")
-    settings = {k: v for k, v in raw["extract"].items() if k not in _SPEED_KEYS}
+    settings = {"extract": {k: v for k, v in raw["extract"].items() if k not in _SPEED_KEYS},
+                "prepare": raw.get("prepare")}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"dataset_{raw['extract']['IMAGE_SIZE']}" + (f"_{extra}" if extra else "") + f"_{digest}"
 

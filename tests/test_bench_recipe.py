@@ -42,8 +42,8 @@ def test_every_variant_is_valid_params_and_changes_something():
 
 def test_each_extraction_of_a_variant_has_its_own_dataset_folder():
     """Variants that change extract settings train on their own extraction: the folder is
-    named by every override and by a digest of the whole extract section, so a changed
-    --params file does not reuse an extraction made with its former settings."""
+    named by every override and by a digest of the whole extract and prepare sections, so a
+    changed --params file does not reuse a dataset made with its former settings."""
     raw = bench_recipe.bench_raw(demo_raw_params(), smoke=False)
     variants = bench_recipe.variants(demo_raw_params())
 
@@ -58,6 +58,8 @@ def test_each_extraction_of_a_variant_has_its_own_dataset_folder():
     assert len(set(names.values())) == 3
     other = bench_recipe._merge(raw, {"extract": {"NEIGHBOURS": "keep"}})
     assert name(other, "baseline") != names["baseline"]
+    other_splits = bench_recipe._merge(raw, {"prepare": {"SPLIT_SEED": 12345}})
+    assert name(other_splits, "baseline") != names["baseline"]
     faster = bench_recipe._merge(raw, {"extract": {"NUM_WORKERS": 7, "SIZE_CHUNKS": 3}})
     assert name(faster, "baseline") == names["baseline"]
 
