@@ -80,6 +80,16 @@ class Variant:
     extract: dict = dataclasses.field(default_factory=dict)
 
 
+def _with_seeds(variant: Variant, seed: int) -> list[Variant]:
+    """``variant`` and its copies ``<name>_seed_1`` and ``<name>_seed_2`` at train.SEED
+    ``seed`` + 1 and + 2: the seed spread that any difference from the baseline must exceed."""
+    return [variant] + [dataclasses.replace(variant, name=f"{variant.name}_seed_{k}",
+                                            doc=f"{variant.name} with train.SEED {seed + k}: its "
+                                                "seed spread",
+                                            train={**variant.train, "SEED": seed + k})
+                        for k in (1, 2)]
+
+
 def _neighbour_variants(preset: str, seed: int) -> list[Variant]:
     """``neighbours_removed`` and ``neighbours_masked`` (each with two more seeds), except
     the one the params file already uses (the presets remove since 2026-12-04)."""
@@ -92,10 +102,8 @@ def _neighbour_variants(preset: str, seed: int) -> list[Variant]:
     for mode, name in (("remove", "neighbours_removed"), ("mask", "neighbours_masked")):
         if mode == preset:
             continue
-        out.append(Variant(name, f"extract.NEIGHBOURS {mode}: {docs[mode]} (own dataset)",
-                           extract={"NEIGHBOURS": mode}))
-        out += [Variant(f"{name}_seed_{k}", f"{name} with train.SEED {seed + k}: its seed spread",
-                        {"SEED": seed + k}, extract={"NEIGHBOURS": mode}) for k in (1, 2)]
+        out += _with_seeds(Variant(name, f"extract.NEIGHBOURS {mode}: {docs[mode]} (own dataset)",
+                                   extract={"NEIGHBOURS": mode}), seed)
     return out
 
 
@@ -103,26 +111,22 @@ def variants(demo: dict) -> dict[str, Variant]:
     """The variants of issue 11, derived from the demo params ``demo`` (raw YAML mapping)."""
     tr = demo["train"]
     aug = tr["AUGMENTATION"]
-    steps = tr["STEPS_PER_EPOCH"]
+    steps, seed = tr["STEPS_PER_EPOCH"], tr.get("SEED", 0)
     old_jitter = round(per_band_equivalent_jitter(tuple(aug["FLUX_SCALE"])), 4)
     out = [
         Variant(BASELINE, "the --params file as it is (params.demo.yaml by default)"),
         Variant("seed_1", "the baseline with train.SEED 1: the seed-to-seed spread that "
-                "any other difference must exceed", {"SEED": tr.get("SEED", 0) + 1}),
+                "any other difference must exceed", {"SEED": seed + 1}),
         Variant("seed_2", "the baseline with train.SEED 2: a third point of the seed spread",
-                {"SEED": tr.get("SEED", 0) + 2}),
+                {"SEED": seed + 2}),
         Variant("flux_per_band_old", "colour scatter of the former independent per-band "
                 f"FLUX_SCALE {aug['FLUX_SCALE']} (COLOUR_JITTER_MAG {old_jitter})",
                 {"AUGMENTATION": {"COLOUR_JITTER_MAG": old_jitter}}),
         Variant("colour_jitter_0", "shared flux scale only, no per-band jitter",
                 {"AUGMENTATION": {"COLOUR_JITTER_MAG": 0.0}}),
-        Variant("flux_scale_off", "FLUX_SCALE [1, 1]: no shared flux factor, so the total "
-                "brightness (the oracle's strongest identity cue) is not augmented away",
-                {"AUGMENTATION": {"FLUX_SCALE": [1.0, 1.0]}}),
-        *(Variant(f"flux_scale_off_seed_{k}", f"flux_scale_off with train.SEED "
-                  f"{tr.get('SEED', 0) + k}: its seed spread",
-                  {"AUGMENTATION": {"FLUX_SCALE": [1.0, 1.0]}, "SEED": tr.get("SEED", 0) + k})
-          for k in (1, 2)),
+        *_with_seeds(Variant("flux_scale_off", "FLUX_SCALE [1, 1]: no shared flux factor, so "
+                             "the total brightness (the oracle's strongest identity cue) is not "
+                             "augmented away", {"AUGMENTATION": {"FLUX_SCALE": [1.0, 1.0]}}), seed),
         Variant("zoom_off", "ZOOM [1, 1]: no zoom, so the galaxy's extent in the crop is not "
                 "augmented away", {"AUGMENTATION": {"ZOOM": [1.0, 1.0]}}),
         Variant("photometry_kept", "FLUX_SCALE [1, 1], COLOUR_JITTER_MAG 0, ZOOM [1, 1], "
@@ -138,11 +142,9 @@ def variants(demo: dict) -> dict[str, Variant]:
         Variant("wide_half_steps", f"WIDTH_MULTIPLIER {2 * tr['WIDTH_MULTIPLIER']:g} with half the "
                 "steps (about the same CPU time)",
                 {"WIDTH_MULTIPLIER": 2 * tr["WIDTH_MULTIPLIER"], "STEPS_PER_EPOCH": max(1, steps // 2)}),
-        Variant("wide", f"WIDTH_MULTIPLIER {2 * tr['WIDTH_MULTIPLIER']:g} with all the steps (about "
-                "twice the CPU time)", {"WIDTH_MULTIPLIER": 2 * tr["WIDTH_MULTIPLIER"]}),
-        *(Variant(f"wide_seed_{k}", f"wide with train.SEED {tr.get('SEED', 0) + k}: its seed spread",
-                  {"WIDTH_MULTIPLIER": 2 * tr["WIDTH_MULTIPLIER"], "SEED": tr.get("SEED", 0) + k})
-          for k in (1, 2)),
+        *_with_seeds(Variant("wide", f"WIDTH_MULTIPLIER {2 * tr['WIDTH_MULTIPLIER']:g} with all "
+                             "the steps (about twice the CPU time)",
+                             {"WIDTH_MULTIPLIER": 2 * tr["WIDTH_MULTIPLIER"]}), seed),
         Variant("deep_half_steps", "resnet34 with half the steps (about the same CPU time)",
                 {"ARCHITECTURE": "resnet34", "STEPS_PER_EPOCH": max(1, steps // 2)}),
         Variant("epochs_x2", f"EPOCHS {2 * tr['EPOCHS']} (twice the steps and CPU time)",
@@ -172,15 +174,11 @@ def variants(demo: dict) -> dict[str, Variant]:
                 extract={"CROPPERS": [c if c != "petrosian" else "fraction"
                                       for c in demo["extract"].get("CROPPERS") or []],
                          "CROP_FRACTION": 0.5}),
-        *_neighbour_variants(demo["extract"].get("NEIGHBOURS", "keep"), tr.get("SEED", 0)),
-        Variant("full_schedule", f"PATIENCE {tr['EPOCHS']} (= EPOCHS): no early stop, so every "
-                "run follows the whole cosine schedule down to a learning rate of zero instead "
-                "of stopping on a plateau of the noisy validation loss",
-                {"PATIENCE": tr["EPOCHS"]}),
-        *(Variant(f"full_schedule_seed_{k}", f"full_schedule with train.SEED "
-                  f"{tr.get('SEED', 0) + k}: its seed spread",
-                  {"PATIENCE": tr["EPOCHS"], "SEED": tr.get("SEED", 0) + k})
-          for k in (1, 2)),
+        *_neighbour_variants(demo["extract"].get("NEIGHBOURS", "keep"), seed),
+        *_with_seeds(Variant("full_schedule", f"PATIENCE {tr['EPOCHS']} (= EPOCHS): no early stop, "
+                             "so every run follows the whole cosine schedule down to a learning "
+                             "rate of zero instead of stopping on a plateau of the noisy "
+                             "validation loss", {"PATIENCE": tr["EPOCHS"]}), seed),
         Variant("image_48", "extract.IMAGE_SIZE 48 (its own extracted dataset)",
                 extract={"IMAGE_SIZE": 48}),
         Variant("image_64", "extract.IMAGE_SIZE 64 (its own extracted dataset)",
