@@ -281,7 +281,7 @@ class Extractor:
             spec["neighbours"] = p.neighbours
         if self.spec.cropper != "petrosian" and runs_petrosian_fit(self.kind, self.spec.cropper):
             # Petrosian magnitudes and radii (the photometry baseline and OBSERVABLES),
-            # measured but not cropped by
+            # measured without cropping by them
             spec["measure"] = "petrosian"
         return spec
 
