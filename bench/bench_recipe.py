@@ -107,12 +107,31 @@ def _neighbour_variants(preset: str, seed: int) -> list[Variant]:
     return out
 
 
+#: The presets' shared flux-scale range before 2026-12-05, when they turned it off; the
+#: former per-band draw (``flux_per_band_old``) used the same range for each band.
+FORMER_FLUX_SCALE = (0.9, 1.1)
+
+
+def _flux_scale_variants(flux_scale: list, seed: int) -> list[Variant]:
+    """``flux_scale_off`` (FLUX_SCALE [1, 1]) with two more seeds or, when the params file
+    already has no flux factor (the presets since 2026-12-05), ``flux_scale_on``: the
+    former presets' FORMER_FLUX_SCALE, so the choice stays measured against its alternative."""
+    if tuple(flux_scale) == (1.0, 1.0):
+        return _with_seeds(Variant("flux_scale_on", f"FLUX_SCALE {list(FORMER_FLUX_SCALE)}: one "
+                                   "shared flux factor per image, as the presets had before, so "
+                                   "the total brightness is partly augmented away",
+                                   {"AUGMENTATION": {"FLUX_SCALE": list(FORMER_FLUX_SCALE)}}), seed)
+    return _with_seeds(Variant("flux_scale_off", "FLUX_SCALE [1, 1]: no shared flux factor, so "
+                               "the total brightness (the oracle's strongest identity cue) is not "
+                               "augmented away", {"AUGMENTATION": {"FLUX_SCALE": [1.0, 1.0]}}), seed)
+
+
 def variants(demo: dict) -> dict[str, Variant]:
     """The variants of issue 11, derived from the demo params ``demo`` (raw YAML mapping)."""
     tr = demo["train"]
     aug = tr["AUGMENTATION"]
     steps, seed = tr["STEPS_PER_EPOCH"], tr.get("SEED", 0)
-    old_jitter = round(per_band_equivalent_jitter(tuple(aug["FLUX_SCALE"])), 4)
+    old_jitter = round(per_band_equivalent_jitter(FORMER_FLUX_SCALE), 4)
     out = [
         Variant(BASELINE, "the --params file as it is (params.demo.yaml by default)"),
         Variant("seed_1", "the baseline with train.SEED 1: the seed-to-seed spread that "
@@ -120,13 +139,11 @@ def variants(demo: dict) -> dict[str, Variant]:
         Variant("seed_2", "the baseline with train.SEED 2: a third point of the seed spread",
                 {"SEED": seed + 2}),
         Variant("flux_per_band_old", "colour scatter of the former independent per-band "
-                f"FLUX_SCALE {aug['FLUX_SCALE']} (COLOUR_JITTER_MAG {old_jitter})",
+                f"FLUX_SCALE {list(FORMER_FLUX_SCALE)} (COLOUR_JITTER_MAG {old_jitter})",
                 {"AUGMENTATION": {"COLOUR_JITTER_MAG": old_jitter}}),
         Variant("colour_jitter_0", "shared flux scale only, no per-band jitter",
                 {"AUGMENTATION": {"COLOUR_JITTER_MAG": 0.0}}),
-        *_with_seeds(Variant("flux_scale_off", "FLUX_SCALE [1, 1]: no shared flux factor, so "
-                             "the total brightness (the oracle's strongest identity cue) is not "
-                             "augmented away", {"AUGMENTATION": {"FLUX_SCALE": [1.0, 1.0]}}), seed),
+        *_flux_scale_variants(aug["FLUX_SCALE"], seed),
         Variant("zoom_off", "ZOOM [1, 1]: no zoom, so the galaxy's extent in the crop is not "
                 "augmented away", {"AUGMENTATION": {"ZOOM": [1.0, 1.0]}}),
         Variant("photometry_kept", "FLUX_SCALE [1, 1], COLOUR_JITTER_MAG 0, ZOOM [1, 1], "

@@ -437,8 +437,10 @@ class AugmentationParams:
                            (0.0, 0.05), "[0.0, 0.05]")
     flux_scale: tuple = key(shared_flux_scale, "Flux scale range: one factor per image, drawn "
                             "log-uniformly and shared by all bands, so colours are kept "
-                            "(calibration and surface-brightness uncertainty).",
-                            (0.9, 1.1), "[0.8, 1.25]")
+                            "(calibration and surface-brightness uncertainty). [1, 1] turns it "
+                            "off, as in the presets: the recipe bench measured total "
+                            "brightness as an identity cue worth keeping (BENCHMARKS.md, "
+                            "flux_scale_off).", (1.0, 1.0), "[0.9, 1.1]")
     colour_jitter_mag: float = key(number(0, MAX_COLOUR_JITTER_MAG), "Per-band calibration "
                                    "jitter [mag]: each band is multiplied by "
                                    "10^(-0.4·N(0, σ)) on top of FLUX_SCALE; at most "

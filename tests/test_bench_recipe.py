@@ -40,6 +40,25 @@ def test_every_variant_is_valid_params_and_changes_something():
             assert (params.train, params.extract) != (reference.train, reference.extract), name
 
 
+def test_flux_scale_variant_is_the_alternative_to_the_params_file():
+    """With no flux factor in the params file (the presets) the bench measures the former
+    shared factor, and with one it measures turning it off, so each variant changes the
+    recipe; the per-band emulation keeps the former range either way."""
+    raw = demo_raw_params()
+    assert tuple(raw["train"]["AUGMENTATION"]["FLUX_SCALE"]) == (1.0, 1.0)
+    names = bench_recipe.variants(raw)
+    assert {"flux_scale_on", "flux_scale_on_seed_1", "flux_scale_on_seed_2"} <= set(names)
+    assert not any(n.startswith("flux_scale_off") for n in names)
+    assert names["flux_scale_on"].train["AUGMENTATION"]["FLUX_SCALE"] == list(bench_recipe.FORMER_FLUX_SCALE)
+    with_factor = bench_recipe._merge(raw, {"train": {"AUGMENTATION": {"FLUX_SCALE": [0.8, 1.25]}}})
+    other = bench_recipe.variants(with_factor)
+    assert other["flux_scale_off_seed_2"].train == {"AUGMENTATION": {"FLUX_SCALE": [1.0, 1.0]}, "SEED": 2}
+    assert not any(n.startswith("flux_scale_on") for n in other)
+    jitter = round(bench_recipe.per_band_equivalent_jitter(bench_recipe.FORMER_FLUX_SCALE), 4)
+    assert other["flux_per_band_old"].train == names["flux_per_band_old"].train == \
+        {"AUGMENTATION": {"COLOUR_JITTER_MAG": jitter}}
+
+
 def test_each_extraction_of_a_variant_has_its_own_dataset_folder():
     """Variants that change extract settings train on their own extraction: the folder is
     named by every override and by a digest of the whole extract and prepare sections, so a
