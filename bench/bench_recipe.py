@@ -170,8 +170,8 @@ def variants(demo: dict) -> dict[str, Variant]:
                 {"BATCH_SIZE": 2 * tr["BATCH_SIZE"]}),
         Variant("lr_x0.3", f"LEARNING_RATE {tr['LEARNING_RATE'] * 0.3:g} (LARS)",
                 {"LEARNING_RATE": tr["LEARNING_RATE"] * 0.3}),
-        Variant("lr_x3", f"LEARNING_RATE {tr['LEARNING_RATE'] * 3:g} (LARS)",
-                {"LEARNING_RATE": tr["LEARNING_RATE"] * 3}),
+        *_with_seeds(Variant("lr_x3", f"LEARNING_RATE {tr['LEARNING_RATE'] * 3:g} (LARS)",
+                             {"LEARNING_RATE": tr["LEARNING_RATE"] * 3}), seed),
         Variant("adam", "OPTIMIZER adam, LEARNING_RATE 4e-3 (1e-3 after linear batch scaling "
                 "at batch 64)", {"OPTIMIZER": "adam", "LEARNING_RATE": 4e-3}),
         Variant("image_units_former", "PIXEL_UNIT image with the former demo's NOISE_STD [0, 0.05] "
