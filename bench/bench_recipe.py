@@ -117,13 +117,14 @@ def _flux_scale_variants(flux_scale: list, seed: int) -> list[Variant]:
     already has no flux factor (the presets since 2026-12-05), ``flux_scale_on``: the
     former presets' FORMER_FLUX_SCALE, so the choice stays measured against its alternative."""
     if tuple(flux_scale) == (1.0, 1.0):
-        return _with_seeds(Variant("flux_scale_on", f"FLUX_SCALE {list(FORMER_FLUX_SCALE)}: one "
-                                   "shared flux factor per image, as the presets had before, so "
-                                   "the total brightness is partly augmented away",
-                                   {"AUGMENTATION": {"FLUX_SCALE": list(FORMER_FLUX_SCALE)}}), seed)
-    return _with_seeds(Variant("flux_scale_off", "FLUX_SCALE [1, 1]: no shared flux factor, so "
-                               "the total brightness (the oracle's strongest identity cue) is not "
-                               "augmented away", {"AUGMENTATION": {"FLUX_SCALE": [1.0, 1.0]}}), seed)
+        name, value, doc = ("flux_scale_on", list(FORMER_FLUX_SCALE), "one shared flux factor per "
+                            "image, as the presets had before, so the total brightness is partly "
+                            "augmented away")
+    else:
+        name, value, doc = ("flux_scale_off", [1.0, 1.0], "no shared flux factor, so the total "
+                            "brightness (the oracle's strongest identity cue) is not augmented away")
+    return _with_seeds(Variant(name, f"FLUX_SCALE {value}: {doc}",
+                               {"AUGMENTATION": {"FLUX_SCALE": value}}), seed)
 
 
 def variants(demo: dict) -> dict[str, Variant]:
